@@ -1,0 +1,118 @@
+"""Model names -> builders, and loading from a name or a checkpoint file."""
+from __future__ import annotations
+
+import pickle
+import zipfile
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from sgone.errors import SgoneError
+
+ARCHS = ("sgone", "prototype")
+
+
+def build_model(arch: str = "sgone", backbone: str = "mobilenet_v2", variant: str = "fixed",
+                weights: str | Path | None = "auto", **options) -> nn.Module:
+    """Build a model. arch "sgone" (trainable head) or "prototype" (training-free).
+
+    `weights` is for the backbone: "auto" finds ImageNet weights offline, None = random init.
+    """
+    from sgone.backbones import build_backbone
+
+    config = {"backbone": backbone}
+    if arch == "sgone":
+        from sgone.models.sgone import SGOne
+
+        return SGOne(build_backbone(backbone, weights=weights), variant=variant, config=config, **options)
+    if arch == "prototype":
+        from sgone.models.prototype import PrototypeModel
+
+        return PrototypeModel(build_backbone(backbone, weights=weights), config=config, **options)
+    raise SgoneError(f"unknown architecture {arch!r}: use one of {', '.join(ARCHS)}")
+
+
+def build_model_from_config(config: dict, weights: str | Path | None = None) -> nn.Module:
+    """Rebuild a model from its `config` dict (as stored in checkpoints)."""
+    config = dict(config)
+    arch = config.pop("arch", "sgone")
+    backbone = config.pop("backbone", "mobilenet_v2")
+    if arch == "sgone":
+        keys = ("variant", "guidance_dim", "side_dim")
+    else:
+        keys = ("levels", "temperature", "refine_steps", "refine_confidence", "refine_weight")
+    options = {k: config[k] for k in keys if k in config}
+    if "levels" in options:
+        options["levels"] = tuple(options["levels"])
+    return build_model(arch, backbone, weights=weights, **options)
+
+
+def _named(arch: str, backbone: str, **options) -> Callable[..., nn.Module]:
+    def builder(weights: str | Path | None = "auto") -> nn.Module:
+        return build_model(arch, backbone, weights=weights, **options)
+
+    builder.__doc__ = f"{arch} model on {backbone}"
+    return builder
+
+
+# Registered names. "prototype-*" run with ImageNet weights alone; "sgone-*" have an untrained
+# head (for training and benchmarks) unless loaded from a checkpoint.
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "prototype-mobilenet_v2": _named("prototype", "mobilenet_v2"),
+    "prototype-efficientnet_lite0": _named("prototype", "efficientnet_lite0"),
+    "prototype-vgg16": _named("prototype", "vgg16"),
+    "prototype-resnet50": _named("prototype", "resnet50"),
+    "sgone-mobilenet_v2": _named("sgone", "mobilenet_v2"),
+    "sgone-efficientnet_lite0": _named("sgone", "efficientnet_lite0"),
+    "sgone-vgg16": _named("sgone", "vgg16"),
+    "sgone-vgg16-published": _named("sgone", "vgg16", variant="published"),
+    "sgone-resnet50": _named("sgone", "resnet50"),
+}
+DEFAULT_MODEL = "prototype-mobilenet_v2"
+
+
+def shipped_checkpoints() -> dict[str, Path]:
+    """Checkpoints that ship inside the package (sgone/checkpoints/*.pt), by file stem."""
+    folder = resources.files("sgone") / "checkpoints"
+    try:
+        return {Path(str(p)).stem: Path(str(p)) for p in folder.iterdir() if str(p).endswith(".pt")}
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint dict on the CPU; SgoneError if it is missing or not an sgone checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise SgoneError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise SgoneError(f"{path}: not a readable checkpoint ({exc.__class__.__name__})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
+        raise SgoneError(f"{path}: not an sgone checkpoint (needs 'model' and 'model_config' entries)")
+    return ckpt
+
+
+def load_model(name_or_path: str | Path | None = None, device: str | torch.device = "cpu",
+               weights: str | Path | None = "auto") -> nn.Module:
+    """A model in eval mode from a registered name, a shipped checkpoint name, or a checkpoint path."""
+    name = str(name_or_path or DEFAULT_MODEL)
+    shipped = shipped_checkpoints()
+    if name in MODELS:
+        model = MODELS[name](weights=weights)
+    elif name in shipped or Path(name).suffix in (".pt", ".pth", ".ckpt") or Path(name).is_file():
+        ckpt = read_checkpoint(shipped.get(name, name))
+        model = build_model_from_config(ckpt["model_config"], weights=None)
+        try:
+            model.load_state_dict(ckpt["model"])
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            raise SgoneError(f"{name}: checkpoint does not match its model config ({first})") from None
+    else:
+        known = ", ".join(sorted(MODELS) + sorted(shipped))
+        raise SgoneError(f"{name}: unknown model; use a checkpoint path or one of: {known}")
+    return model.to(device).eval()

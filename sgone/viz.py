@@ -1,0 +1,154 @@
+"""Pictures people would rather look at: overlays, similarity heat maps, episode grids, curves."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from sgone.io import save_image
+
+# Distinct colours for N-way labels (index 0 is unused: background).
+PALETTE = np.array(
+    [[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180],
+     [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128]],
+    dtype=np.uint8,
+)
+
+
+def save_png(path: str | Path, array: np.ndarray) -> None:
+    """Write an HxW or HxWx3 uint8 array as PNG, atomically."""
+    save_image(Path(path).with_suffix(".png") if Path(path).suffix == "" else path, array)
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, color=(255, 0, 0), alpha: float = 0.5,
+            contour: bool = True) -> np.ndarray:
+    """Tint the object pixels of `mask` (HxW, 1 = object; N-way labels use PALETTE) on `image`."""
+    out = image.astype(np.float32).copy()
+    mask = np.asarray(mask)
+    labels = [v for v in np.unique(mask) if v not in (0, 255)]
+    for value in labels:
+        tint = np.array(color if len(labels) == 1 and value == 1 else PALETTE[int(value) % len(PALETTE)],
+                        dtype=np.float32)
+        region = mask == value
+        out[region] = (1 - alpha) * out[region] + alpha * tint
+        if contour:
+            edge = region & ~_erode(region)
+            out[edge] = tint
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def _erode(region: np.ndarray) -> np.ndarray:
+    padded = np.pad(region, 1, mode="edge")
+    out = region.copy()
+    for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
+        out &= padded[dy:dy + region.shape[0], dx:dx + region.shape[1]]
+    return out
+
+
+def _colormap(values: np.ndarray) -> np.ndarray:
+    """A perceptual blue-to-yellow map (viridis-like) for values in [0, 1] -> HxWx3 uint8."""
+    anchors = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]],
+                       dtype=np.float32)
+    pos = np.clip(values, 0, 1) * (len(anchors) - 1)
+    low = np.floor(pos).astype(int).clip(0, len(anchors) - 2)
+    frac = (pos - low)[..., None]
+    return (anchors[low] * (1 - frac) + anchors[low + 1] * frac).astype(np.uint8)
+
+
+def heatmap(similarity: np.ndarray, image: np.ndarray | None = None, alpha: float = 0.6,
+            value_range: tuple[float, float] | None = None) -> np.ndarray:
+    """Colour a similarity map (HxW) as HxWx3 uint8, blended over `image` when given.
+
+    The map is scaled to its own min..max unless `value_range` fixes it (e.g. (-1, 1) for cosine).
+    """
+    sim = np.asarray(similarity, dtype=np.float32)
+    lo, hi = value_range if value_range else (float(sim.min()), float(sim.max()))
+    colours = _colormap((sim - lo) / max(hi - lo, 1e-6))
+    if image is None:
+        return colours
+    if image.shape[:2] != sim.shape:
+        colours = np.asarray(Image.fromarray(colours).resize((image.shape[1], image.shape[0]), Image.BILINEAR))
+    return (alpha * colours + (1 - alpha) * image.astype(np.float32)).astype(np.uint8)
+
+
+def _fit(tile_image: np.ndarray, tile: int) -> np.ndarray:
+    if tile_image.ndim == 2:
+        tile_image = np.repeat(tile_image[:, :, None], 3, axis=2)
+    h, w = tile_image.shape[:2]
+    scale = tile / max(h, w)
+    resized = Image.fromarray(tile_image).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+    canvas = Image.new("RGB", (tile, tile), (32, 32, 32))
+    canvas.paste(resized, ((tile - resized.width) // 2, (tile - resized.height) // 2))
+    return np.asarray(canvas)
+
+
+def tile_grid(rows: list[list[np.ndarray]], labels: list[list[str]] | None = None, tile: int = 160,
+              gap: int = 4) -> np.ndarray:
+    """Lay images out in a grid of `tile` x `tile` cells (aspect kept), with optional captions."""
+    ncols = max(len(r) for r in rows)
+    caption = 14 if labels else 0
+    height = len(rows) * (tile + caption + gap) + gap
+    width = ncols * (tile + gap) + gap
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    for r, row in enumerate(rows):
+        for c, cell in enumerate(row):
+            x = gap + c * (tile + gap)
+            y = gap + r * (tile + caption + gap)
+            canvas.paste(Image.fromarray(_fit(np.asarray(cell), tile)), (x, y + caption))
+            if labels and r < len(labels) and c < len(labels[r]) and labels[r][c]:
+                draw.text((x + 2, y + 1), str(labels[r][c])[: tile // 6], fill=(0, 0, 0), font=font)
+    return np.asarray(canvas)
+
+
+def line_plot(series: dict[str, tuple[list[float], list[float]]], title: str = "", xlabel: str = "",
+              ylabel: str = "", size: tuple[int, int] = (640, 400)) -> np.ndarray:
+    """Draw named (xs, ys) curves on one set of axes; returns HxWx3 uint8."""
+    width, height = size
+    left, right, top, bottom = 60, 20, 30, 45
+    canvas = Image.new("RGB", size, (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    points = [(x, y) for xs, ys in series.values() for x, y in zip(xs, ys) if np.isfinite(y)]
+    if not points:
+        draw.text((left, height // 2), "no data", fill=(0, 0, 0), font=font)
+        return np.asarray(canvas)
+    xs_all, ys_all = zip(*points)
+    x0, x1 = min(xs_all), max(xs_all)
+    y0, y1 = min(ys_all), max(ys_all)
+    if x1 == x0:
+        x1 = x0 + 1
+    if y1 == y0:
+        y1 = y0 + 1
+    pad = 0.05 * (y1 - y0)
+    y0, y1 = y0 - pad, y1 + pad
+
+    def to_px(x: float, y: float) -> tuple[float, float]:
+        px = left + (x - x0) / (x1 - x0) * (width - left - right)
+        py = height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom)
+        return px, py
+
+    draw.rectangle([left, top, width - right, height - bottom], outline=(0, 0, 0))
+    for i in range(5):
+        yv = y0 + (y1 - y0) * i / 4
+        _, py = to_px(x0, yv)
+        draw.line([left - 4, py, left, py], fill=(0, 0, 0))
+        draw.text((4, py - 6), f"{yv:.3g}", fill=(0, 0, 0), font=font)
+        xv = x0 + (x1 - x0) * i / 4
+        px, _ = to_px(xv, y0)
+        draw.line([px, height - bottom, px, height - bottom + 4], fill=(0, 0, 0))
+        draw.text((px - 12, height - bottom + 6), f"{xv:.4g}", fill=(0, 0, 0), font=font)
+    for i, (name, (xs, ys)) in enumerate(series.items()):
+        colour = tuple(int(v) for v in PALETTE[1 + i % (len(PALETTE) - 1)])
+        pts = [to_px(x, y) for x, y in zip(xs, ys) if np.isfinite(y)]
+        if len(pts) > 1:
+            draw.line(pts, fill=colour, width=2)
+        for px, py in pts if len(pts) <= 60 else []:
+            draw.ellipse([px - 2, py - 2, px + 2, py + 2], fill=colour)
+        draw.text((left + 8, top + 4 + 12 * i), name, fill=colour, font=font)
+    draw.text((left, 8), title, fill=(0, 0, 0), font=font)
+    draw.text((width // 2 - 3 * len(xlabel), height - 16), xlabel, fill=(0, 0, 0), font=font)
+    draw.text((4, top - 14), ylabel, fill=(0, 0, 0), font=font)
+    return np.asarray(canvas)
