@@ -19,36 +19,59 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 IGNORE = 255
 
 
-def _open(path: str | Path) -> Image.Image:
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
+
+
+def _load(path: str | Path) -> tuple[Image.Image, str | None]:
+    """Open, fully decode and EXIF-rotate an image file -> (image independent of the file, format).
+
+    Decoding happens here so that truncated or corrupt files fail with one clear message
+    instead of later inside numpy or the model. The file is closed before returning.
+    """
     path = Path(path)
     if not path.exists():
         raise SgoneError(f"{path}: file not found")
     if path.is_dir():
         raise SgoneError(f"{path}: is a folder, expected an image file")
     try:
-        image = Image.open(path)
-        image.load()  # decode now so truncated files fail here, not later
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise SgoneError(f"{path}: cannot read image ({exc.__class__.__name__}: {exc})".rstrip()) from None
-    return image
+        with Image.open(path) as opened:
+            fmt = opened.format
+            opened.load()  # decode now so truncated files fail here, not later
+            image = _exif_transpose(opened)  # a new image: usable after the file is closed
+    except UnidentifiedImageError:
+        raise SgoneError(f"{path}: not an image file, or in a format that cannot be read") from None
+    except Image.DecompressionBombError:
+        raise SgoneError(f"{path}: image too large to decode safely (a decompression bomb?)") from None
+    except PermissionError:
+        raise SgoneError(f"{path}: permission denied") from None
+    except MemoryError:
+        raise SgoneError(f"{path}: not enough memory to decode the image") from None
+    except Exception as exc:  # decoders raise OSError, SyntaxError, EOFError, struct.error, ...
+        raise SgoneError(f"{path}: cannot read image ({_one_line(exc)})") from None
+    return image, fmt
 
 
-def _exif_transpose(image: Image.Image, path: Path) -> Image.Image:
+def _exif_transpose(image: Image.Image) -> Image.Image:
+    """The image turned upright as its EXIF Orientation says; always a new image."""
     try:
         return ImageOps.exif_transpose(image)
     except Exception:  # a broken EXIF block should not make a readable image unusable
-        return image
+        return image.copy()
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:
     mode = image.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # high bit depth greys: stretch to the image's own maximum
         arr = np.asarray(image, dtype=np.float64)
+        arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
         top = arr.max()
         arr = arr / top * 255.0 if top > 0 else arr
         grey = np.clip(arr + 0.5, 0, 255).astype(np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2)
-    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info):
         # composite transparent pixels on white, as viewers show them
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -60,22 +83,27 @@ def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as HxWx3 uint8 RGB, EXIF orientation applied.
 
     Accepts JPEG/PNG/BMP/TIFF/WebP in modes RGB, L, LA, RGBA, P, CMYK, I;16, ...
+    Transparent pixels are shown on white; 16-bit greys are stretched to their maximum.
     """
     path = Path(path)
-    image = _exif_transpose(_open(path), path)
-    return np.ascontiguousarray(_to_rgb(image))
+    image, _ = _load(path)
+    try:
+        rgb = _to_rgb(image)
+    except (ValueError, OSError) as exc:
+        raise SgoneError(f"{path}: cannot convert image mode {image.mode} to RGB ({_one_line(exc)})") from None
+    return np.ascontiguousarray(rgb)
 
 
 def read_label(path: str | Path) -> np.ndarray:
     """Read a label map as HxW uint8 raw values (palette indices for P-mode PNGs)."""
     path = Path(path)
-    image = _exif_transpose(_open(path), path)
+    image, _ = _load(path)
     if image.mode == "P" or image.mode == "L":
         return np.asarray(image, dtype=np.uint8).copy()
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(image)
-        if arr.max() > 255:
-            raise SgoneError(f"{path}: label values above 255 are not supported")
+        if arr.size and (arr.max() > 255 or arr.min() < 0):
+            raise SgoneError(f"{path}: label values outside 0..255 are not supported")
         return arr.astype(np.uint8)
     if image.mode in ("1",):
         return np.asarray(image, dtype=np.uint8)
@@ -86,45 +114,91 @@ def read_label(path: str | Path) -> np.ndarray:
     raise SgoneError(f"{path}: colour label map; expected a palette or single-channel PNG")
 
 
+# Lossy formats blur black into near-black around a mask's edges; below this is still "black".
+_LOSSY_FORMATS = ("JPEG", "MPO", "WEBP")
+_LOSSY_BLACK = 48
+
+
 def read_mask(path: str | Path, class_id: int | None = None) -> np.ndarray:
     """Read a binary object mask as HxW uint8 with 0 = background, 1 = object, 255 = ignore.
 
     - palette PNGs (VOC style: class ids, 255 = ignore): with `class_id` that class is the
       object; without it every non-zero class is the object;
-    - 0/1 and 0/255 single-channel masks; other grey values: >= 128 is the object;
-    - RGB(A) masks: any non-black pixel is the object.
+    - 0/1 and 0/255 single-channel masks; other grey values: >= 128 is the object
+      (16-bit and float masks: above half their maximum);
+    - RGB(A) masks: any non-black pixel is the object (JPEG/WebP: channel max above 48, as
+      compression smears black); fully or mostly transparent pixels (alpha < 128) are background;
+    - `class_id` (1..254, or above 255 in 16-bit label maps) also works on single-channel label
+      maps and grey RGB ones; a class absent from the mask is an error.
     """
     path = Path(path)
-    image = _exif_transpose(_open(path), path)
+    if class_id is not None and (class_id <= 0 or class_id == IGNORE):
+        raise SgoneError(f"{path}: class id {class_id} is not an object class "
+                         f"(0 is background, 255 is ignore; use 1..254)")
+    image, fmt = _load(path)
     mode = image.mode
-    if mode == "P":
-        labels = np.asarray(image, dtype=np.uint8)
+    if mode in ("P", "PA"):  # palette indices are the labels; a palette alpha does not matter
+        labels = np.asarray(image.getchannel("P") if mode == "PA" else image, dtype=np.uint8)
         return _binary_from_labels(labels, class_id, path)
-    if mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
-        rgb = np.asarray(image.convert("RGB"))
+    if mode in ("RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV"):
+        alpha = np.asarray(image.getchannel("A")) if "A" in image.getbands() else None
+        try:
+            rgb = np.asarray(image.convert("RGB"))
+        except (ValueError, OSError) as exc:
+            raise SgoneError(f"{path}: cannot read mask mode {mode} ({_one_line(exc)})") from None
+        grey = (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()
         if class_id is not None:
-            raise SgoneError(f"{path}: --class-id needs a palette or single-channel label mask, got an RGB mask")
-        return (rgb.max(axis=2) > 0).astype(np.uint8)
+            if not grey:
+                raise SgoneError(f"{path}: --class-id needs a palette or single-channel label mask, got a colour mask")
+            return _binary_from_labels(rgb[..., 0].copy(), class_id, path)
+        black = _LOSSY_BLACK if fmt in _LOSSY_FORMATS else 0
+        obj = rgb.max(axis=2) > black
+        if alpha is not None:
+            obj &= alpha >= 128
+        return obj.astype(np.uint8)
     if mode == "LA":
-        image = image.getchannel("L")
+        alpha = np.asarray(image.getchannel("A"))
+        grey_mask = _mask_from_values(np.asarray(image.getchannel("L")), class_id, path)
+        if class_id is None:
+            grey_mask[alpha < 128] = 0
+        return grey_mask
     if mode == "1":
         return np.asarray(image, dtype=np.uint8)
-    values = np.asarray(image)
+    return _mask_from_values(np.asarray(image), class_id, path)
+
+
+def _mask_from_values(values: np.ndarray, class_id: int | None, path: str | Path) -> np.ndarray:
+    """A single-channel mask array (any dtype) -> HxW uint8 {0, 1, 255}; see `read_mask`."""
+    path = Path(path)
+    values = np.asarray(values)
+    if values.dtype.kind == "f":
+        finite = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        integral = bool((finite == np.round(finite)).all())
+        if class_id is not None or (integral and finite.min() >= 0 and finite.max() <= 255):
+            if not integral:
+                raise SgoneError(f"{path}: --class-id needs integer labels, the mask holds fractions")
+            values = finite.astype(np.int64)
+        else:
+            top = finite.max()
+            return (finite > (top / 2 if top > 1 else 0.5)).astype(np.uint8)
     if values.dtype != np.uint8:
-        top = values.max()
-        if class_id is None:
-            return (values > (top / 2 if top > 1 else 0)).astype(np.uint8)
-        values = values.astype(np.int64)
+        low, top = (int(values.min()), int(values.max())) if values.size else (0, 0)
+        if 0 <= low and top <= 255:
+            values = values.astype(np.uint8)  # 16-bit file with 8-bit content
+        elif class_id is not None:
+            return _binary_from_labels(values.astype(np.int64), class_id, path)
+        else:
+            return (values > top / 2).astype(np.uint8)  # e.g. 0/65535
     if class_id is not None:
         return _binary_from_labels(values, class_id, path)
-    unique = np.unique(values)
-    if set(unique.tolist()) <= {0, 1}:
+    unique = set(np.unique(values).tolist())
+    if unique <= {0, 1}:
         return values.astype(np.uint8)
-    if set(unique.tolist()) <= {0, 255}:
+    if unique <= {0, 255}:
         return (values == 255).astype(np.uint8)
-    if set(unique.tolist()) <= {0, 1, 255} or unique.max() < 128:
+    if unique <= {0, 1, 255} or max(unique) < 128:
         # class ids with a VOC boundary band, or small ids: every non-zero class is the object
-        return _binary_from_labels(values.astype(np.uint8), None, path)
+        return _binary_from_labels(values, None, path)
     return (values >= 128).astype(np.uint8)
 
 
@@ -135,7 +209,8 @@ def _binary_from_labels(labels: np.ndarray, class_id: int | None, path: Path) ->
     else:
         if not (labels == class_id).any():
             present = sorted(int(v) for v in np.unique(labels) if v not in (0, IGNORE))
-            raise SgoneError(f"{path}: class id {class_id} does not occur in the mask (present: {present})")
+            raise SgoneError(f"{path}: class id {class_id} does not occur in the mask "
+                             f"(present: {present or 'no class ids besides 0 and 255'})")
         out[labels == class_id] = 1
     out[labels == IGNORE] = IGNORE
     return out
@@ -158,11 +233,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        # mkstemp makes the file private (0600); results get the usual permissions instead
+        with contextlib.suppress(OSError):  # some file systems (FAT, SMB) refuse chmod
+            os.chmod(tmp_path, 0o666 & ~_umask())
         yield tmp_path
         os.replace(tmp_path, path)
     finally:
-        if tmp_path.exists():
+        with contextlib.suppress(OSError):
             tmp_path.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: str | Path, data: bytes | str) -> None:

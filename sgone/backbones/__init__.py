@@ -1,0 +1,71 @@
+"""ImageNet CNN backbones that return three feature levels at output stride 8.
+
+`build_backbone(name, weights="auto")`: `weights="auto"` finds the ImageNet file (see
+`sgone.backbones.weights`), a path loads that file, `None` keeps the random init.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import SgoneError
+from .base import IMAGENET_MEAN, IMAGENET_STD, Backbone, freeze_batchnorm
+from .efficientnet import EfficientNetLite0, efficientnet_lite0
+from .mobilenet import MobileNetV2, mobilenet_v2
+from .resnet import ResNet50, resnet50
+from .vgg import VGG16, vgg16
+from .weights import find_weights, load_backbone_weights, read_state_dict
+
+# name -> builder(**options) -> random-init Backbone
+BACKBONES: dict[str, Callable[..., Backbone]] = {
+    "vgg16": vgg16,
+    "mobilenet_v2": mobilenet_v2,
+    "efficientnet_lite0": efficientnet_lite0,
+    "resnet50": resnet50,
+}
+
+
+def build_backbone(name: str, weights: str | Path | None = "auto", **options: Any) -> Backbone:
+    """Build backbone `name` and load its ImageNet weights.
+
+    weights: "auto" searches the explicit/installed/hub-cache places, a path loads that file
+    (or a folder holding it), None keeps the random init. `options` go to the builder
+    (e.g. `dilated=True` for vgg16, `output_stride=32` for the ImageNet layout).
+    The loaded file's path is kept in `backbone.weights_path` (None for random init).
+    """
+    builder = BACKBONES.get(name)
+    if builder is None:
+        raise SgoneError(f"{name}: unknown backbone; known: {', '.join(BACKBONES)}")
+    accepted = inspect.signature(builder).parameters
+    unknown = [k for k in options if k not in accepted]
+    if unknown:
+        raise SgoneError(f"{name}: unknown option(s) {', '.join(unknown)}; accepted: {', '.join(accepted) or 'none'}")
+    backbone = builder(**options)
+    backbone.weights_path = None
+    if weights is None:
+        return backbone
+    path = find_weights(name, None if (isinstance(weights, str) and weights == "auto") else weights)
+    load_backbone_weights(backbone, read_state_dict(path), path)
+    backbone.weights_path = path
+    return backbone
+
+
+__all__ = [
+    "BACKBONES",
+    "Backbone",
+    "EfficientNetLite0",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "MobileNetV2",
+    "ResNet50",
+    "VGG16",
+    "build_backbone",
+    "efficientnet_lite0",
+    "find_weights",
+    "freeze_batchnorm",
+    "mobilenet_v2",
+    "resnet50",
+    "vgg16",
+]

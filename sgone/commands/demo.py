@@ -5,7 +5,8 @@ import argparse
 from importlib import resources
 from pathlib import Path
 
-from sgone.commands.segment import add_model_arguments
+from sgone.commands.segment import (add_model_arguments, check_model_arguments, check_output_folder,
+                                    make_output_folder, write_results)
 
 
 def register(subparsers) -> None:
@@ -26,10 +27,13 @@ def sample_paths() -> dict[str, Path]:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from sgone.io import read_image, read_mask, save_image, write_mask_png
+    from sgone.io import read_image, read_mask
     from sgone.predictor import Predictor
     from sgone.viz import heatmap, overlay, tile_grid
 
+    check_model_arguments(args)
+    out = Path(args.output)
+    check_output_folder(out)
     paths = sample_paths()
     support, query = read_image(paths["support"]), read_image(paths["query"])
     support_mask, truth = read_mask(paths["support_mask"]), read_mask(paths["query_mask"])
@@ -38,14 +42,16 @@ def run(args: argparse.Namespace) -> int:
     result = predictor.predict(query)
     pred, gt = result.mask == 1, truth == 1
     iou = float((pred & gt).sum() / max((pred | gt).sum(), 1))
-    out = Path(args.output)
-    write_mask_png(out / "query.png", result.mask)
-    save_image(out / "query_overlay.png", overlay(query, result.mask))
-    save_image(out / "query_similarity.png", heatmap(result.similarity, query))
     grid = tile_grid([[overlay(support, support_mask, color=(0, 200, 0)), overlay(query, truth, color=(0, 200, 0)),
                        overlay(query, result.mask), heatmap(result.similarity, query)]],
                      [["support + mask", "query truth", f"prediction IoU {iou:.3f}", "similarity"]], tile=240)
-    save_image(out / "demo_grid.png", grid)
+    make_output_folder(out)
+    write_results({
+        out / "query.png": np.where(result.mask == 1, 255, 0).astype(np.uint8),
+        out / "query_overlay.png": overlay(query, result.mask),
+        out / "query_similarity.png": heatmap(result.similarity, query),
+        out / "demo_grid.png": grid,
+    })
     model_name = args.model or "default (training-free)"
     print(f"model: {model_name}; sample: person support -> persons in another photo half")
     print(f"IoU against ground truth: {iou:.3f}  (predicted {int(pred.sum())} px, true {int(gt.sum())} px)")

@@ -59,8 +59,9 @@ class Source:
     class_names: dict[int, str] = {}
     folds: int = 1
     root: Path | None = None
-    problems: list[str] = []
-    notes: list[str] = []  # things worth telling the user (e.g. "wrote a class split to ...")
+    # Sources assign their own lists in __init__; the empty tuples only serve sources that find no problems.
+    problems: list[str] | tuple[str, ...] = ()
+    notes: list[str] | tuple[str, ...] = ()  # worth telling the user (e.g. "wrote a class split to ...")
 
     def classes(self, fold: int, role: str) -> list[int]:
         """Class ids of `fold`: role "test" = the fold's unseen classes, "train" = all others."""
@@ -91,10 +92,14 @@ class Source:
         for fold in range(self.folds):
             used["train"].update(self.classes(fold, "train"))
             used["val"].update(self.classes(fold, "test"))
+        counts = {(split, c): len(self.items(split, c)) for split in SPLITS for c in sorted(used[split])}
+        if not any(counts.values()):
+            # nothing was found at all: one line, not one per class (layout problems say why)
+            return [] if self.problems else [f"{self.root}: no images found"]
         problems = []
         for split in SPLITS:
             for class_id in sorted(used[split]):
-                count = len(self.items(split, class_id))
+                count = counts[split, class_id]
                 if count < shots + 1:
                     problems.append(
                         f"{self.root}: class {class_id} '{self.class_names.get(class_id, class_id)}' has "
@@ -137,11 +142,12 @@ def check_same_size(image_shape: tuple, mask_shape: tuple, mask_path: str | Path
 
 
 def _image_tensor(image: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    # np.array copies: arrays read through PIL are read-only, which torch.from_numpy warns about
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)
 
 
 def _mask_tensor(mask: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(mask)).long()
+    return torch.from_numpy(np.array(mask, dtype=np.int64))
 
 
 def collate(episodes: list[Episode]) -> dict[str, Any]:

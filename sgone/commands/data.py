@@ -1,0 +1,127 @@
+"""`sgone data`: check a data set, show what it holds per fold and class, and render sample episodes."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sgone.errors import SgoneError
+
+FULL_TABLE_MAX = 100  # beyond this many classes print a summary instead of one line per class
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "data", help="check a data set and list its classes, images and folds",
+        description="Read a data set from --root, print its classes, images per class per split and "
+                    "fold, and every problem found (exit code 2 when there are problems). "
+                    "With --grid, also draw sample episodes to a PNG.")
+    p.add_argument("--dataset", required=True, help="pascal, coco, fss, folder, voclike, synthetic or davis2016")
+    p.add_argument("--root", default=None, metavar="PATH", help="the data set's folder")
+    p.add_argument("--fold", type=int, default=None, help="show only this fold (default: all)")
+    p.add_argument("--shots", type=int, default=1, help="check classes have shots + 1 images (default 1)")
+    p.add_argument("--ways", type=int, default=1, help="ways of the sample episodes (default 1)")
+    p.add_argument("--grid", default=None, metavar="OUT.png", help="draw sample test episodes to this PNG")
+    p.add_argument("--episodes", type=int, default=8, help="sample episodes in the grid (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample episodes (default 0)")
+    g = p.add_argument_group("data set options")
+    g.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="where to cache class lists when the data folder is read-only")
+    g.add_argument("--no-sbd", dest="use_sbd", action="store_const", const=False, default=None,
+                   help="pascal: use SegmentationClass instead of SegmentationClassAug")
+    g.add_argument("--keep-small", dest="drop_small", action="store_const", const=False, default=None,
+                   help="pascal: keep objects under 2*32*32 pixels")
+    g.add_argument("--split-style", choices=("interleaved", "contiguous"), default=None, help="coco fold split")
+    g.add_argument("--split-files", default=None, metavar="DIR", help="fss: folder with train/val/test.txt class lists")
+    g.add_argument("--test-classes", default=None, metavar="A,B", help="folder/voclike: names of the test classes")
+    g.add_argument("--class-names", default=None, metavar="FILE", help="voclike: class-name file (line 0 background)")
+    p.set_defaults(func=run)
+
+
+def source_options(args: argparse.Namespace) -> dict:
+    """The data-set options the user gave (others keep the source's defaults)."""
+    names = {"cache_dir": "cache_dir", "use_sbd": "use_sbd", "drop_small": "drop_small",
+             "split_style": "split_style", "split_files": "split_files", "test_classes": "test_classes",
+             "class_names": "class_names_file"}
+    return {option: getattr(args, flag) for flag, option in names.items() if getattr(args, flag) is not None}
+
+
+def run(args: argparse.Namespace) -> int:
+    from sgone.data.registry import build_source
+
+    source = build_source(args.dataset, args.root, strict=False, **source_options(args))
+    print(f"data set: {source.name}   root: {source.root}")
+    for note in getattr(source, "notes", []):
+        print(f"note: {note}")
+    if getattr(source, "cache_path", None):
+        print(f"class lists cached in {source.cache_path}")
+    problems = source.check(args.shots) if hasattr(source, "check") else []
+    if source.class_names:
+        describe(source, args.fold)
+    if problems:
+        print(f"\n{len(problems)} problem(s):")
+        for problem in problems:
+            print(f"  {problem}")
+    else:
+        print("\nno problems found")
+    if args.grid:
+        try:
+            path = render_grid(source, args)
+            print(f"wrote {path}")
+        except SgoneError as exc:
+            print(f"grid not drawn: {exc}")
+            return 2
+    return 2 if problems else 0
+
+
+def describe(source, only_fold: int | None) -> None:
+    """Per fold: seen/unseen classes; per class: images per split and the fold that tests it."""
+    folds = range(source.folds) if only_fold is None else [only_fold]
+    tested_in: dict[int, int] = {}
+    for fold in folds:
+        test, train = source.classes(fold, "test"), source.classes(fold, "train")
+        pairs_train = sum(len(source.items("train", c)) for c in train)
+        pairs_val = sum(len(source.items("val", c)) for c in test)
+        print(f"fold {fold}: {len(train)} train classes ({pairs_train} image-class pairs in split train), "
+              f"{len(test)} test classes ({pairs_val} pairs in split val)")
+        names = [source.class_names.get(c, str(c)) for c in test]
+        print(f"  test classes: {', '.join(names[:20])}{' ...' if len(names) > 20 else ''}")
+        for c in test:
+            tested_in[c] = fold
+    counts = {c: (len(source.items("train", c)), len(source.items("val", c))) for c in sorted(source.class_names)}
+    print(f"\n{len(counts)} classes")
+    if len(counts) <= FULL_TABLE_MAX:
+        width = max(len(n) for n in source.class_names.values())
+        print(f"  {'id':>4}  {'class':<{width}}  {'train':>6}  {'val':>6}  test fold")
+        for c, (n_train, n_val) in counts.items():
+            fold = tested_in.get(c, "-")
+            print(f"  {c:>4}  {source.class_names[c]:<{width}}  {n_train:>6}  {n_val:>6}  {fold}")
+    else:
+        for i, split in enumerate(("train", "val")):
+            values = sorted(v[i] for v in counts.values())
+            print(f"  images per class in split {split}: min {values[0]}, median {values[len(values) // 2]}, "
+                  f"max {values[-1]}, total {sum(values)}")
+
+
+def render_grid(source, args: argparse.Namespace) -> Path:
+    """Sample test episodes, one row each: (support | support overlay) per shot, query | query overlay."""
+    from sgone.data.sampler import TestEpisodes
+    from sgone.viz import overlay, save_png, tile_grid
+
+    fold = args.fold or 0
+    episodes = TestEpisodes(source, fold, shots=args.shots, ways=args.ways, episodes=args.episodes,
+                            seed=args.seed, style="pfenet")
+    rows, labels = [], []
+    for episode in episodes:
+        row, label = [], []
+        for way, (images, masks, names) in enumerate(zip(episode.support_images, episode.support_masks,
+                                                         episode.support_names)):
+            for image, mask, name in zip(images, masks, names):
+                row += [image, overlay(image, mask)]
+                label += [f"{episode.class_names[way]}: {name}", "support mask"]
+        row += [episode.query_image, overlay(episode.query_image, episode.query_mask)]
+        label += [f"query: {episode.query_name}", "query mask"]
+        rows.append(row)
+        labels.append(label)
+    out = Path(args.grid)
+    save_png(out, tile_grid(rows, labels))
+    return out
