@@ -1,0 +1,126 @@
+"""Frame rate of `sgone video` at 480p, in both modes, with the default model.
+
+A generated 854x480 clip (`sgone.video.synthetic_clip`: a textured object moving and scaling
+over a real photo) is written as JPEG frames with its first mask; then `run_video` - the code
+behind `sgone video` - segments it exactly as the command would (read JPEG, predict, write the
+mask PNG, overlay, H.264 encode, GIF preview), once per mode and input size. Reported:
+
+    end-to-end fps   frames written / wall time of run_video (what the progress bar shows)
+    predict fps      frames / time spent inside the predictor (and the propagate update)
+    J                mean region similarity against the generated clip's true masks
+                     (frames 1..n-1; a sanity check that the timed run tracks the object)
+
+Input sizes: the CLI default (--size 473: the longer side scaled to 473, so 473x266 for 480p)
+and --size 0 (native 854x480). Runs are interleaved (independent, propagate, independent, ...)
+so that a change in machine load hits both modes alike; medians over `--repeats`. The header
+prints a 2048^3 fp32 matmul rate: far below ~200 GFLOP/s means the machine was busy.
+
+    python benchmarks/video_speed.py                    # 24 frames, sizes 473 and 0, 1 repeat
+    python benchmarks/video_speed.py --frames 48 --repeats 3 --json video_speed.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=24, help="frames in the generated clip (default 24)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[473, 0], help="--size values (0 = native; default 473 0)")
+    parser.add_argument("--modes", nargs="+", default=["independent", "propagate"], choices=["independent", "propagate"])
+    parser.add_argument("--repeats", type=int, default=1, help="runs per configuration; medians reported")
+    parser.add_argument("--model", default=None, help="model name (default: the CLI default)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", default=None, help="also write the numbers here")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from sgone.engine.davis import jaccard
+    from sgone.predictor import Predictor
+    from sgone.video import run_video, synthetic_clip, write_clip
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    height, width = 480, 854
+    gflops_before = matmul_gflops()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="sgone-video-speed-") as tmp:
+        tmp = Path(tmp)
+        write_clip(tmp / "frames", synthetic_clip(args.frames, (height, width), seed=0), image_format="jpg", masks_folder=tmp / "truth")
+        truth = tmp / "truth"
+        from sgone.io import read_mask
+
+        for size in args.sizes:
+            t0 = time.perf_counter()
+            predictor = Predictor(args.model, device=args.device, size=size or None)
+            load_s = time.perf_counter() - t0
+            runs: dict[str, list[dict]] = {m: [] for m in args.modes}
+            for rep in range(args.repeats):
+                for mode in args.modes:
+                    out = tmp / f"out-{size}-{mode}-{rep}"
+                    s = run_video(predictor, tmp / "frames", truth / "00000.png", out, mode=mode, progress=False)
+                    js = [jaccard(read_mask(out / "masks" / f"{i:05d}.png"), read_mask(truth / f"{i:05d}.png"))
+                          for i in range(1, args.frames)]
+                    runs[mode].append({"fps": s.fps, "predict_fps": s.predict_fps, "seconds": s.seconds, "J": float(np.mean(js))})
+            for mode in args.modes:
+                r = runs[mode]
+                rows.append({
+                    "size": size, "input": f"{width}x{height}" if not size else "x".join(map(str, _input_hw(height, width, size)[::-1])),
+                    "mode": mode, "fps": statistics.median(x["fps"] for x in r),
+                    "predict_fps": statistics.median(x["predict_fps"] for x in r),
+                    "J": statistics.median(x["J"] for x in r), "model_load_s": load_s, "repeats": len(r),
+                })
+    gflops_after = matmul_gflops()
+    threads = torch.get_num_threads()
+    print(f"# sgone video speed at 480p ({width}x{height}), {args.frames} frames")
+    print()
+    print(f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+          f"{threads} threads, device {args.device}")
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    print(f"- machine load: 2048^3 fp32 matmul {gflops_before:.0f} GFLOP/s before, {gflops_after:.0f} after "
+          f"(~200 on an idle 2-core reference machine)" + (f"; load average {load[0]:.1f}" if load else ""))
+    print(f"- model: {args.model or 'default'}; end-to-end = read JPEG + predict + write mask + overlay + H.264 + GIF")
+    print()
+    print("| --size | network input | mode | end-to-end fps | predict fps | J (sanity) |")
+    print("|---:|---|---|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['size']} | {r['input']} | {r['mode']} | {r['fps']:.2f} | {r['predict_fps']:.2f} | {r['J']:.3f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "frames": args.frames, "threads": threads,
+                                               "matmul_gflops": [gflops_before, gflops_after]}, indent=2) + "\n")
+    return 0
+
+
+def _input_hw(h: int, w: int, size: int) -> tuple[int, int]:
+    from sgone.predictor import input_size
+
+    return input_size(h, w, size)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

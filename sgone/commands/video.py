@@ -1,0 +1,79 @@
+"""`sgone video`: segment an object through a clip from one annotated first frame."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sgone.errors import SgoneError
+
+
+def register(subparsers) -> None:
+    from sgone.commands.segment import add_model_arguments
+
+    p = subparsers.add_parser(
+        "video", help="segment an object through a video from its first frame's mask",
+        description="One-shot video object segmentation: the first frame's mask is the support and every later "
+                    "frame is a query. Writes OUTPUT/masks/<frame>.png (0/255, frame size), OUTPUT/overlay.mp4, "
+                    "an animated preview and OUTPUT/summary.json. Frames stream one at a time; masks are written "
+                    "atomically as they come.")
+    p.add_argument("--input", required=True, metavar="FRAMES_OR_VIDEO",
+                   help="a folder of frames (sorted by name, numbers as numbers) or a video file (MP4, AVI, WebM, ...)")
+    p.add_argument("--mask", required=True, metavar="MASK",
+                   help="mask of the first frame (0/1, 0/255, palette or RGB non-black = object), same size as the frame")
+    p.add_argument("--output", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--mode", choices=("independent", "propagate"), default="independent",
+                   help="independent: every frame against the first frame only (the paper's protocol, default); "
+                        "propagate: confident predictions also update the prototype online")
+    p.add_argument("--every", type=int, default=1, metavar="N", help="process every N-th frame (default 1: all)")
+    p.add_argument("--on-bad-frame", choices=("stop", "skip"), default="stop",
+                   help="a missing or corrupt frame stops the run with an error naming it (default), or is "
+                        "reported and skipped")
+    p.add_argument("--preview", choices=("gif", "webp", "none"), default="gif", help="animated preview format (default gif)")
+    p.add_argument("--no-video", action="store_true", help="do not write overlay.mp4")
+    p.add_argument("--fps", type=float, default=None,
+                   help="frame rate of the input (default: the video's own; 24 for a frame folder)")
+    p.add_argument("--update-weight", type=float, default=None, metavar="W",
+                   help="propagate: weight of a frame's prototype in the online update (default 0.2, lowered over "
+                        "time as w / (1 + w t) so the first frame keeps its share)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import math
+
+    from sgone.commands.segment import check_model_arguments, check_output_folder, make_output_folder
+    from sgone.video import PropagationConfig, open_frames, run_video
+
+    check_model_arguments(args)
+    if args.every < 1:
+        raise SgoneError(f"--every {args.every}: must be at least 1")
+    if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
+        raise SgoneError(f"--fps {args.fps}: must be a positive number")
+    config = PropagationConfig()
+    if args.update_weight is not None:
+        if not (0.0 < args.update_weight <= 1.0):
+            raise SgoneError(f"--update-weight {args.update_weight}: must be in (0, 1]")
+        config.weight = args.update_weight
+    mask = Path(args.mask)
+    if not mask.is_file():
+        raise SgoneError(f"{mask}: mask file not found")
+    output = Path(args.output)
+    open_frames(args.input)  # fail on a bad input before the model loads
+    check_output_folder(output)
+    from sgone.predictor import Predictor  # imports torch: only once the inputs look fine
+
+    predictor = Predictor(args.model, device=args.device, size=args.size or None, threshold=args.threshold)
+    make_output_folder(output)
+    summary = run_video(
+        predictor, args.input, mask, output, mode=args.mode, every=args.every, on_bad_frame=args.on_bad_frame,
+        preview=args.preview, write_video=not args.no_video, fps=args.fps, config=config, progress=not args.quiet,
+    )
+    skipped = f", skipped {len(summary.skipped)} bad frame(s)" if summary.skipped else ""
+    print(f"wrote {summary.masks_written} mask(s) to {summary.outputs.get('masks')}{skipped}; "
+          f"{summary.fps:.2f} frames/s ({args.mode})")
+    for key in ("video", "preview"):
+        if key in summary.outputs:
+            print(f"{key}: {summary.outputs[key]}")
+    return 0

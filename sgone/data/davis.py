@@ -1,0 +1,167 @@
+"""DAVIS-2016 reader: sequences of 480p frames with one binary object mask per frame.
+
+Layout (both the DAVIS-2016 release and the DAVIS-2017 trainval release are accepted):
+
+    ROOT/JPEGImages/480p/<sequence>/<frame>.jpg
+    ROOT/Annotations/480p/<sequence>/<frame>.png
+    ROOT/ImageSets/2016/{train,val}.txt     one sequence name a line (DAVIS-2017 release), or
+    ROOT/ImageSets/480p/{train,val}.txt     "/JPEGImages/480p/<seq>/<frame>.jpg /Annotations/..." lines
+
+DAVIS-2016 has one object per sequence; DAVIS-2017 annotations hold instance ids, and every
+non-zero id is the object (this is how the DAVIS-2017 toolkit scores the 2016 task).
+Frames are read one at a time (`DavisSequence.frames`), never a whole sequence at once.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from sgone.data.episode import Source
+from sgone.errors import SgoneError
+
+SPLITS = ("train", "val", "trainval")
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def _read_annotation(path: Path) -> np.ndarray:
+    """HxW uint8 {0, 1}: every non-zero label (0/255 masks, palette instance ids) is the object."""
+    from sgone.io import read_label
+
+    return (read_label(path) > 0).astype(np.uint8)
+
+
+class DavisSequence:
+    """One sequence: frame paths in order and their annotations (the first frame's is required)."""
+
+    def __init__(self, name: str, frame_paths: list[Path], annotation_dir: Path) -> None:
+        self.name = name
+        self.frame_paths = frame_paths
+        self.annotation_dir = annotation_dir
+
+    def __len__(self) -> int:
+        return len(self.frame_paths)
+
+    def __repr__(self) -> str:
+        return f"DavisSequence({self.name!r}, {len(self)} frames)"
+
+    @property
+    def frame_names(self) -> list[str]:
+        return [p.stem for p in self.frame_paths]
+
+    def annotation_path(self, index: int) -> Path:
+        return self.annotation_dir / f"{self.frame_paths[index].stem}.png"
+
+    def read_frame(self, index: int) -> np.ndarray:
+        """Frame `index` as HxWx3 uint8 (SgoneError naming the file when it is unreadable)."""
+        from sgone.io import read_image
+
+        return read_image(self.frame_paths[index])
+
+    def read_mask(self, index: int) -> np.ndarray:
+        """Ground-truth mask of frame `index`, HxW uint8 {0, 1}."""
+        path = self.annotation_path(index)
+        if not path.is_file():
+            raise SgoneError(f"{path}: annotation missing for frame {self.frame_paths[index].name} of {self.name}")
+        return _read_annotation(path)
+
+    def first(self) -> tuple[np.ndarray, np.ndarray]:
+        """(first frame, its mask): the one-shot support."""
+        image, mask = self.read_frame(0), self.read_mask(0)
+        if image.shape[:2] != mask.shape:
+            raise SgoneError(
+                f"{self.annotation_path(0)}: mask is {mask.shape[1]}x{mask.shape[0]}, frame is {image.shape[1]}x{image.shape[0]}"
+            )
+        if not mask.any():
+            raise SgoneError(f"{self.annotation_path(0)}: first-frame mask has no object pixels")
+        return image, mask
+
+    def frames(self, start: int = 0) -> Iterator[tuple[str, np.ndarray]]:
+        """Yield (frame stem, HxWx3 uint8) from `start` on, one frame in memory at a time."""
+        for i in range(start, len(self)):
+            yield self.frame_paths[i].stem, self.read_frame(i)
+
+
+class DavisSource(Source):
+    """A DAVIS-2016 tree. As a `Source`, each sequence is one class (ids 1..S in name order):
+    role "test" = the val sequences, "train" = the train sequences; items are "<seq>/<frame>"."""
+
+    name = "davis2016"
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise SgoneError(f"{self.root}: DAVIS root folder not found")
+        self.image_root = self.root / "JPEGImages" / "480p"
+        self.annotation_root = self.root / "Annotations" / "480p"
+        for folder in (self.image_root, self.annotation_root):
+            if not folder.is_dir():
+                raise SgoneError(f"{folder}: folder not found (expected a DAVIS tree with JPEGImages/480p and Annotations/480p)")
+        self._split_cache: dict[str, list[str]] = {}
+        all_names = sorted(p.name for p in self.image_root.iterdir() if p.is_dir())
+        self.class_names = {i + 1: n for i, n in enumerate(all_names)}
+        self._ids = {n: i for i, n in self.class_names.items()}
+
+    # --- splits and sequences -------------------------------------------------------------
+    def split_file(self, split: str) -> Path:
+        """The list of `split`: ImageSets/2016/<split>.txt, else ImageSets/480p/<split>.txt."""
+        candidates = [self.root / "ImageSets" / "2016" / f"{split}.txt", self.root / "ImageSets" / "480p" / f"{split}.txt"]
+        for path in candidates:
+            if path.is_file():
+                return path
+        raise SgoneError(f"{candidates[0]}: split list not found (nor {candidates[1]})")
+
+    def sequences(self, split: str = "val") -> list[str]:
+        """Sequence names of `split` ("train", "val"; "trainval" = both), in list order."""
+        if split not in SPLITS:
+            raise SgoneError(f"{self.root}: unknown DAVIS split {split!r}; use one of {', '.join(SPLITS)}")
+        if split == "trainval":
+            return self.sequences("train") + [n for n in self.sequences("val") if n not in self.sequences("train")]
+        if split not in self._split_cache:
+            path = self.split_file(split)
+            names: list[str] = []
+            for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+                token = line.split()[0] if line.split() else ""
+                if not token:
+                    continue
+                if "/" in token:  # DAVIS-2016 release: "/JPEGImages/480p/<seq>/<frame>.jpg ..."
+                    parts = [p for p in token.split("/") if p]
+                    if len(parts) < 2:
+                        raise SgoneError(f"{path}:{lineno}: cannot read a sequence name from {token!r}")
+                    token = parts[-2]
+                if token not in names:
+                    names.append(token)
+            if not names:
+                raise SgoneError(f"{path}: split list is empty")
+            self._split_cache[split] = names
+        return list(self._split_cache[split])
+
+    def sequence(self, name: str) -> DavisSequence:
+        """The sequence `name`; SgoneError naming the folder when frames or annotations are missing."""
+        folder = self.image_root / name
+        if not folder.is_dir():
+            raise SgoneError(f"{folder}: sequence folder not found")
+        frames = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES)
+        if not frames:
+            raise SgoneError(f"{folder}: no frames (.jpg) in sequence folder")
+        annotations = self.annotation_root / name
+        if not annotations.is_dir():
+            raise SgoneError(f"{annotations}: annotation folder not found")
+        return DavisSequence(name, frames, annotations)
+
+    # --- the Source interface (minimal: one class per sequence) ---------------------------
+    def classes(self, fold: int, role: str) -> list[int]:
+        split = "val" if role == "test" else "train"
+        return [self._ids[n] for n in self.sequences(split) if n in self._ids]
+
+    def items(self, split: str, class_id: int) -> list[str]:
+        name = self.class_names[class_id]
+        seq = self.sequence(name)
+        return [f"{name}/{stem}" for stem in seq.frame_names]
+
+    def load(self, key: str, class_id: int) -> tuple[np.ndarray, np.ndarray]:
+        name, stem = key.split("/", 1)
+        seq = self.sequence(name)
+        index = seq.frame_names.index(stem)
+        return seq.read_frame(index), seq.read_mask(index)
