@@ -9,6 +9,7 @@ gives one label per pixel (0 = background, c = c-th class).
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -74,17 +75,29 @@ def mask_tensor(mask: np.ndarray, hw: tuple[int, int]) -> torch.Tensor:
 
 
 class Predictor:
-    """Few-shot segmentation of many queries against one cached support set."""
+    """Few-shot segmentation of many queries against one cached support set.
+
+    model: a registered name, a checkpoint path, or a module (copied when `fuse` folds its
+    BatchNorm layers for inference). size: the longer input side (None = original size).
+    """
 
     def __init__(self, model: str | Path | nn.Module | None = None, device: str | torch.device | None = "cpu",
                  size: int | None = 473, threshold: float = 0.5, fusion: str = "avg",
-                 batch_size: int = 4) -> None:
+                 batch_size: int = 4, fuse: bool = True) -> None:
+        from sgone.backbones.base import fuse_batchnorm
         from sgone.models.registry import load_model
 
         if fusion not in FUSIONS:
             raise SgoneError(f"{fusion}: unknown k-shot fusion (use {', '.join(FUSIONS)})")
         self.device = resolve_device(device)
-        self.model = model.to(self.device).eval() if isinstance(model, nn.Module) else load_model(model, self.device)
+        if isinstance(model, nn.Module):
+            # fold BatchNorm into a private copy: the caller's module stays trainable
+            model = copy.deepcopy(model) if fuse else model
+            self.model = model.to(self.device).eval()
+        else:
+            self.model = load_model(model, self.device)
+        if fuse:
+            fuse_batchnorm(self.model)  # inference only; ~15% faster on the CPU
         self.size = size
         self.threshold = threshold
         self.fusion = fusion

@@ -114,3 +114,36 @@ def _load_into(module: nn.Module, state_dict: Mapping[str, Tensor], prefix: str)
     sub = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
     module.load_state_dict(sub, strict=True)
     return module
+
+
+# Attribute pairs (conv, its BatchNorm) in modules that call them one after the other in
+# forward(): ResNet's bottlenecks and EfficientNet-Lite's blocks and stem.
+_CONV_BN_ATTRS = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"), ("_conv_stem", "_bn0"),
+                  ("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2"),
+                  ("_conv_head", "_bn1"))
+
+
+@torch.no_grad()
+def fuse_batchnorm(module: nn.Module) -> nn.Module:
+    """Fold every eval-mode BatchNorm that directly follows a conv into that conv (in place).
+
+    For inference only: the result computes the same function (up to float rounding) with one
+    layer less per pair; BN layers are replaced by `nn.Identity`, so training it afterwards
+    would train without BatchNorm. Returns `module`.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    for parent in list(module.modules()):
+        if isinstance(parent, nn.Sequential):
+            names = list(parent._modules)
+            for first, second in zip(names, names[1:]):
+                conv, bn = parent._modules[first], parent._modules[second]
+                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and not bn.training:
+                    parent._modules[first] = fuse_conv_bn_eval(conv, bn)
+                    parent._modules[second] = nn.Identity()
+        for conv_name, bn_name in _CONV_BN_ATTRS:
+            conv, bn = getattr(parent, conv_name, None), getattr(parent, bn_name, None)
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and not bn.training:
+                setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn))
+                setattr(parent, bn_name, nn.Identity())
+    return module
