@@ -1,0 +1,154 @@
+"""`sgone evaluate`: mIoU / FB-IoU on a fold's fixed test episodes (or DAVIS-2016 J&F).
+
+    sgone evaluate --checkpoint runs/pascal-f0/best.pt --dataset pascal --root /data/VOC2012 --fold 0
+    sgone evaluate --checkpoint 'runs/pascal-f{fold}/best.pt' --dataset pascal --root ... --fold all
+    sgone evaluate --model prototype-mobilenet_v2 --dataset synthetic --fold all --shots 5
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sgone.errors import SgoneError
+
+
+def register(subparsers) -> None:
+    from sgone.commands.train import add_source_arguments
+
+    p = subparsers.add_parser(
+        "evaluate", help="score a model on a data set's test episodes",
+        description="Run a fixed list of test episodes (HSNet style: 1000 per fold, seed 0) and report per-class "
+                    "IoU, mIoU and FB-IoU, scored at the original label size with 255 pixels excluded. "
+                    "Writes results.json, results.md, results.csv and episodes.png to --out. "
+                    "--dataset davis2016 runs one-shot video segmentation and reports J&F.")
+    model = p.add_mutually_exclusive_group(required=True)
+    model.add_argument("--checkpoint", metavar="CKPT",
+                       help="a training checkpoint; with --fold all a path holding {fold} gives one per fold")
+    model.add_argument("--model", metavar="NAME", help="a registered model name (e.g. prototype-mobilenet_v2)")
+    p.add_argument("--dataset", default="synthetic", help="pascal, coco, fss, folder, voclike, synthetic (default), davis2016")
+    p.add_argument("--root", default=None, metavar="PATH", help="the data set's folder (not needed for synthetic)")
+    p.add_argument("--fold", default="0", help="fold number or 'all' (mean over the folds; default 0)")
+    p.add_argument("--shots", type=int, default=1, help="support images per episode (default 1)")
+    p.add_argument("--ways", type=int, default=1, help="classes per episode (default 1)")
+    p.add_argument("--episodes", type=int, default=None, help="episodes per fold (default 1000; pfenet style 5000)")
+    p.add_argument("--seed", type=int, default=None, help="episode seed (default 0; pfenet style 321)")
+    p.add_argument("--style", choices=("hsnet", "pfenet"), default="hsnet", help="how episodes are drawn (default hsnet)")
+    p.add_argument("--fusion", choices=("avg", "max", "vote"), default="avg",
+                   help="k-shot fusion: average prototypes (default), max (union) or vote of the k masks")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--size", type=int, default=None, metavar="N",
+                      help="resize inputs to N x N (scores stay at the original label size)")
+    size.add_argument("--original-size", dest="size", action="store_const", const=None,
+                      help="feed images at their own size (default)")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default runs/eval-<dataset>)")
+    p.add_argument("--grid", type=int, default=4, metavar="N", help="best and worst N episodes in episodes.png (0 = none)")
+    p.add_argument("--mode", choices=("independent", "propagate"), default="independent",
+                   help="davis2016: every frame against the first (default), or with online prototype updates")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_source_arguments(p)
+    p.set_defaults(func=run)
+
+
+def parse_folds(value: str, folds: int) -> list[int]:
+    if value == "all":
+        return list(range(folds))
+    try:
+        fold = int(value)
+    except ValueError:
+        raise SgoneError(f"--fold {value}: use a fold number or 'all'") from None
+    if not 0 <= fold < folds:
+        raise SgoneError(f"--fold {fold}: the data set has folds 0..{folds - 1}")
+    return [fold]
+
+
+def model_loader(args: argparse.Namespace, device, dataset: str, folds: list[int], multi: bool):
+    """fold -> model in eval mode; checks that a checkpoint was not trained on the classes it is tested on."""
+    import torch
+
+    from sgone.models.registry import build_model_from_config, load_model, read_checkpoint
+
+    template = args.checkpoint or args.model
+    per_fold = "{fold}" in template
+    if multi and not per_fold and args.checkpoint:
+        ckpt = read_checkpoint(template)
+        trained = ckpt.get("config", {}).get("fold")
+        if trained is not None and ckpt.get("config", {}).get("dataset") == dataset:
+            raise SgoneError(f"{template}: trained on fold {trained}, so the other folds' test classes were seen "
+                             "in training; pass one checkpoint per fold as a path holding {fold}")
+
+    def load(fold: int) -> torch.nn.Module:
+        name = template.format(fold=fold) if per_fold else template
+        if not args.checkpoint:
+            return load_model(name, device)
+        ckpt = read_checkpoint(name)
+        config = ckpt.get("config", {})
+        if config.get("dataset") == dataset and config.get("fold") not in (None, fold):
+            print(f"warning: {name} was trained on fold {config['fold']}: fold {fold}'s test classes were seen "
+                  "in training", file=sys.stderr)
+        model = build_model_from_config(ckpt["model_config"], weights=None)
+        try:
+            model.load_state_dict(ckpt["model"])
+        except RuntimeError as exc:
+            raise SgoneError(f"{name}: checkpoint does not match its model config "
+                             f"({str(exc).splitlines()[0]})") from None
+        return model.to(device).eval()
+
+    return load
+
+
+def run(args: argparse.Namespace) -> int:
+    from sgone.commands.data import source_options
+    from sgone.engine import distributed
+
+    if args.shots < 1 or args.ways < 1:
+        raise SgoneError("--shots and --ways must be at least 1")
+    if args.episodes is not None and args.episodes < 1:
+        raise SgoneError(f"--episodes {args.episodes}: must be at least 1")
+    if args.size is not None and args.size < 8:
+        raise SgoneError(f"--size {args.size}: must be at least 8")
+    out = Path(args.out or f"runs/eval-{args.dataset}")
+    info = distributed.init_distributed(args.device)
+    try:
+        if args.dataset == "davis2016":
+            return run_davis(args, info.device, out)
+        from sgone.data.registry import build_source
+        from sgone.engine.evaluate import evaluate, evaluate_folds
+
+        source = build_source(args.dataset, args.root, **source_options(args))
+        folds = parse_folds(str(args.fold), int(getattr(source, "folds", 1)))
+        load = model_loader(args, info.device, args.dataset, folds, multi=len(folds) > 1)
+        options = dict(shots=args.shots, ways=args.ways, episodes=args.episodes, seed=args.seed, style=args.style,
+                       fusion=args.fusion, size=args.size, device=info.device, progress=not args.quiet,
+                       grid=args.grid)
+        if len(folds) == 1:
+            results = evaluate(load(folds[0]), source, folds[0], out=out, **options)
+        else:
+            results = evaluate_folds(load, source, folds, out=out, **options)
+    finally:
+        distributed.cleanup()
+    if info.is_main:
+        per_fold = results.get("per_fold", [results])
+        for r in per_fold:
+            print(f"fold {r['fold']}: mIoU {r['miou']:.1f}  FB-IoU {r['fb_iou']:.1f}  ({r['episodes']} episodes)")
+        if len(per_fold) > 1:
+            print(f"mean: mIoU {results['miou']:.1f}  FB-IoU {results['fb_iou']:.1f}")
+        print(f"wrote {out}/results.json, results.md, results.csv")
+    return 0
+
+
+def run_davis(args: argparse.Namespace, device, out: Path) -> int:
+    """DAVIS-2016 one-shot video segmentation, scored by sgone.engine.davis."""
+    from sgone.engine.davis import evaluate_davis
+    from sgone.predictor import Predictor
+
+    if args.root is None:
+        raise SgoneError("davis2016 needs --root (the DAVIS folder)")
+    name = args.checkpoint or args.model
+    predictor = Predictor(name, device=device, size=args.size, fusion=args.fusion)
+    results = evaluate_davis(predictor, args.root, out, mode=args.mode, progress=not args.quiet)
+    summary = {k: v for k, v in results.items() if isinstance(v, (int, float))}
+    print("  ".join(f"{k} {v:.3f}" for k, v in summary.items()) or "done")
+    print(f"wrote {out}/results.json, results.md")
+    return 0

@@ -1,0 +1,110 @@
+"""`sgone train`: episodic training of SG-One on one fold; resumable; multi-GPU under torchrun.
+
+    sgone train --dataset pascal --root /data/VOC2012 --fold 0 --out runs/pascal-f0
+    torchrun --nproc_per_node 4 -m sgone.cli train --dataset pascal --root ... --device cuda
+"""
+from __future__ import annotations
+
+import argparse
+
+from sgone.errors import SgoneError
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """The data-set options of `sgone data` (mapped to constructor options by its `source_options`)."""
+    g = parser.add_argument_group("data set options")
+    g.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="where to cache class lists when the data folder is read-only")
+    g.add_argument("--no-sbd", dest="use_sbd", action="store_const", const=False, default=None,
+                   help="pascal: use SegmentationClass instead of SegmentationClassAug")
+    g.add_argument("--keep-small", dest="drop_small", action="store_const", const=False, default=None,
+                   help="pascal: keep objects under 2*32*32 pixels")
+    g.add_argument("--split-style", choices=("interleaved", "contiguous"), default=None, help="coco fold split")
+    g.add_argument("--split-files", default=None, metavar="DIR", help="fss: folder with train/val/test.txt class lists")
+    g.add_argument("--test-classes", default=None, metavar="A,B", help="folder/voclike: names of the test classes")
+    g.add_argument("--class-names", default=None, metavar="FILE", help="voclike: class-name file (line 0 background)")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train", help="train SG-One on one fold of a data set",
+        description="Episodic training on the fold's seen classes. Checkpoints (last.pt, best.pt by "
+                    "validation mIoU on the seen classes' val images), log.jsonl and training_curve.png go "
+                    "to --out. Under torchrun every process trains on its own episodes (DDP).")
+    p.add_argument("--dataset", default="synthetic", help="pascal, coco, fss, folder, voclike or synthetic (default)")
+    p.add_argument("--root", default=None, metavar="PATH", help="the data set's folder (not needed for synthetic)")
+    p.add_argument("--fold", type=int, default=0, help="fold whose classes are held out (default 0)")
+    p.add_argument("--backbone", default="mobilenet_v2",
+                   help="mobilenet_v2 (default), efficientnet_lite0, vgg16 or resnet50")
+    p.add_argument("--weights", default="auto", metavar="PATH",
+                   help="backbone ImageNet weights: auto (find them offline, default), none, or a file")
+    p.add_argument("--variant", choices=("fixed", "published"), default="fixed",
+                   help="fixed (default) or published: the public code's behaviour, 255 trained as object")
+    p.add_argument("--shots", type=int, default=1, help="support images per episode (default 1)")
+    p.add_argument("--recipe", choices=("modern", "published"), default="modern",
+                   help="modern (default: AdamW, frozen backbone, batch 8, cosine) or published (SGD 1e-5, batch 1)")
+    p.add_argument("--steps", type=int, default=20000, help="optimiser steps (default 20000)")
+    p.add_argument("--batch-size", type=int, default=None, help="episodes per step and process (recipe default)")
+    p.add_argument("--size", type=int, default=None,
+                   help="training crop size (recipe default: 321 modern, original size published); 0 = original size")
+    p.add_argument("--lr", type=float, default=None, help="base learning rate (recipe default)")
+    p.add_argument("--freeze", choices=("all", "bn", "none"), default=None,
+                   help="backbone: all = frozen, bn = BatchNorm frozen, none = all trained (recipe default)")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default runs/<dataset>-fold<F>)")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
+                   help="continue from --out/last.pt (or from CKPT) with the same settings")
+    p.add_argument("--val-every", type=int, default=1000, help="validate every M steps (default 1000; 0 = never)")
+    p.add_argument("--val-episodes", type=int, default=100, help="validation episodes (default 100)")
+    p.add_argument("--ckpt-every", type=int, default=1000, help="write last.pt every N steps (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the episode stream and the init (default 0)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision (default: on for CUDA, off on CPU)")
+    p.add_argument("--workers", type=int, default=0, help="data-loading processes (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_source_arguments(p)
+    p.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace) -> dict:
+    """The TrainConfig fields the command line sets."""
+    from sgone.commands.data import source_options
+
+    for flag in ("steps", "shots", "val_every", "ckpt_every", "val_episodes"):
+        value = getattr(args, flag)
+        if value < (1 if flag in ("steps", "shots", "ckpt_every") else 0):
+            raise SgoneError(f"--{flag.replace('_', '-')} {value}: too small")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise SgoneError(f"--batch-size {args.batch_size}: must be at least 1")
+    if args.size is not None and args.size < 0:
+        raise SgoneError(f"--size {args.size}: must be positive (0 = original size)")
+    weights = None if str(args.weights).lower() == "none" else args.weights
+    return {
+        "dataset": args.dataset, "root": args.root, "fold": args.fold, "backbone": args.backbone,
+        "variant": args.variant, "weights": weights, "shots": args.shots, "recipe": args.recipe,
+        "steps": args.steps, "batch_size": args.batch_size,
+        "size": -1 if args.size is None else (None if args.size == 0 else args.size),
+        "lr": args.lr, "freeze": args.freeze, "out": args.out or f"runs/{args.dataset}-fold{args.fold}",
+        "resume": args.resume, "val_every": args.val_every, "val_episodes": args.val_episodes,
+        "ckpt_every": args.ckpt_every, "seed": args.seed, "device": args.device, "amp": args.amp,
+        "workers": args.workers, "progress": not args.quiet, "source_options": source_options(args),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from sgone.engine import distributed
+    from sgone.engine.train import train
+
+    config = config_from_args(args)
+    try:
+        result = train(config)
+    finally:
+        distributed.cleanup()
+    if result["rank"] == 0:
+        last = result["losses"][-1][1] if result["losses"] else float("nan")
+        best = result["best_metric"]
+        print(f"trained to step {result['step']}: last loss {last:.4f}"
+              + (f", best validation mIoU {best:.1f} ({result['validation']})" if best is not None else ""))
+        print(f"wrote {result['out']}/last.pt" + (", best.pt" if best is not None else "")
+              + ", log.jsonl, training_curve.png")
+    return 0

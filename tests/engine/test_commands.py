@@ -1,0 +1,90 @@
+"""`sgone train` and `sgone evaluate` from the command line, on the synthetic data set."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from sgone.cli import main
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 2 shared cores thrash with more
+    code = main(["train", "--dataset", "synthetic", "--fold", "0", "--steps", "2", "--batch-size", "2",
+                 "--size", "64", "--weights", "none", "--val-every", "2", "--val-episodes", "2",
+                 "--ckpt-every", "2", "--out", str(out), "--device", "cpu", "--quiet"])
+    torch.set_num_threads(threads)
+    assert code == 0
+    return out
+
+
+def test_train_command_writes_a_loadable_checkpoint(trained, capsys):
+    for name in ("last.pt", "best.pt", "log.jsonl", "config.json", "training_curve.png"):
+        assert (trained / name).is_file(), name
+    from sgone.models.registry import load_model
+
+    model = load_model(str(trained / "last.pt"))          # the registry reads "model" + "model_config"
+    saved = torch.load(trained / "last.pt", weights_only=False)
+    assert saved["config"]["backbone"] == "mobilenet_v2" and saved["step"] == 2
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, saved["model"][key])
+
+
+def test_evaluate_command_one_fold_and_all_folds(trained, tmp_path, capsys):
+    out = tmp_path / "one"
+    assert main(["evaluate", "--checkpoint", str(trained / "last.pt"), "--dataset", "synthetic", "--fold", "0",
+                 "--episodes", "2", "--size", "64", "--out", str(out), "--device", "cpu", "--quiet",
+                 "--grid", "1"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["episodes"] == 2 and results["input_size"] == 64 and len(results["classes"]) == 10
+    assert "fold 0: mIoU" in capsys.readouterr().out
+
+    # one checkpoint for every fold is refused: its training classes are other folds' test classes
+    code = main(["evaluate", "--checkpoint", str(trained / "last.pt"), "--dataset", "synthetic", "--fold", "all",
+                 "--episodes", "1", "--size", "64", "--out", str(tmp_path / "bad"), "--device", "cpu", "--quiet"])
+    assert code == 2 and "{fold}" in capsys.readouterr().err
+
+    for fold in range(4):  # stand-ins for four per-fold checkpoints
+        shutil.copy(trained / "last.pt", tmp_path / f"f{fold}.pt")
+    out = tmp_path / "all"
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "f{fold}.pt"), "--dataset", "synthetic", "--fold", "all",
+                 "--episodes", "1", "--size", "64", "--out", str(out), "--device", "cpu", "--quiet",
+                 "--grid", "0"]) == 0
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["folds"] == [0, 1, 2, 3] and len(summary["per_fold"]) == 4
+    assert (out / "fold3" / "results.md").is_file()
+    captured = capsys.readouterr()
+    assert "mean: mIoU" in captured.out and "trained on fold 0" in captured.err
+
+
+def test_user_errors_exit_2(tmp_path, capsys):
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "missing.pt"), "--dataset", "synthetic"]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    assert main(["train", "--dataset", "synthetic", "--steps", "0", "--out", str(tmp_path)]) == 2
+    assert main(["evaluate", "--model", "prototype-mobilenet_v2", "--dataset", "synthetic", "--fold", "9"]) == 2
+    assert "folds 0..3" in capsys.readouterr().err
+
+
+def test_davis_is_delegated(monkeypatch, tmp_path, capsys):
+    calls = {}
+
+    class FakePredictor:
+        def __init__(self, model, device=None, size=None, fusion="avg"):
+            calls["predictor"] = (model, size, fusion)
+
+    def fake_evaluate_davis(predictor, root, output_dir, mode="independent", **kw):
+        calls["davis"] = (root, str(output_dir), mode)
+        return {"J_mean": 0.5, "F_mean": 0.25}
+
+    monkeypatch.setattr("sgone.predictor.Predictor", FakePredictor)
+    monkeypatch.setattr("sgone.engine.davis.evaluate_davis", fake_evaluate_davis)
+    assert main(["evaluate", "--model", "prototype-mobilenet_v2", "--dataset", "davis2016", "--root", str(tmp_path),
+                 "--mode", "propagate", "--size", "320", "--out", str(tmp_path / "o"), "--device", "cpu"]) == 0
+    assert calls["predictor"] == ("prototype-mobilenet_v2", 320, "avg")
+    assert calls["davis"] == (str(tmp_path), str(tmp_path / "o"), "propagate")
+    assert "J_mean 0.500" in capsys.readouterr().out
