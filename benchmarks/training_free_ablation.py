@@ -89,10 +89,14 @@ def main() -> None:
     print(f"episodes: " + ", ".join(f"{k} {len(v)}" for k, v in sources.items()) + f"; input size {args.size}")
     grid = []
     for backbone in args.backbones:
+        if args.quick:  # the main questions only: which levels, and does refinement help
+            for levels in (("high",), ("mid", "high"), ("low", "mid", "high")):
+                for refine in (0, 1):
+                    grid.append((backbone, levels, 10.0, refine))
+            continue
         for levels in (("high",), ("mid",), ("mid", "high"), ("low", "mid", "high")):
             for refine in (0, 1, 2):
                 grid.append((backbone, levels, 10.0, refine))
-        if not args.quick:
             for temperature in (5.0, 20.0):
                 grid.append((backbone, ("mid", "high"), temperature, 1))
     print("| backbone | levels | temperature | refine steps | " + " | ".join(sources) + " | s/episode |")
