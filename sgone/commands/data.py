@@ -23,7 +23,13 @@ def register(subparsers) -> None:
     p.add_argument("--grid", default=None, metavar="OUT.png", help="draw sample test episodes to this PNG")
     p.add_argument("--episodes", type=int, default=8, help="sample episodes in the grid (default 8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample episodes (default 0)")
-    g = p.add_argument_group("data set options")
+    add_source_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """Data-set flags shared by data, train and evaluate (mapped to constructor options by `source_options`)."""
+    g = parser.add_argument_group("data set options")
     g.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="where to cache class lists when the data folder is read-only")
     g.add_argument("--no-sbd", dest="use_sbd", action="store_const", const=False, default=None,
@@ -34,7 +40,6 @@ def register(subparsers) -> None:
     g.add_argument("--split-files", default=None, metavar="DIR", help="fss: folder with train/val/test.txt class lists")
     g.add_argument("--test-classes", default=None, metavar="A,B", help="folder/voclike: names of the test classes")
     g.add_argument("--class-names", default=None, metavar="FILE", help="voclike: class-name file (line 0 background)")
-    p.set_defaults(func=run)
 
 
 def source_options(args: argparse.Namespace) -> dict:

@@ -14,7 +14,7 @@ from sgone.errors import SgoneError
 
 
 def register(subparsers) -> None:
-    from sgone.commands.train import add_source_arguments
+    from sgone.commands.data import add_source_arguments
 
     p = subparsers.add_parser(
         "evaluate", help="score a model on a data set's test episodes",

@@ -7,22 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from sgone.commands.data import add_source_arguments
 from sgone.errors import SgoneError
-
-
-def add_source_arguments(parser: argparse.ArgumentParser) -> None:
-    """The data-set options of `sgone data` (mapped to constructor options by its `source_options`)."""
-    g = parser.add_argument_group("data set options")
-    g.add_argument("--cache-dir", default=None, metavar="DIR",
-                   help="where to cache class lists when the data folder is read-only")
-    g.add_argument("--no-sbd", dest="use_sbd", action="store_const", const=False, default=None,
-                   help="pascal: use SegmentationClass instead of SegmentationClassAug")
-    g.add_argument("--keep-small", dest="drop_small", action="store_const", const=False, default=None,
-                   help="pascal: keep objects under 2*32*32 pixels")
-    g.add_argument("--split-style", choices=("interleaved", "contiguous"), default=None, help="coco fold split")
-    g.add_argument("--split-files", default=None, metavar="DIR", help="fss: folder with train/val/test.txt class lists")
-    g.add_argument("--test-classes", default=None, metavar="A,B", help="folder/voclike: names of the test classes")
-    g.add_argument("--class-names", default=None, metavar="FILE", help="voclike: class-name file (line 0 background)")
 
 
 def register(subparsers) -> None:
