@@ -51,6 +51,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from machine import matmul_gflops
+
 HERE = Path(__file__).resolve().parent
 BACKBONES = ("vgg16", "mobilenet_v2", "efficientnet_lite0", "resnet50")
 ARCHS = ("sgone", "prototype")
@@ -281,22 +283,6 @@ def worker(cfg: dict) -> dict:
     return {"results": results, "threads": torch.get_num_threads(), "memory_method": mem.method}
 
 
-def matmul_gflops(threads: int | None, n: int = 2048, repeats: int = 5) -> float:
-    """Median rate of an n^3 fp32 matmul (machine-load indicator)."""
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    t = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        t.append(time.perf_counter() - t0)
-    return 2 * n**3 / statistics.median(t) / 1e9
-
-
 # ============================================================================ driver side
 STAT = "median_ms"  # or "min_ms" (--stat min): which statistic of the timed calls is reported
 def _spec_label(spec: dict) -> str:
@@ -461,7 +447,9 @@ def main(argv: list[str] | None = None) -> int:
     if not jobs:
         print("nothing to run: check --backbones, --archs and --sizes", file=sys.stderr)
         return 2
-    calib = [matmul_gflops(args.threads)] if args.device == "cpu" else []
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    calib = [matmul_gflops()] if args.device == "cpu" else []
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     rows: list[dict] = []
     threads = memory_method = None
@@ -479,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
             entry["paired"] = len(job["subjects"]) > 1
             rows.append(entry)
     if args.device == "cpu":
-        calib.append(matmul_gflops(args.threads))
+        calib.append(matmul_gflops())
     elapsed = time.perf_counter() - t_start
 
     cpu_name = platform.processor() or platform.machine()

@@ -24,14 +24,7 @@ import time
 
 import torch
 
-
-def matmul_gflops() -> float:
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(3):
-        a @ b
-    return 3 * 2 * 2048**3 / (time.perf_counter() - start) / 1e9
+from machine import matmul_gflops
 
 
 def measure(recipe: str, args: argparse.Namespace) -> dict:

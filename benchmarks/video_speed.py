@@ -32,18 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    import torch
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t0)
-    return 2 * n**3 / statistics.median(times) / 1e9
+from machine import matmul_gflops
 
 
 def main(argv: list[str] | None = None) -> int:

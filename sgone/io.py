@@ -272,3 +272,32 @@ def write_mask_png(path: str | Path, mask: np.ndarray) -> None:
     mask = np.asarray(mask)
     obj = mask if mask.dtype == bool else mask == 1
     save_image(path, np.where(obj, 255, 0).astype(np.uint8))
+
+
+def voc_palette() -> list[int]:
+    """The PASCAL VOC colour map: 256 RGB entries flattened (index 255 = void, 224,224,192)."""
+    palette = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):  # VOC interleaves the index bits over the three channels
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        palette += [r, g, b]
+    return palette
+
+
+def write_label_png(path: str | Path, labels: np.ndarray) -> None:
+    """Write class ids (HxW uint8, 255 = ignore) as a VOC-style palette PNG, atomically.
+
+    `read_label` reads it back unchanged; viewers show VOC's colours.
+    """
+    labels = np.ascontiguousarray(labels, dtype=np.uint8)
+    # built as P directly: converting an L image to P would re-quantise the ids
+    image = Image.frombytes("P", (labels.shape[1], labels.shape[0]), labels.tobytes())
+    image.putpalette(voc_palette())
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+

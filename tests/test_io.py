@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from sgone.errors import SgoneError
-from sgone.io import atomic_path, read_image, read_label, read_mask, save_image, write_mask_png
+from sgone.io import (atomic_path, read_image, read_label, read_mask, save_image, voc_palette, write_label_png,
+                      write_mask_png)
 
 H, W = 48, 64  # height, width of the generated test images (not square, to catch transposes)
 
@@ -25,21 +26,6 @@ def _disc(h: int = H, w: int = W, cy: float | None = None, cx: float | None = No
     cy = h / 2 if cy is None else cy
     cx = w / 2 if cx is None else cx
     return ((y - cy) ** 2 + (x - cx) ** 2 <= r * r).astype(np.uint8)
-
-
-def _voc_palette() -> list[int]:
-    """The PASCAL VOC colour map (index 255 = the void colour 224,224,192)."""
-    palette = []
-    for i in range(256):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        palette += [r, g, b]
-    return palette
 
 
 def _assert_one_line(exc: pytest.ExceptionInfo, *parts: str) -> None:
@@ -241,7 +227,7 @@ def _voc_mask(tmp_path, name="voc.png"):
     ring = _disc(cx=18, r=12).astype(bool) & ~person  # the VOC "void" band around objects
     labels[ring] = 255
     img = Image.frombytes("P", (W, H), labels.tobytes())
-    img.putpalette(_voc_palette())
+    img.putpalette(voc_palette())
     img.save(tmp_path / name)
     return tmp_path / name, labels
 
@@ -386,3 +372,17 @@ def test_atomic_write_uses_normal_permissions(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "r.png").stat().st_mode) == 0o644  # not mkstemp's private 0600
+
+
+def test_write_label_png_round_trip_with_voc_colours(tmp_path):
+    labels = np.zeros((6, 9), np.uint8)
+    labels[1:3, 2:5], labels[4, :], labels[0, 0] = 15, 255, 1
+    write_label_png(tmp_path / "labels.png", labels)
+    assert np.array_equal(read_label(tmp_path / "labels.png"), labels)
+    with Image.open(tmp_path / "labels.png") as img:
+        assert img.mode == "P"
+        rgb = np.asarray(img.convert("RGB"))
+    assert tuple(rgb[1, 2]) == (192, 128, 128)  # VOC's person colour
+    assert tuple(rgb[4, 0]) == (224, 224, 192)  # VOC's void colour
+    assert read_mask(tmp_path / "labels.png", class_id=15)[4, 0] == 255
+    assert not list(tmp_path.glob(".*.tmp*"))

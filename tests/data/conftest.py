@@ -8,22 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sgone.io import write_label_png
+
 H, W = 40, 56
-
-
-def voc_palette() -> list[int]:
-    """The VOC colour map (bit-interleaved), 256 entries."""
-    palette = []
-    for i in range(256):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        palette += [r, g, b]
-    return palette
 
 
 def random_image(seed: int, h: int = H, w: int = W) -> np.ndarray:
@@ -41,10 +28,7 @@ def label_map(objects: list[tuple[int, tuple[int, int, int, int]]], h: int = H, 
 
 def save_palette(path: Path, labels: np.ndarray) -> None:
     """A P-mode PNG whose palette indices are the class ids (as VOC ships SegmentationClass)."""
-    image = Image.fromarray(labels)  # mode L; putpalette turns it into P keeping the values
-    image.putpalette(voc_palette())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
+    write_label_png(path, labels)
 
 
 def save_grey(path: Path, labels: np.ndarray) -> None:
