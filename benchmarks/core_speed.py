@@ -16,8 +16,10 @@ on the weights, and the table says which), each architecture and each input size
               CUDA torch.cuda.max_memory_allocated above the allocated memory before the call;
 and the same episode for the published SG-One VGG-16 layout (`published_sgone.py`).
 
-Every configuration runs in a fresh subprocess: fp32, torch.inference_mode, the model in eval
-mode, `--warmup` untimed calls, one untimed call per mode for the memory, then `--repeats`
+Models are built from the registry (`prototype-mobilenet_v2` with its registered options) and,
+unless `--layout plain`, prepared as `Predictor` runs them (`prepare_for_inference`: BatchNorm
+folded, channels-last where that is faster on the CPU). Every configuration runs in a fresh
+subprocess: fp32, torch.inference_mode, the model in eval mode, `--warmup` untimed calls, one untimed call per mode for the memory, then `--repeats`
 timed calls per mode, the modes interleaved so that a change of machine load hits all of them
 alike; the table shows medians (`--stat min`: minima). The published layout is timed inside the VGG-16 SG-One
 process, interleaved with it, so the first target compares a paired measurement.
@@ -152,21 +154,28 @@ def _count_gflops(fn_meta: Callable[[], Any]) -> float | None:
         return None
 
 
+def _registry_name(spec: dict) -> str:
+    return f"{spec['arch']}-{spec['backbone']}" + ("-published" if spec.get("variant") == "published" else "")
+
+
 def _model_subject(spec: dict, size: int, device: Any, predictor: bool) -> dict:
     """Callables for one sgone model: episode, cached query (and Predictor.predict)."""
     import torch
 
     from sgone import ops
     from sgone.errors import SgoneError
-    from sgone.models.registry import build_model
+    from sgone.models.registry import MODELS
+    from sgone.predictor import prepare_for_inference
 
-    options = {"variant": spec["variant"]} if spec.get("variant") else {}
+    builder = MODELS[_registry_name(spec)]  # the registered options (e.g. the default's high_stride) apply
     try:
-        model = build_model(spec["arch"], spec["backbone"], weights="auto", **options)
+        model = builder(weights="auto")
     except SgoneError:  # no ImageNet file on this machine: random init costs the same
-        model = build_model(spec["arch"], spec["backbone"], weights=None, **options)
+        model = builder(weights=None)
     weights = "imagenet" if getattr(model.backbone, "weights_path", None) else "random"
     model = model.to(device).eval()
+    if spec.get("layout", "inference") == "inference":
+        prepare_for_inference(model, device)  # what Predictor and `sgone segment` run
     support, mask, query = _episode_inputs(size, device)
     hw = (size, size)
 
@@ -365,7 +374,7 @@ def build_jobs(args: argparse.Namespace) -> list[dict]:
                 if args.quick and not ((backbone, arch, size) in (("vgg16", "sgone", 321),)
                                        or (backbone, arch, size) == (default_backbone, default_arch, 473)):
                     continue
-                subjects = [{"kind": "model", "arch": arch, "backbone": backbone}]
+                subjects = [{"kind": "model", "arch": arch, "backbone": backbone, "layout": args.layout}]
                 if backbone == "vgg16" and arch == "sgone" and not published_done:
                     subjects.append({"kind": "published"})  # timed interleaved with SG-One: a paired comparison
                     published_done = True
@@ -412,6 +421,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-published", dest="published", action="store_false",
                    help="leave out the published SG-One layout")
     p.add_argument("--predictor", action="store_true", help="also time Predictor.predict on uint8 images")
+    p.add_argument("--layout", choices=("inference", "plain"), default="inference",
+                   help="inference (default): BatchNorm folded and channels-last where faster, as Predictor "
+                        "and `sgone segment` run; plain: the model as built")
     p.add_argument("--episode-target-ms", type=float, default=DEFAULT_EPISODE_TARGET_MS,
                    help="target 3's limit (default %(default)s, for a 2-core CPU)")
     p.add_argument("--json", metavar="PATH", help="also write every measurement to this JSON file")
@@ -493,6 +505,9 @@ def main(argv: list[str] | None = None) -> int:
         "GFLOPs: FlopCounterMode (convolutions + matmuls, 2 per multiply-add)",
         "- weights: imagenet = the backbone's ImageNet file was found; random = random init (same cost). "
         "The sgone head is untrained either way.",
+        "- models as registered (`sgone.models.registry.MODELS`), layout: " + (
+            "inference (BatchNorm folded, channels-last for MobileNetV2/ResNet-50 on the CPU: what Predictor "
+            "and `sgone segment` run)" if args.layout == "inference" else "plain (as built, BatchNorm unfolded)"),
     ]
     print(render(rows, header, args.predictor))
     print()

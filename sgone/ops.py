@@ -54,6 +54,52 @@ def masked_average_pooling(features: torch.Tensor, mask: torch.Tensor, mode: str
     return total / area.clamp_min(eps).unsqueeze(1)
 
 
+def region_prototypes(features: torch.Tensor, weights: torch.Tensor, k: int, iters: int = 10,
+                      min_weight: float = 0.5) -> torch.Tensor:
+    """k prototypes of a region by spherical k-means over its feature cells, per sample.
+
+    features (B,C,h,w); weights (B,1,h,w) region cover in [0,1] (cells below `min_weight` are
+    left out). Returns (B,k,C): weighted means of the clusters (the MAP vector of each part).
+    Deterministic: farthest-point initialisation from the cell nearest the region's mean.
+    A region with fewer than k cells repeats prototypes; an empty one gives zero vectors.
+    """
+    b, c = features.shape[:2]
+    out = features.new_zeros(b, k, c)
+    for i in range(b):
+        w = weights[i].flatten()
+        keep = w >= min_weight
+        if not keep.any():
+            continue
+        x = features[i].flatten(1).t()[keep]  # (n, C)
+        wx = w[keep].unsqueeze(1)
+        xn = F.normalize(x, dim=1)
+        mean = F.normalize((x * wx).sum(0, keepdim=True), dim=1)
+        chosen = [int((xn @ mean.t()).argmax())]
+        nearest = xn @ xn[chosen[0]]
+        for _ in range(1, k):
+            chosen.append(int(nearest.argmin()))
+            nearest = torch.maximum(nearest, xn @ xn[chosen[-1]])
+        centroids = xn[chosen]
+        for _ in range(iters):
+            assign = (xn @ centroids.t()).argmax(dim=1)
+            onehot = F.one_hot(assign, k).to(x.dtype) * wx  # (n, k)
+            sums = onehot.t() @ x  # (k, C)
+            counts = onehot.sum(0)
+            filled = counts > 0
+            means = sums / counts.clamp_min(1e-6).unsqueeze(1)
+            new = torch.where(filled.unsqueeze(1), F.normalize(means, dim=1), centroids)
+            if torch.equal(new, centroids):
+                break
+            centroids = new
+        assign = (xn @ centroids.t()).argmax(dim=1)
+        onehot = F.one_hot(assign, k).to(x.dtype) * wx
+        counts = onehot.sum(0).clamp_min(1e-6).unsqueeze(1)
+        means = (onehot.t() @ x) / counts
+        # an emptied cluster keeps its seed cell's vector rather than a zero
+        out[i] = torch.where(onehot.sum(0).unsqueeze(1) > 0, means, x[torch.tensor(chosen)])
+    return out
+
+
 def cosine_similarity_map(vectors: torch.Tensor, features: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Cosine similarity between vector(s) and every pixel of a feature map.
 

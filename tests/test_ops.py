@@ -91,3 +91,32 @@ def test_vote_normalises_per_episode():
     probs[:, 1, 0, 1] = 0.9  # episode 1: two votes
     vote = ops.fuse_predictions(probs, "vote")
     assert vote[0, 0].tolist() == [1.0, 0.0] and vote[1, 0].tolist() == [0.0, 1.0]
+
+
+def test_region_prototypes_find_the_parts_of_a_region():
+    # background made of two materials (left: direction e0, right: 2*e1) and one object cell
+    f = torch.zeros(1, 3, 4, 4)
+    f[0, 0, :, :2] = 1.0
+    f[0, 1, :, 2:] = 2.0
+    f[0, :, 0, 0] = torch.tensor([0.0, 0.0, 5.0])  # the object: left out by the weights
+    w = torch.ones(1, 1, 4, 4)
+    w[0, 0, 0, 0] = 0.0
+    parts = ops.region_prototypes(f, w, 2)
+    assert parts.shape == (1, 2, 3)
+    found = sorted(tuple(v.tolist()) for v in parts[0])
+    assert found == [(0.0, 2.0, 0.0), (1.0, 0.0, 0.0)]  # exact part means, not the mixed mean
+    mixed = ops.masked_average_pooling(f, (w[:, 0] < 0.5).long() * 255, region="background")
+    assert torch.allclose(mixed, torch.tensor([[0.4667, 1.0667, 0.0]]), atol=1e-4)  # what 1 prototype gives
+
+
+def test_region_prototypes_weights_small_and_empty_regions():
+    f = torch.randn(2, 5, 3, 3)
+    w = torch.zeros(2, 1, 3, 3)
+    w[0, 0, 1, 1] = 1.0  # one cell: every prototype is that cell
+    w[0, 0, 0, 0] = 0.4  # below min_weight: ignored
+    parts = ops.region_prototypes(f, w, 3)
+    assert torch.allclose(parts[0], f[0, :, 1, 1].expand(3, 5))
+    assert torch.equal(parts[1], torch.zeros(3, 5))  # empty region
+    again = ops.region_prototypes(f, w, 3)
+    assert torch.equal(parts, again)  # deterministic
+

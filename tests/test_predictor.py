@@ -106,6 +106,9 @@ def test_update_support_blends_prototype(predictor):
     predictor.update_support((q_lab == 1).astype(np.uint8), weight=0.5)
     after = predictor._fused[0]
     assert not torch.allclose(before["vector"], after["vector"])
+    # the support's background parts (8 by default) are kept
+    assert before["background_set"].shape[1] == 8
+    assert torch.equal(before["background_set"], after["background_set"])
 
 
 def test_support_errors(predictor):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -32,6 +33,9 @@ class Backbone(nn.Module):
 
     `forward(x)` takes (B, 3, H, W) float images in [0, 1] and returns
     `[low, mid, high]`, each (B, C_i, ceil(H/8), ceil(W/8)) with C_i = `channels[i]`.
+    `high_stride=16` (the dilated backbones) runs the deepest stage at stride 16, on every
+    second position of the stride-8 grid, and upsamples its output bilinearly to stride 8:
+    the same features where computed, a quarter of that stage's cost.
     Subclasses implement `extract(x_normalised) -> list[Tensor]` and, for the ImageNet
     sanity check, `_imagenet_head(state_dict) -> nn.Module` (high tap -> (B, 1000) logits).
     """
@@ -46,11 +50,15 @@ class Backbone(nn.Module):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         output_stride: int = 8,
+        high_stride: int = 8,
     ) -> None:
         super().__init__()
         if output_stride not in (8, 32):
             raise ValueError(f"output_stride must be 8 or 32, not {output_stride}")
+        if high_stride not in (8, 16) or (high_stride != 8 and output_stride != 8):
+            raise ValueError(f"high_stride must be 8 or 16 (16 only with output_stride 8), not {high_stride}")
         self.output_stride = output_stride
+        self.high_stride = high_stride
         # Not persistent: the ImageNet state dicts have no such keys, and strict loading stays exact.
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
@@ -68,10 +76,13 @@ class Backbone(nn.Module):
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        """(B,3,H,W) in [0,1] -> [low, mid, high] at stride 8 (stride 32 for output_stride=32)."""
+        """(B,3,H,W) in [0,1] -> [low, mid, high] at stride 8 (8/16/32 for output_stride=32)."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"{self.name}: expected images of shape (B, 3, H, W), got {tuple(x.shape)}")
-        return self.extract(self.normalize(x))
+        taps = self.extract(self.normalize(x))
+        if self.high_stride > self.output_stride:
+            taps[-1] = F.interpolate(taps[-1], size=taps[0].shape[-2:], mode="bilinear", align_corners=False)
+        return taps
 
     def extract(self, x: Tensor) -> list[Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -16,6 +16,8 @@ Input: the Lite models were trained with inception-style scaling, (x*255 - 127) 
 
 Stride 8: blocks 5 and 11 lose their stride 2 (the DeepLab rule: that block keeps the previous
 dilation, later blocks double it): blocks 6-11 dilation 2, blocks 12-15 dilation 4.
+`high_stride=16`: block 11 keeps its stride (dilation 2, symmetric padding), blocks 12-15
+dilation 2; the high tap is upsampled to stride 8 (see `Backbone`).
 Taps: low = blocks 0-4 (40 ch, stride 8), mid = blocks 5-10 (112 ch), high = blocks 11-15 (320 ch).
 """
 
@@ -49,12 +51,14 @@ class SameConv2d(nn.Conv2d):
     """Conv2d with TF "same" padding: (B,C,H,W) -> (B,C',ceil(H/s),ceil(W/s))."""
 
     def __init__(self, inp: int, oup: int, k: int, stride: int = 1, dilation: int = 1, groups: int = 1) -> None:
-        # stride 1: the symmetric padding equals TF's
-        pad = (k - 1) * dilation // 2 if stride == 1 else 0
+        # stride 1: the symmetric padding equals TF's. A dilated strided conv (high_stride=16)
+        # pads symmetrically too, so it samples the grid of the dense stride-8 layout.
+        self.dynamic = stride > 1 and dilation == 1
+        pad = 0 if self.dynamic else (k - 1) * dilation // 2
         super().__init__(inp, oup, k, stride, pad, dilation=dilation, groups=groups, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.stride[0] == 1:
+        if not self.dynamic:
             return super().forward(x)
         ih, iw = x.shape[-2:]
         kh, kw = self.kernel_size
@@ -100,9 +104,9 @@ class EfficientNetLite0(Backbone):
     channels = (40, 112, 320)
     classifier_prefixes = ("_conv_head.", "_bn1.", "_fc.")
 
-    def __init__(self, output_stride: int = 8) -> None:
-        super().__init__(mean=LITE_MEAN, std=LITE_STD, output_stride=output_stride)
-        self.options = {"output_stride": output_stride}
+    def __init__(self, output_stride: int = 8, high_stride: int = 8) -> None:
+        super().__init__(mean=LITE_MEAN, std=LITE_STD, output_stride=output_stride, high_stride=high_stride)
+        self.options = {"output_stride": output_stride, "high_stride": high_stride}
         self._conv_stem = SameConv2d(3, 32, 3, 2)
         self._bn0 = nn.BatchNorm2d(32, **_BN)
         self.act = nn.ReLU6(inplace=True)
@@ -114,7 +118,8 @@ class EfficientNetLite0(Backbone):
                 block_dilation = dilation
                 # the skip rule uses the original stride, so removing a stride adds no skip
                 skip = stride == 1
-                if stride > 1 and current_stride >= output_stride:
+                limit = max(high_stride, output_stride) if len(blocks) >= 11 else output_stride  # 11: the high tap's first block
+                if stride > 1 and current_stride >= limit:
                     dilation *= stride
                     stride = 1
                 else:
@@ -143,9 +148,9 @@ class EfficientNetLite0(Backbone):
         return nn.Sequential(conv, bn, nn.ReLU6(), nn.AdaptiveAvgPool2d(1), nn.Flatten(1), fc)
 
 
-def efficientnet_lite0(output_stride: int = 8) -> EfficientNetLite0:
+def efficientnet_lite0(output_stride: int = 8, high_stride: int = 8) -> EfficientNetLite0:
     """Random-init EfficientNet-Lite0 backbone (stride 8 with dilation by default)."""
-    return EfficientNetLite0(output_stride=output_stride)
+    return EfficientNetLite0(output_stride=output_stride, high_stride=high_stride)
 
 
 __all__ = ["EfficientNetLite0", "MBConvBlock", "SameConv2d", "efficientnet_lite0", "LITE_MEAN", "LITE_STD"]

@@ -6,6 +6,8 @@ Keys: `features.0.{0,1}` stem, `features.1..17.conv.*` inverted residuals, `feat
 Stride 8: features.7 and features.14 lose their stride 2; following DeepLab's rule, the block
 whose stride is removed keeps the previous dilation and the blocks after it get the doubled one
 (features.8-14 dilation 2, features.15-17 dilation 4). Weights are unchanged.
+`high_stride=16`: features.14 keeps its stride (dilation 2), features.15-17 dilation 2; the
+high tap is upsampled to stride 8 (see `Backbone`). That stage is 2/3 of the stride-8 FLOPs.
 
 Taps: low = features[:7] (32 ch, stride 8), mid = features[7:14] (96 ch),
 high = features[14:18] (320 ch). features.18 (1280 ch, ReLU6) is left out: it is a 1x1
@@ -62,16 +64,17 @@ class MobileNetV2(Backbone):
     channels = (32, 96, 320)
     classifier_prefixes = ("features.18.", "classifier.")
 
-    def __init__(self, output_stride: int = 8) -> None:
-        super().__init__(output_stride=output_stride)
-        self.options = {"output_stride": output_stride}
+    def __init__(self, output_stride: int = 8, high_stride: int = 8) -> None:
+        super().__init__(output_stride=output_stride, high_stride=high_stride)
+        self.options = {"output_stride": output_stride, "high_stride": high_stride}
         blocks: list[nn.Module] = [_cna(3, 32, stride=2)]
         inp, current_stride, dilation = 32, 2, 1
         for t, c, n, s in _SETTING:
             for i in range(n):
                 stride = s if i == 0 else 1
                 block_dilation = dilation
-                if stride > 1 and current_stride >= output_stride:
+                limit = max(high_stride, output_stride) if len(blocks) >= 14 else output_stride  # 14: the high tap's first block
+                if stride > 1 and current_stride >= limit:
                     # this block keeps the old dilation; the stride becomes dilation from the next one on
                     dilation *= stride
                     stride = 1
@@ -103,9 +106,9 @@ class MobileNetV2(Backbone):
         return nn.Sequential(last, nn.AdaptiveAvgPool2d(1), nn.Flatten(1), fc)
 
 
-def mobilenet_v2(output_stride: int = 8) -> MobileNetV2:
+def mobilenet_v2(output_stride: int = 8, high_stride: int = 8) -> MobileNetV2:
     """Random-init MobileNetV2 backbone (stride 8 with dilation by default)."""
-    return MobileNetV2(output_stride=output_stride)
+    return MobileNetV2(output_stride=output_stride, high_stride=high_stride)
 
 
 __all__ = ["MobileNetV2", "InvertedResidual", "mobilenet_v2"]

@@ -5,7 +5,8 @@ Keys: `conv1`, `bn1`, `layer1..4.N.{conv1,bn1,conv2,bn2,conv3,bn3,downsample.0,d
 
 Stride 8 as torchvision's `replace_stride_with_dilation=[False, True, True]`: layer3 and layer4
 lose their stride; their first block keeps the previous dilation in its 3x3 conv and the others
-use 2 (layer3) and 4 (layer4). Taps: low = layer2 (512 ch), mid = layer3 (1024), high = layer4 (2048).
+use 2 (layer3) and 4 (layer4). `high_stride=16`: layer4 keeps its stride, all its 3x3 convs
+dilation 2; the high tap is upsampled to stride 8 (see `Backbone`). Taps: low = layer2 (512 ch), mid = layer3 (1024), high = layer4 (2048).
 """
 
 from __future__ import annotations
@@ -49,9 +50,9 @@ class ResNet50(Backbone):
     channels = (512, 1024, 2048)
     classifier_prefixes = ("fc.",)
 
-    def __init__(self, output_stride: int = 8) -> None:
-        super().__init__(output_stride=output_stride)
-        self.options = {"output_stride": output_stride}
+    def __init__(self, output_stride: int = 8, high_stride: int = 8) -> None:
+        super().__init__(output_stride=output_stride, high_stride=high_stride)
+        self.options = {"output_stride": output_stride, "high_stride": high_stride}
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
@@ -61,7 +62,7 @@ class ResNet50(Backbone):
         self.layer1 = self._make_layer(64, 3)
         self.layer2 = self._make_layer(128, 4, stride=2)
         self.layer3 = self._make_layer(256, 6, stride=2, dilate=dilate)
-        self.layer4 = self._make_layer(512, 3, stride=2, dilate=dilate)
+        self.layer4 = self._make_layer(512, 3, stride=2, dilate=dilate and high_stride == 8)
         self._init_weights()
 
     def _make_layer(self, planes: int, blocks: int, stride: int = 1, dilate: bool = False) -> nn.Sequential:
@@ -98,9 +99,9 @@ class ResNet50(Backbone):
         return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), fc)
 
 
-def resnet50(output_stride: int = 8) -> ResNet50:
+def resnet50(output_stride: int = 8, high_stride: int = 8) -> ResNet50:
     """Random-init ResNet-50 backbone (layer3/layer4 dilated by default)."""
-    return ResNet50(output_stride=output_stride)
+    return ResNet50(output_stride=output_stride, high_stride=high_stride)
 
 
 __all__ = ["ResNet50", "Bottleneck", "resnet50"]

@@ -4,7 +4,10 @@ Foreground and background prototypes come from masked average pooling of the sup
 features; every query pixel is scored by its cosine similarity to both, and a softmax with a
 fixed temperature turns the two scores into a foreground probability (a calibrated
 decision: object where the pixel is closer to the object prototype than to the background
-one). Optionally the query's own confident pixels give a second pair of prototypes that are
+one). A background is rarely one thing (sky, road, other objects): with
+`background_prototypes=N` it is split into N parts by k-means over the support's background
+cells, and a pixel's background score is its best match among the parts, so a background
+whose mean happens to resemble the object no longer claims or cedes it wholesale. Optionally the query's own confident pixels give a second pair of prototypes that are
 blended in (self-support refinement), which adapts the prototypes to the query's appearance.
 """
 from __future__ import annotations
@@ -22,8 +25,8 @@ class PrototypeModel(nn.Module):
     """Cosine prototypes on selected backbone levels; no trained parameters."""
 
     def __init__(self, backbone: nn.Module, levels: tuple[str, ...] = ("mid", "high"),
-                 temperature: float = 10.0, refine_steps: int = 1, refine_confidence: float = 0.7,
-                 refine_weight: float = 0.5, config: dict | None = None) -> None:
+                 temperature: float = 10.0, refine_steps: int = 0, refine_confidence: float = 0.7,
+                 refine_weight: float = 0.5, background_prototypes: int = 8, config: dict | None = None) -> None:
         super().__init__()
         unknown = [lv for lv in levels if lv not in LEVELS]
         if unknown or not levels:
@@ -34,10 +37,13 @@ class PrototypeModel(nn.Module):
         self.refine_steps = refine_steps
         self.refine_confidence = refine_confidence
         self.refine_weight = refine_weight
+        if background_prototypes < 1:
+            raise ValueError(f"background_prototypes must be >= 1, got {background_prototypes}")
+        self.background_prototypes = background_prototypes
         self.variant = "fixed"
         self.config = dict(config or {}, arch="prototype", levels=list(levels), temperature=temperature,
                            refine_steps=refine_steps, refine_confidence=refine_confidence,
-                           refine_weight=refine_weight)
+                           refine_weight=refine_weight, background_prototypes=background_prototypes)
 
     def encode(self, images: torch.Tensor, need_side: bool = True) -> dict[str, torch.Tensor]:
         """(B,3,H,W) in [0,1] -> {"guide": (B,C,h,w)}: the chosen levels, each L2-normalised per pixel."""
@@ -47,19 +53,29 @@ class PrototypeModel(nn.Module):
         return {"guide": torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]}
 
     def support_prototype(self, encoded: dict[str, torch.Tensor], masks: torch.Tensor) -> dict[str, torch.Tensor]:
-        """masks (B,H,W) -> {"vector": fg (B,C), "background": bg (B,C)}."""
+        """masks (B,H,W) -> {"vector": fg (B,C), "background": bg (B,C)}, plus
+        "background_set": (B,N,C) k-means parts of the background when background_prototypes > 1."""
         guide = encoded["guide"]
         fg = ops.masked_average_pooling(guide, masks, mode="downsample", region="foreground")
         bg = ops.masked_average_pooling(guide, masks, mode="downsample", region="background")
-        return {"vector": fg, "background": bg}
+        out = {"vector": fg, "background": bg}
+        if self.background_prototypes > 1:
+            weights = ops.region_weights(masks, guide.shape[-2:], "background")
+            out["background_set"] = ops.region_prototypes(guide, weights, self.background_prototypes)
+        return out
 
     @staticmethod
     def fuse_prototypes(prototypes: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        return {key: ops.fuse_vectors([p[key] for p in prototypes]) for key in prototypes[0]}
+        """k shots -> one: vectors averaged, background parts pooled (B, k*N, C)."""
+        return {key: torch.cat([p[key] for p in prototypes], dim=1) if key == "background_set"
+                else ops.fuse_vectors([p[key] for p in prototypes]) for key in prototypes[0]}
 
     def _score(self, guide: torch.Tensor, fg: torch.Tensor, bg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """bg (B,C), or (B,N,C): a pixel's background score is its best match among the N parts."""
         sim_fg = ops.cosine_similarity_map(fg, guide)
         sim_bg = ops.cosine_similarity_map(bg, guide)
+        if sim_bg.dim() == 4:
+            sim_bg = sim_bg.amax(dim=1)
         logits = self.temperature * torch.stack([sim_bg, sim_fg], dim=1)
         return logits, sim_fg
 
@@ -67,7 +83,8 @@ class PrototypeModel(nn.Module):
         """-> {"logits": (B,2,h,w), "similarity": (B,h,w) cosine to the object prototype}."""
         guide = encoded["guide"]
         fg, bg = prototype["vector"], prototype["background"]
-        logits, similarity = self._score(guide, fg, bg)
+        bg_set = prototype.get("background_set")
+        logits, similarity = self._score(guide, fg, bg if bg_set is None else bg_set)
         for _ in range(self.refine_steps):
             prob = logits.softmax(dim=1)[:, 1]
             confident_fg = (prob > self.refine_confidence).float()
@@ -80,6 +97,8 @@ class PrototypeModel(nn.Module):
             has_bg = (confident_bg.flatten(1).sum(1) > 0).float().unsqueeze(1)
             fg_new = (1 - w * has_fg) * fg + w * has_fg * q_fg
             bg_new = (1 - w * has_bg) * bg + w * has_bg * q_bg
+            if bg_set is not None:  # the query's background joins the parts
+                bg_new = torch.cat([bg_set, bg_new.unsqueeze(1)], dim=1)
             logits, _ = self._score(guide, fg_new, bg_new)
         return {"logits": logits, "similarity": similarity}
 
@@ -89,7 +108,8 @@ class PrototypeModel(nn.Module):
         b, k = support_images.shape[:2]
         support = self.encode(support_images.flatten(0, 1))
         protos = self.support_prototype(support, support_masks.flatten(0, 1))
-        fused = {key: value.view(b, k, -1).mean(dim=1) for key, value in protos.items()}
+        fused = {key: value.reshape(b, -1, value.shape[-1]) if key == "background_set"
+                 else value.view(b, k, -1).mean(dim=1) for key, value in protos.items()}
         return self.segment(self.encode(query_images), fused)
 
 

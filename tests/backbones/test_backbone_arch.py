@@ -140,3 +140,49 @@ def test_unknown_name_and_option():
         build_backbone("alexnet", None)
     with pytest.raises(SgoneError, match="unknown option"):
         build_backbone("resnet50", None, dilated=True)
+
+
+def _lively(backbone):
+    """Random BN statistics, so deep random-init features do not fade to ~0."""
+    torch.manual_seed(1)
+    for m in backbone.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_var.uniform_(0.05, 0.2)
+            m.bias.data.uniform_(-0.1, 0.3)
+    return backbone.eval()
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet_lite0", "resnet50"])
+@pytest.mark.parametrize("hw", [(65, 97), (64, 96)])  # odd and even stride-8 maps (TF padding differs)
+def test_high_stride_16_computes_the_dense_features_on_every_second_position(name, hw):
+    dense = _lively(build_backbone(name, None))
+    coarse = build_backbone(name, None, high_stride=16).eval()
+    coarse.load_state_dict(dense.state_dict())
+    assert coarse.config["options"]["high_stride"] == 16
+    x = torch.rand(1, 3, *hw)
+    with torch.no_grad():
+        low, mid, high = dense(x)
+        c_low, c_mid, c_high = coarse(x)
+        raw_high = coarse.extract(coarse.normalize(x))[-1]
+    h8, w8 = math.ceil(hw[0] / 8), math.ceil(hw[1] / 8)
+    assert tuple(raw_high.shape[-2:]) == (math.ceil(h8 / 2), math.ceil(w8 / 2))
+    assert tuple(c_high.shape) == tuple(high.shape)  # upsampled back to stride 8
+    assert torch.equal(low, c_low) and torch.equal(mid, c_mid)
+    scale = high.abs().max().item()
+    assert scale > 1e-3
+    torch.testing.assert_close(raw_high, high[..., ::2, ::2], rtol=1e-4, atol=1e-5 * scale)
+    # in between, the upsampled map is an interpolation, not the dense value
+    assert not torch.allclose(c_high, high, rtol=1e-3, atol=1e-3 * scale)
+
+
+def test_high_stride_options_are_checked():
+    with pytest.raises(ValueError, match="high_stride"):
+        build_backbone("mobilenet_v2", None, high_stride=32)
+    with pytest.raises(ValueError, match="high_stride"):
+        build_backbone("resnet50", None, output_stride=32, high_stride=16)
+    with pytest.raises(SgoneError, match="unknown option"):
+        build_backbone("vgg16", None, high_stride=16)
+    mob = build_backbone("mobilenet_v2", None, high_stride=16)
+    dw = [blk.conv[-3][0] for blk in mob.features[1:18]]
+    assert [c.stride[0] for c in dw] == [1, 2, 1, 2, 1, 1] + [1] * 7 + [2] + [1] * 3
+    assert [c.dilation[0] for c in dw] == [1] * 7 + [2] * 10

@@ -112,3 +112,67 @@ def test_checkpoint_round_trip(tmp_path, episode):
     with torch.no_grad():
         assert torch.allclose(model(support, masks, query)["logits"], loaded(support, masks, query)["logits"])
     assert loaded.config == model.config
+
+
+def test_backbone_options_survive_a_checkpoint(tmp_path, episode):
+    support, masks, query = episode
+    model = build_model("prototype", "mobilenet_v2", weights=None, backbone_options={"high_stride": 16}).eval()
+    assert model.backbone.high_stride == 16 and model.config["backbone_options"] == {"high_stride": 16}
+    torch.save({"model": model.state_dict(), "model_config": model.config}, tmp_path / "m.pt")
+    loaded = load_model(str(tmp_path / "m.pt"))
+    assert loaded.backbone.high_stride == 16 and loaded.config == model.config
+    with torch.no_grad():
+        assert torch.equal(model(support, masks, query)["logits"], loaded(support, masks, query)["logits"])
+    with pytest.raises(SgoneError, match="unknown option"):
+        build_model("prototype", "vgg16", weights=None, backbone_options={"high_stride": 16})
+
+
+class ColourTaps(torch.nn.Module):
+    """A stand-in backbone whose features are the pixel colours at stride 8."""
+
+    def forward(self, x):
+        f = torch.nn.functional.avg_pool2d(x, 8)
+        return [f, f, f]
+
+
+def _colour_image(colours, h=32, w=64):
+    img = torch.zeros(1, 3, h, w)
+    for (y0, y1, x0, x1), rgb in colours:
+        img[0, :, y0:y1, x0:x1] = torch.tensor(rgb).view(3, 1, 1)
+    return img
+
+
+def test_background_parts_separate_what_one_background_mean_cannot():
+    from sgone.models.prototype import PrototypeModel
+
+    red, green, yellow = (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (1.0, 1.0, 0.0)
+    # support: red | yellow object | green; the background's mean colour points the object's way
+    support = _colour_image([((0, 32, 0, 24), red), ((0, 32, 24, 40), yellow), ((0, 32, 40, 64), green)])
+    mask = torch.zeros(1, 32, 64, dtype=torch.long)
+    mask[:, :, 24:40] = 1
+    query = _colour_image([((0, 32, 0, 16), yellow), ((0, 32, 16, 40), red), ((0, 32, 40, 64), green)])
+    truth = torch.zeros(4, 8, dtype=torch.bool)
+    truth[:, :2] = True
+    results = {}
+    for parts in (1, 2):
+        model = PrototypeModel(ColourTaps(), levels=("high",), background_prototypes=parts).eval()
+        with torch.no_grad():
+            prob = model(support[:, None], mask[:, None], query)["logits"].softmax(1)[0, 1]
+        results[parts] = prob
+    assert torch.equal(results[2] > 0.5, truth)
+    assert torch.allclose(results[1], torch.full_like(results[1], 0.5), atol=1e-5)  # a tie everywhere
+
+
+def test_background_parts_k_shot_forward_equals_the_predictor_protocol(episode):
+    support, masks, query = episode
+    model = build_model("prototype", "mobilenet_v2", weights=None, background_prototypes=3).eval()
+    with torch.no_grad():
+        direct = model(support, masks, query)["logits"]
+        protos = [model.support_prototype(model.encode(support[:, s]), masks[:, s]) for s in range(3)]
+        fused = model.fuse_prototypes(protos)
+        assert fused["background_set"].shape == (2, 9, model.encode(query)["guide"].shape[1])
+        stepwise = model.segment(model.encode(query), fused)["logits"]
+    assert torch.allclose(direct, stepwise, atol=1e-5)
+    assert model.config["background_prototypes"] == 3
+    with pytest.raises(ValueError, match="background_prototypes"):
+        build_model("prototype", "mobilenet_v2", weights=None, background_prototypes=0)
