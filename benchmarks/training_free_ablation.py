@@ -20,6 +20,7 @@ Prints one mIoU (per class sum I / sum U, mean over classes) per configuration a
 Run: python benchmarks/training_free_ablation.py [--synthetic-episodes 100] [--size 321]
      python benchmarks/training_free_ablation.py --stride-check   # high tap at stride 8 vs 16
      python benchmarks/training_free_ablation.py --background-check [--parts 1,3,5,8] [--refine 0,1]
+     python benchmarks/training_free_ablation.py --scales-check   # multi-scale encoding
 """
 from __future__ import annotations
 
@@ -148,6 +149,8 @@ def main() -> None:
                         help="the examples/ folder of labelme's source distribution (adds the 'labelme' source)")
     parser.add_argument("--background-check", action="store_true",
                         help="only mid+high, high tap at stride 16, --refine x --parts")
+    parser.add_argument("--scales-check", action="store_true",
+                        help="only the default settings, encoded at scales 1 / 1+0.75 / 1+1.5 / 0.75+1+1.5")
     parser.add_argument("--parts", help="background prototype counts of the two checks "
                         "(default: 1 for --stride-check, 1,3,5,8 for --background-check)")
     parser.add_argument("--refine", default="0,1", help="refinement steps of the two checks (default 0,1)")
@@ -162,32 +165,37 @@ def main() -> None:
         except ImportError as exc:
             print(f"(synthetic skipped: {exc})")
     print(f"episodes: " + ", ".join(f"{k} {len(v)}" for k, v in sources.items()) + f"; input size {args.size}")
-    grid = []  # (backbone, levels, temperature, refine steps, high-tap stride, background prototypes)
+    grid = []  # (backbone, levels, temperature, refine steps, high-tap stride, background prototypes, scales)
     for backbone in args.backbones:
+        if args.scales_check:
+            for scales in ((1.0,), (1.0, 0.75), (1.0, 1.5), (0.75, 1.0, 1.5)):
+                grid.append((backbone, ("mid", "high"), 10.0, 0, 16, 8, scales))
+            continue
         if args.stride_check or args.background_check:
             strides = (8, 16) if args.stride_check else (16,)
             parts_list = args.parts or ("1" if args.stride_check else "1,3,5,8")
             for refine in map(int, args.refine.split(",")):
                 for parts in map(int, parts_list.split(",")):
                     for high_stride in strides:
-                        grid.append((backbone, ("mid", "high"), 10.0, refine, high_stride, parts))
+                        grid.append((backbone, ("mid", "high"), 10.0, refine, high_stride, parts, (1.0,)))
             continue
         if args.quick:  # the main questions only: which levels, and does refinement help
             for levels in (("high",), ("mid", "high"), ("low", "mid", "high")):
                 for refine in (0, 1):
-                    grid.append((backbone, levels, 10.0, refine, 16, 8))
+                    grid.append((backbone, levels, 10.0, refine, 16, 8, (1.0,)))
             continue
         for levels in (("high",), ("mid",), ("mid", "high"), ("low", "mid", "high")):
             for refine in (0, 1, 2):
-                grid.append((backbone, levels, 10.0, refine, 16, 8))
+                grid.append((backbone, levels, 10.0, refine, 16, 8, (1.0,)))
             for temperature in (5.0, 20.0):
-                grid.append((backbone, ("mid", "high"), temperature, 0, 16, 8))
-    print("| backbone | high stride | levels | temperature | refine steps | background prototypes | "
+                grid.append((backbone, ("mid", "high"), temperature, 0, 16, 8, (1.0,)))
+    print("| backbone | high stride | levels | temperature | refine steps | background prototypes | scales | "
           + " | ".join(sources) + " | s/episode |")
-    print("|---|---|---|---|---|---|" + "---|" * len(sources) + "---|")
-    for backbone, levels, temperature, refine, high_stride, parts in grid:
+    print("|---|---|---|---|---|---|---|" + "---|" * len(sources) + "---|")
+    for backbone, levels, temperature, refine, high_stride, parts, scales in grid:
         model = build_model("prototype", backbone, levels=levels, temperature=temperature, refine_steps=refine,
-                            background_prototypes=parts, backbone_options={"high_stride": high_stride})
+                            background_prototypes=parts, scales=scales,
+                            backbone_options={"high_stride": high_stride})
         predictor = Predictor(model, size=args.size)
         scores, start, n = [], time.perf_counter(), 0
         for episodes in sources.values():
@@ -195,6 +203,7 @@ def main() -> None:
             n += len(episodes)
         per = (time.perf_counter() - start) / max(n, 1)
         print(f"| {backbone} | {high_stride} | {'+'.join(levels)} | {temperature:g} | {refine} | {parts} | "
+              f"{'+'.join(f'{sc:g}' for sc in scales)} | "
               + " | ".join(f"{100 * s:.1f}" for s in scores) + f" | {per:.2f} |", flush=True)
 
 

@@ -26,7 +26,8 @@ class PrototypeModel(nn.Module):
 
     def __init__(self, backbone: nn.Module, levels: tuple[str, ...] = ("mid", "high"),
                  temperature: float = 10.0, refine_steps: int = 0, refine_confidence: float = 0.7,
-                 refine_weight: float = 0.5, background_prototypes: int = 8, config: dict | None = None) -> None:
+                 refine_weight: float = 0.5, background_prototypes: int = 8,
+                 scales: tuple[float, ...] = (1.0,), config: dict | None = None) -> None:
         super().__init__()
         unknown = [lv for lv in levels if lv not in LEVELS]
         if unknown or not levels:
@@ -40,16 +41,37 @@ class PrototypeModel(nn.Module):
         if background_prototypes < 1:
             raise ValueError(f"background_prototypes must be >= 1, got {background_prototypes}")
         self.background_prototypes = background_prototypes
+        if not scales or any(sc <= 0 for sc in scales):
+            raise ValueError(f"scales must be positive, got {scales}")
+        self.scales = tuple(float(sc) for sc in scales)
         self.variant = "fixed"
         self.config = dict(config or {}, arch="prototype", levels=list(levels), temperature=temperature,
                            refine_steps=refine_steps, refine_confidence=refine_confidence,
-                           refine_weight=refine_weight, background_prototypes=background_prototypes)
+                           refine_weight=refine_weight, background_prototypes=background_prototypes,
+                           scales=list(self.scales))
 
     def encode(self, images: torch.Tensor, need_side: bool = True) -> dict[str, torch.Tensor]:
-        """(B,3,H,W) in [0,1] -> {"guide": (B,C,h,w)}: the chosen levels, each L2-normalised per pixel."""
-        feats = dict(zip(LEVELS, self.backbone(images)))
-        # normalise each level so a wide level (e.g. 2048 channels) does not drown the others
-        parts = [F.normalize(feats[name], dim=1) for name in self.levels]
+        """(B,3,H,W) in [0,1] -> {"guide": (B,C,h,w)}: the chosen levels, each L2-normalised per pixel.
+
+        With several `scales` the image is also encoded resized by each factor, and each level's
+        normalised features are averaged on the scale-1 grid (then normalised again).
+        """
+        parts: list[torch.Tensor] | None = None
+        for scale in self.scales:
+            x = images if scale == 1.0 else F.interpolate(images, scale_factor=scale, mode="bilinear",
+                                                          align_corners=False)
+            feats = dict(zip(LEVELS, self.backbone(x)))
+            # normalise each level so a wide level (e.g. 2048 channels) does not drown the others
+            now = [F.normalize(feats[name], dim=1) for name in self.levels]
+            if parts is None:
+                grid = (-(-images.shape[-2] // 8), -(-images.shape[-1] // 8))
+                parts = [F.interpolate(f, size=grid, mode="bilinear", align_corners=False)
+                         if f.shape[-2:] != grid else f for f in now]
+            else:
+                parts = [a + F.interpolate(f, size=a.shape[-2:], mode="bilinear", align_corners=False)
+                         for a, f in zip(parts, now)]
+        if len(self.scales) > 1:
+            parts = [F.normalize(f, dim=1) for f in parts]
         return {"guide": torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]}
 
     def support_prototype(self, encoded: dict[str, torch.Tensor], masks: torch.Tensor) -> dict[str, torch.Tensor]:

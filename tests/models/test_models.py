@@ -176,3 +176,27 @@ def test_background_parts_k_shot_forward_equals_the_predictor_protocol(episode):
     assert model.config["background_prototypes"] == 3
     with pytest.raises(ValueError, match="background_prototypes"):
         build_model("prototype", "mobilenet_v2", weights=None, background_prototypes=0)
+
+
+def test_multi_scale_encoding_shapes_norms_and_config(tmp_path, episode):
+    _, _, query = episode
+    torch.manual_seed(0)
+    single = build_model("prototype", "mobilenet_v2", weights=None).eval()
+    multi = build_model("prototype", "mobilenet_v2", weights=None, scales=(1.0, 0.5)).eval()
+    multi.load_state_dict(single.state_dict())
+    with torch.no_grad():
+        one = single.encode(query)["guide"]
+        two = multi.encode(query)["guide"]
+        half = single.encode(torch.nn.functional.interpolate(query, scale_factor=0.5, mode="bilinear"))["guide"]
+    assert two.shape == one.shape
+    norms = two.norm(dim=1)  # two levels, each unit length again after averaging
+    assert torch.allclose(norms, torch.full_like(norms, 2 ** 0.5), atol=1e-4)
+    assert not torch.allclose(two, one, atol=1e-3)
+    # the average lies between the scales: closer to each than they are to each other
+    half_up = torch.nn.functional.interpolate(half, size=one.shape[-2:], mode="bilinear")
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(two, one, dim=1).mean() > cos(half_up, one, dim=1).mean()
+    torch.save({"model": multi.state_dict(), "model_config": multi.config}, tmp_path / "m.pt")
+    assert load_model(str(tmp_path / "m.pt")).scales == (1.0, 0.5)
+    with pytest.raises(ValueError, match="scales"):
+        build_model("prototype", "mobilenet_v2", weights=None, scales=(0.0,))
