@@ -21,6 +21,7 @@ Run: python benchmarks/training_free_ablation.py [--synthetic-episodes 100] [--s
      python benchmarks/training_free_ablation.py --stride-check   # high tap at stride 8 vs 16
      python benchmarks/training_free_ablation.py --background-check [--parts 1,3,5,8] [--refine 0,1]
      python benchmarks/training_free_ablation.py --scales-check   # multi-scale encoding
+     python benchmarks/training_free_ablation.py --foreground-check   # k-means parts of the object too
 """
 from __future__ import annotations
 
@@ -149,6 +150,8 @@ def main() -> None:
                         help="the examples/ folder of labelme's source distribution (adds the 'labelme' source)")
     parser.add_argument("--background-check", action="store_true",
                         help="only mid+high, high tap at stride 16, --refine x --parts")
+    parser.add_argument("--foreground-check", action="store_true",
+                        help="only the default settings with 1 / 3 / 5 object parts (k-means of the object)")
     parser.add_argument("--scales-check", action="store_true",
                         help="only the default settings, encoded at scales 1 / 1+0.75 / 1+1.5 / 0.75+1+1.5")
     parser.add_argument("--parts", help="background prototype counts of the two checks "
@@ -171,6 +174,10 @@ def main() -> None:
             for scales in ((1.0,), (1.0, 0.75), (1.0, 1.5), (0.75, 1.0, 1.5)):
                 grid.append((backbone, ("mid", "high"), 10.0, 0, 16, 8, scales))
             continue
+        if args.foreground_check:
+            for fg_parts in (1, 3, 5):
+                grid.append((backbone, ("mid", "high"), 10.0, 0, 16, 8, (1.0,), fg_parts))
+            continue
         if args.stride_check or args.background_check:
             strides = (8, 16) if args.stride_check else (16,)
             parts_list = args.parts or ("1" if args.stride_check else "1,3,5,8")
@@ -190,11 +197,12 @@ def main() -> None:
             for temperature in (5.0, 20.0):
                 grid.append((backbone, ("mid", "high"), temperature, 0, 16, 8, (1.0,)))
     print("| backbone | high stride | levels | temperature | refine steps | background prototypes | scales | "
-          + " | ".join(sources) + " | s/episode |")
-    print("|---|---|---|---|---|---|---|" + "---|" * len(sources) + "---|")
-    for backbone, levels, temperature, refine, high_stride, parts, scales in grid:
+          "object parts | " + " | ".join(sources) + " | s/episode |")
+    print("|---|---|---|---|---|---|---|---|" + "---|" * len(sources) + "---|")
+    for backbone, levels, temperature, refine, high_stride, parts, scales, *fg in grid:
+        fg_parts = fg[0] if fg else 1
         model = build_model("prototype", backbone, levels=levels, temperature=temperature, refine_steps=refine,
-                            background_prototypes=parts, scales=scales,
+                            background_prototypes=parts, foreground_prototypes=fg_parts, scales=scales,
                             backbone_options={"high_stride": high_stride})
         predictor = Predictor(model, size=args.size)
         scores, start, n = [], time.perf_counter(), 0
@@ -203,7 +211,7 @@ def main() -> None:
             n += len(episodes)
         per = (time.perf_counter() - start) / max(n, 1)
         print(f"| {backbone} | {high_stride} | {'+'.join(levels)} | {temperature:g} | {refine} | {parts} | "
-              f"{'+'.join(f'{sc:g}' for sc in scales)} | "
+              f"{'+'.join(f'{sc:g}' for sc in scales)} | {fg_parts} | "
               + " | ".join(f"{100 * s:.1f}" for s in scores) + f" | {per:.2f} |", flush=True)
 
 

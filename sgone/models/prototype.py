@@ -26,7 +26,7 @@ class PrototypeModel(nn.Module):
 
     def __init__(self, backbone: nn.Module, levels: tuple[str, ...] = ("mid", "high"),
                  temperature: float = 10.0, refine_steps: int = 0, refine_confidence: float = 0.7,
-                 refine_weight: float = 0.5, background_prototypes: int = 8,
+                 refine_weight: float = 0.5, background_prototypes: int = 8, foreground_prototypes: int = 1,
                  scales: tuple[float, ...] = (1.0,), config: dict | None = None) -> None:
         super().__init__()
         unknown = [lv for lv in levels if lv not in LEVELS]
@@ -41,6 +41,9 @@ class PrototypeModel(nn.Module):
         if background_prototypes < 1:
             raise ValueError(f"background_prototypes must be >= 1, got {background_prototypes}")
         self.background_prototypes = background_prototypes
+        if foreground_prototypes < 1:
+            raise ValueError(f"foreground_prototypes must be >= 1, got {foreground_prototypes}")
+        self.foreground_prototypes = foreground_prototypes
         if not scales or any(sc <= 0 for sc in scales):
             raise ValueError(f"scales must be positive, got {scales}")
         self.scales = tuple(float(sc) for sc in scales)
@@ -48,6 +51,7 @@ class PrototypeModel(nn.Module):
         self.config = dict(config or {}, arch="prototype", levels=list(levels), temperature=temperature,
                            refine_steps=refine_steps, refine_confidence=refine_confidence,
                            refine_weight=refine_weight, background_prototypes=background_prototypes,
+                           foreground_prototypes=foreground_prototypes,
                            scales=list(self.scales))
 
     def encode(self, images: torch.Tensor, need_side: bool = True) -> dict[str, torch.Tensor]:
@@ -76,7 +80,8 @@ class PrototypeModel(nn.Module):
 
     def support_prototype(self, encoded: dict[str, torch.Tensor], masks: torch.Tensor) -> dict[str, torch.Tensor]:
         """masks (B,H,W) -> {"vector": fg (B,C), "background": bg (B,C)}, plus
-        "background_set": (B,N,C) k-means parts of the background when background_prototypes > 1."""
+        "background_set": (B,N,C) k-means parts of the background when background_prototypes > 1
+        and "foreground_set" likewise for the object."""
         guide = encoded["guide"]
         fg = ops.masked_average_pooling(guide, masks, mode="downsample", region="foreground")
         bg = ops.masked_average_pooling(guide, masks, mode="downsample", region="background")
@@ -84,29 +89,37 @@ class PrototypeModel(nn.Module):
         if self.background_prototypes > 1:
             weights = ops.region_weights(masks, guide.shape[-2:], "background")
             out["background_set"] = ops.region_prototypes(guide, weights, self.background_prototypes)
+        if self.foreground_prototypes > 1:
+            weights = ops.region_weights(masks, guide.shape[-2:], "foreground")
+            out["foreground_set"] = ops.region_prototypes(guide, weights, self.foreground_prototypes)
         return out
 
     @staticmethod
     def fuse_prototypes(prototypes: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """k shots -> one: vectors averaged, background parts pooled (B, k*N, C)."""
-        return {key: torch.cat([p[key] for p in prototypes], dim=1) if key == "background_set"
+        """k shots -> one: vectors averaged, sets of parts pooled (B, k*N, C)."""
+        return {key: torch.cat([p[key] for p in prototypes], dim=1) if key.endswith("_set")
                 else ops.fuse_vectors([p[key] for p in prototypes]) for key in prototypes[0]}
 
-    def _score(self, guide: torch.Tensor, fg: torch.Tensor, bg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """bg (B,C), or (B,N,C): a pixel's background score is its best match among the N parts."""
+    def _score(self, guide: torch.Tensor, fg: torch.Tensor, bg: torch.Tensor,
+               fg_set: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """bg (B,C), or (B,N,C): a pixel's background score is its best match among the N parts;
+        its object score is its cosine to fg (B,C), or its best match among fg and fg_set (B,M,C)."""
         sim_fg = ops.cosine_similarity_map(fg, guide)
         sim_bg = ops.cosine_similarity_map(bg, guide)
         if sim_bg.dim() == 4:
             sim_bg = sim_bg.amax(dim=1)
-        logits = self.temperature * torch.stack([sim_bg, sim_fg], dim=1)
+        score_fg = sim_fg
+        if fg_set is not None:
+            score_fg = torch.maximum(sim_fg, ops.cosine_similarity_map(fg_set, guide).amax(dim=1))
+        logits = self.temperature * torch.stack([sim_bg, score_fg], dim=1)
         return logits, sim_fg
 
     def segment(self, encoded: dict[str, torch.Tensor], prototype: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """-> {"logits": (B,2,h,w), "similarity": (B,h,w) cosine to the object prototype}."""
         guide = encoded["guide"]
         fg, bg = prototype["vector"], prototype["background"]
-        bg_set = prototype.get("background_set")
-        logits, similarity = self._score(guide, fg, bg if bg_set is None else bg_set)
+        bg_set, fg_set = prototype.get("background_set"), prototype.get("foreground_set")
+        logits, similarity = self._score(guide, fg, bg if bg_set is None else bg_set, fg_set)
         for _ in range(self.refine_steps):
             prob = logits.softmax(dim=1)[:, 1]
             confident_fg = (prob > self.refine_confidence).float()
@@ -121,7 +134,7 @@ class PrototypeModel(nn.Module):
             bg_new = (1 - w * has_bg) * bg + w * has_bg * q_bg
             if bg_set is not None:  # the query's background joins the parts
                 bg_new = torch.cat([bg_set, bg_new.unsqueeze(1)], dim=1)
-            logits, _ = self._score(guide, fg_new, bg_new)
+            logits, _ = self._score(guide, fg_new, bg_new, fg_set)
         return {"logits": logits, "similarity": similarity}
 
     def forward(self, support_images: torch.Tensor, support_masks: torch.Tensor,
@@ -130,7 +143,7 @@ class PrototypeModel(nn.Module):
         b, k = support_images.shape[:2]
         support = self.encode(support_images.flatten(0, 1))
         protos = self.support_prototype(support, support_masks.flatten(0, 1))
-        fused = {key: value.reshape(b, -1, value.shape[-1]) if key == "background_set"
+        fused = {key: value.reshape(b, -1, value.shape[-1]) if key.endswith("_set")
                  else value.view(b, k, -1).mean(dim=1) for key, value in protos.items()}
         return self.segment(self.encode(query_images), fused)
 

@@ -49,7 +49,7 @@ def build_model_from_config(config: dict, weights: str | Path | None = None) -> 
         keys = ("variant", "guidance_dim", "side_dim")
     else:
         keys = ("levels", "temperature", "refine_steps", "refine_confidence", "refine_weight",
-                "background_prototypes", "scales")
+                "background_prototypes", "foreground_prototypes", "scales")
     options = {k: config[k] for k in keys if k in config}
     for key in ("levels", "scales"):
         if key in options:

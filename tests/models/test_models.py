@@ -142,23 +142,25 @@ def _colour_image(colours, h=32, w=64):
     return img
 
 
-def test_background_parts_separate_what_one_background_mean_cannot():
+def _colour_probs(support, object_columns, query, **options):
+    """(4,8) object probability of a PrototypeModel on colour features; the object mask spans the columns."""
     from sgone.models.prototype import PrototypeModel
 
+    mask = torch.zeros(1, 32, 64, dtype=torch.long)
+    mask[:, :, object_columns[0]:object_columns[1]] = 1
+    model = PrototypeModel(ColourTaps(), levels=("high",), **options).eval()
+    with torch.no_grad():
+        return model(support[:, None], mask[:, None], query)["logits"].softmax(1)[0, 1]
+
+
+def test_background_parts_separate_what_one_background_mean_cannot():
     red, green, yellow = (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (1.0, 1.0, 0.0)
     # support: red | yellow object | green; the background's mean colour points the object's way
     support = _colour_image([((0, 32, 0, 24), red), ((0, 32, 24, 40), yellow), ((0, 32, 40, 64), green)])
-    mask = torch.zeros(1, 32, 64, dtype=torch.long)
-    mask[:, :, 24:40] = 1
     query = _colour_image([((0, 32, 0, 16), yellow), ((0, 32, 16, 40), red), ((0, 32, 40, 64), green)])
     truth = torch.zeros(4, 8, dtype=torch.bool)
     truth[:, :2] = True
-    results = {}
-    for parts in (1, 2):
-        model = PrototypeModel(ColourTaps(), levels=("high",), background_prototypes=parts).eval()
-        with torch.no_grad():
-            prob = model(support[:, None], mask[:, None], query)["logits"].softmax(1)[0, 1]
-        results[parts] = prob
+    results = {parts: _colour_probs(support, (24, 40), query, background_prototypes=parts) for parts in (1, 2)}
     assert torch.equal(results[2] > 0.5, truth)
     assert torch.allclose(results[1], torch.full_like(results[1], 0.5), atol=1e-5)  # a tie everywhere
 
@@ -200,3 +202,18 @@ def test_multi_scale_encoding_shapes_norms_and_config(tmp_path, episode):
     assert load_model(str(tmp_path / "m.pt")).scales == (1.0, 0.5)
     with pytest.raises(ValueError, match="scales"):
         build_model("prototype", "mobilenet_v2", weights=None, scales=(0.0,))
+
+
+def test_object_parts_claim_what_the_object_mean_cannot():
+    red, blue, yellow = (1.0, 0.0, 0.0), (0.0, 0.0, 1.0), (1.0, 1.0, 0.0)
+    # a red-and-blue object on yellow: the object's mean colour is as close to yellow as to red
+    support = _colour_image([((0, 32, 0, 64), yellow), ((0, 32, 16, 32), red), ((0, 32, 32, 48), blue)])
+    query = _colour_image([((0, 32, 0, 64), yellow), ((0, 32, 40, 56), red), ((0, 32, 8, 24), blue)])
+    probs = {parts: _colour_probs(support, (16, 48), query, background_prototypes=1, foreground_prototypes=parts)
+             for parts in (1, 2)}
+    red_cells, blue_cells = probs[1][:, 5:7], probs[1][:, 1:3]
+    assert torch.allclose(red_cells, torch.full_like(red_cells, 0.5), atol=1e-5)  # a tie
+    assert (blue_cells > 0.5).all()
+    truth = torch.zeros(4, 8, dtype=torch.bool)
+    truth[:, 1:3] = truth[:, 5:7] = True
+    assert torch.equal(probs[2] > 0.5, truth)
