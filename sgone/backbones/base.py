@@ -28,6 +28,26 @@ def freeze_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
+def dilated_layout(strides: Sequence[int], output_stride: int, high_stride: int, high_start: int,
+                   stem_stride: int = 2) -> list[tuple[int, int]]:
+    """(stride, dilation) of each block after a stem of `stem_stride`, given their nominal strides.
+
+    DeepLab's rule: once the network is at `output_stride` (`high_stride` from block `high_start`,
+    the high tap's first block, on), a block's stride is removed; it keeps the previous dilation
+    and the blocks after it get the dilation multiplied by that stride.
+    """
+    layout, current, dilation = [], stem_stride, 1
+    for index, stride in enumerate(strides):
+        limit = max(high_stride, output_stride) if index >= high_start else output_stride
+        if stride > 1 and current >= limit:
+            layout.append((1, dilation))
+            dilation *= stride
+        else:
+            layout.append((stride, dilation))
+            current *= stride
+    return layout
+
+
 class Backbone(nn.Module):
     """An ImageNet CNN cut into three feature levels, all at output stride 8.
 

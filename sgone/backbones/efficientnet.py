@@ -29,7 +29,7 @@ from typing import Mapping
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Backbone, _load_into
+from .base import Backbone, _load_into, dilated_layout
 
 LITE_MEAN = (127.0 / 255.0,) * 3
 LITE_STD = (128.0 / 255.0,) * 3
@@ -110,22 +110,13 @@ class EfficientNetLite0(Backbone):
         self._conv_stem = SameConv2d(3, 32, 3, 2)
         self._bn0 = nn.BatchNorm2d(32, **_BN)
         self.act = nn.ReLU6(inplace=True)
-        blocks: list[nn.Module] = []
-        current_stride, dilation = 2, 1
-        for repeats, k, s, e, inp, oup in _STAGES:
-            for i in range(repeats):
-                stride = s if i == 0 else 1
-                block_dilation = dilation
-                # the skip rule uses the original stride, so removing a stride adds no skip
-                skip = stride == 1
-                limit = max(high_stride, output_stride) if len(blocks) >= 11 else output_stride  # 11: the high tap's first block
-                if stride > 1 and current_stride >= limit:
-                    dilation *= stride
-                    stride = 1
-                else:
-                    current_stride *= stride
-                blocks.append(MBConvBlock(inp if i == 0 else oup, oup, k, stride, e, block_dilation, skip))
-        self._blocks = nn.ModuleList(blocks)
+        settings = [(inp if i == 0 else oup, oup, k, s if i == 0 else 1, e)
+                    for repeats, k, s, e, inp, oup in _STAGES for i in range(repeats)]
+        layout = dilated_layout([s for *_, s, _ in settings], output_stride, high_stride, high_start=11)
+        # the skip rule uses the original stride, so removing a stride adds no skip
+        self._blocks = nn.ModuleList(
+            MBConvBlock(inp, oup, k, stride, e, dilation, skip=s == 1)
+            for (inp, oup, k, s, e), (stride, dilation) in zip(settings, layout))
         # block ranges of the taps: [0,5), [5,11), [11,16)
         self._tap_ends = (5, 11, 16)
 

@@ -20,7 +20,7 @@ from typing import Mapping
 
 from torch import Tensor, nn
 
-from .base import Backbone, _load_into
+from .base import Backbone, _load_into, dilated_layout
 
 # (expand t, out channels c, repeats n, first stride s) of torchvision's MobileNetV2
 _SETTING = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
@@ -67,21 +67,14 @@ class MobileNetV2(Backbone):
     def __init__(self, output_stride: int = 8, high_stride: int = 8) -> None:
         super().__init__(output_stride=output_stride, high_stride=high_stride)
         self.options = {"output_stride": output_stride, "high_stride": high_stride}
+        settings = [(t, c, s if i == 0 else 1) for t, c, n, s in _SETTING for i in range(n)]
+        # features.14 (index 13 after the stem) starts the high tap
+        layout = dilated_layout([s for _, _, s in settings], output_stride, high_stride, high_start=13)
         blocks: list[nn.Module] = [_cna(3, 32, stride=2)]
-        inp, current_stride, dilation = 32, 2, 1
-        for t, c, n, s in _SETTING:
-            for i in range(n):
-                stride = s if i == 0 else 1
-                block_dilation = dilation
-                limit = max(high_stride, output_stride) if len(blocks) >= 14 else output_stride  # 14: the high tap's first block
-                if stride > 1 and current_stride >= limit:
-                    # this block keeps the old dilation; the stride becomes dilation from the next one on
-                    dilation *= stride
-                    stride = 1
-                else:
-                    current_stride *= stride
-                blocks.append(InvertedResidual(inp, c, stride, t, dilation=block_dilation))
-                inp = c
+        inp = 32
+        for (t, c, _), (stride, dilation) in zip(settings, layout):
+            blocks.append(InvertedResidual(inp, c, stride, t, dilation=dilation))
+            inp = c
         self.features = nn.Sequential(*blocks)
         self._init_weights()
 

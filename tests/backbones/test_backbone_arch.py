@@ -186,3 +186,15 @@ def test_high_stride_options_are_checked():
     dw = [blk.conv[-3][0] for blk in mob.features[1:18]]
     assert [c.stride[0] for c in dw] == [1, 2, 1, 2, 1, 1] + [1] * 7 + [2] + [1] * 3
     assert [c.dilation[0] for c in dw] == [1] * 7 + [2] * 10
+
+
+def test_dilated_layout_hand_values():
+    from sgone.backbones.base import dilated_layout
+
+    nominal = [2, 1, 2, 1, 2, 1]
+    assert dilated_layout(nominal, 8, 8, high_start=4, stem_stride=4) == [
+        (2, 1), (1, 1), (1, 1), (1, 2), (1, 2), (1, 4)]
+    assert dilated_layout(nominal, 8, 16, high_start=4, stem_stride=4) == [
+        (2, 1), (1, 1), (1, 1), (1, 2), (2, 2), (1, 2)]
+    assert dilated_layout(nominal, 32, 8, high_start=4, stem_stride=4) == [
+        (2, 1), (1, 1), (2, 1), (1, 1), (2, 1), (1, 1)]  # stride 32 reached only at the end: no dilation
