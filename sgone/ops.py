@@ -80,23 +80,16 @@ def region_prototypes(features: torch.Tensor, weights: torch.Tensor, k: int, ite
             chosen.append(int(nearest.argmin()))
             nearest = torch.maximum(nearest, xn @ xn[chosen[-1]])
         centroids = xn[chosen]
-        for _ in range(iters):
-            assign = (xn @ centroids.t()).argmax(dim=1)
-            onehot = F.one_hot(assign, k).to(x.dtype) * wx  # (n, k)
-            sums = onehot.t() @ x  # (k, C)
-            counts = onehot.sum(0)
-            filled = counts > 0
-            means = sums / counts.clamp_min(1e-6).unsqueeze(1)
-            new = torch.where(filled.unsqueeze(1), F.normalize(means, dim=1), centroids)
+        for _ in range(iters + 1):  # iters updates, then the assignment that gives the output
+            onehot = F.one_hot((xn @ centroids.t()).argmax(dim=1), k).to(x.dtype) * wx  # (n, k)
+            filled = (onehot.sum(0) > 0).unsqueeze(1)
+            means = (onehot.t() @ x) / onehot.sum(0).clamp_min(1e-6).unsqueeze(1)  # (k, C)
+            new = torch.where(filled, F.normalize(means, dim=1), centroids)
             if torch.equal(new, centroids):
                 break
             centroids = new
-        assign = (xn @ centroids.t()).argmax(dim=1)
-        onehot = F.one_hot(assign, k).to(x.dtype) * wx
-        counts = onehot.sum(0).clamp_min(1e-6).unsqueeze(1)
-        means = (onehot.t() @ x) / counts
         # an emptied cluster keeps its seed cell's vector rather than a zero
-        out[i] = torch.where(onehot.sum(0).unsqueeze(1) > 0, means, x[torch.tensor(chosen)])
+        out[i] = torch.where(filled, means, x[chosen])
     return out
 
 

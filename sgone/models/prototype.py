@@ -60,23 +60,20 @@ class PrototypeModel(nn.Module):
         With several `scales` the image is also encoded resized by each factor, and each level's
         normalised features are averaged on the scale-1 grid (then normalised again).
         """
-        parts: list[torch.Tensor] | None = None
+        grid = (-(-images.shape[-2] // 8), -(-images.shape[-1] // 8))  # the stride-8 grid of scale 1
+        total: list[torch.Tensor] = []
         for scale in self.scales:
             x = images if scale == 1.0 else F.interpolate(images, scale_factor=scale, mode="bilinear",
                                                           align_corners=False)
             feats = dict(zip(LEVELS, self.backbone(x)))
             # normalise each level so a wide level (e.g. 2048 channels) does not drown the others
             now = [F.normalize(feats[name], dim=1) for name in self.levels]
-            if parts is None:
-                grid = (-(-images.shape[-2] // 8), -(-images.shape[-1] // 8))
-                parts = [F.interpolate(f, size=grid, mode="bilinear", align_corners=False)
-                         if f.shape[-2:] != grid else f for f in now]
-            else:
-                parts = [a + F.interpolate(f, size=a.shape[-2:], mode="bilinear", align_corners=False)
-                         for a, f in zip(parts, now)]
+            now = [f if f.shape[-2:] == grid else F.interpolate(f, size=grid, mode="bilinear", align_corners=False)
+                   for f in now]
+            total = [a + f for a, f in zip(total, now)] if total else now
         if len(self.scales) > 1:
-            parts = [F.normalize(f, dim=1) for f in parts]
-        return {"guide": torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]}
+            total = [F.normalize(f, dim=1) for f in total]
+        return {"guide": torch.cat(total, dim=1) if len(total) > 1 else total[0]}
 
     def support_prototype(self, encoded: dict[str, torch.Tensor], masks: torch.Tensor) -> dict[str, torch.Tensor]:
         """masks (B,H,W) -> {"vector": fg (B,C), "background": bg (B,C)}, plus
