@@ -168,50 +168,52 @@ def main() -> None:
         except ImportError as exc:
             print(f"(synthetic skipped: {exc})")
     print(f"episodes: " + ", ".join(f"{k} {len(v)}" for k, v in sources.items()) + f"; input size {args.size}")
-    grid = []  # (backbone, levels, temperature, refine steps, high-tap stride, background prototypes, scales)
+    default = {"levels": ("mid", "high"), "temperature": 10.0, "refine_steps": 0, "high_stride": 16,
+               "background_prototypes": 8, "scales": (1.0,), "foreground_prototypes": 1}
+    grid = []  # one dict of settings per row: the defaults above with some changed
     for backbone in args.backbones:
+        def row(**changes):
+            grid.append(dict(default, backbone=backbone, **changes))
+
         if args.scales_check:
             for scales in ((1.0,), (1.0, 0.75), (1.0, 1.5), (0.75, 1.0, 1.5)):
-                grid.append((backbone, ("mid", "high"), 10.0, 0, 16, 8, scales))
-            continue
-        if args.foreground_check:
+                row(scales=scales)
+        elif args.foreground_check:
             for fg_parts in (1, 3, 5):
-                grid.append((backbone, ("mid", "high"), 10.0, 0, 16, 8, (1.0,), fg_parts))
-            continue
-        if args.stride_check or args.background_check:
+                row(foreground_prototypes=fg_parts)
+        elif args.stride_check or args.background_check:
             strides = (8, 16) if args.stride_check else (16,)
             parts_list = args.parts or ("1" if args.stride_check else "1,3,5,8")
             for refine in map(int, args.refine.split(",")):
                 for parts in map(int, parts_list.split(",")):
                     for high_stride in strides:
-                        grid.append((backbone, ("mid", "high"), 10.0, refine, high_stride, parts, (1.0,)))
-            continue
-        if args.quick:  # the main questions only: which levels, and does refinement help
+                        row(refine_steps=refine, background_prototypes=parts, high_stride=high_stride)
+        elif args.quick:  # the main questions only: which levels, and does refinement help
             for levels in (("high",), ("mid", "high"), ("low", "mid", "high")):
                 for refine in (0, 1):
-                    grid.append((backbone, levels, 10.0, refine, 16, 8, (1.0,)))
-            continue
-        for levels in (("high",), ("mid",), ("mid", "high"), ("low", "mid", "high")):
-            for refine in (0, 1, 2):
-                grid.append((backbone, levels, 10.0, refine, 16, 8, (1.0,)))
+                    row(levels=levels, refine_steps=refine)
+        else:
+            for levels in (("high",), ("mid",), ("mid", "high"), ("low", "mid", "high")):
+                for refine in (0, 1, 2):
+                    row(levels=levels, refine_steps=refine)
             for temperature in (5.0, 20.0):
-                grid.append((backbone, ("mid", "high"), temperature, 0, 16, 8, (1.0,)))
+                row(temperature=temperature)
     print("| backbone | high stride | levels | temperature | refine steps | background prototypes | scales | "
           "object parts | " + " | ".join(sources) + " | s/episode |")
     print("|---|---|---|---|---|---|---|---|" + "---|" * len(sources) + "---|")
-    for backbone, levels, temperature, refine, high_stride, parts, scales, *fg in grid:
-        fg_parts = fg[0] if fg else 1
-        model = build_model("prototype", backbone, levels=levels, temperature=temperature, refine_steps=refine,
-                            background_prototypes=parts, foreground_prototypes=fg_parts, scales=scales,
-                            backbone_options={"high_stride": high_stride})
+    for settings in grid:
+        options = dict(settings)
+        backbone, high_stride = options.pop("backbone"), options.pop("high_stride")
+        model = build_model("prototype", backbone, backbone_options={"high_stride": high_stride}, **options)
         predictor = Predictor(model, size=args.size)
         scores, start, n = [], time.perf_counter(), 0
         for episodes in sources.values():
             scores.append(miou(predictor, episodes))
             n += len(episodes)
         per = (time.perf_counter() - start) / max(n, 1)
-        print(f"| {backbone} | {high_stride} | {'+'.join(levels)} | {temperature:g} | {refine} | {parts} | "
-              f"{'+'.join(f'{sc:g}' for sc in scales)} | {fg_parts} | "
+        print(f"| {backbone} | {high_stride} | {'+'.join(options['levels'])} | {options['temperature']:g} | "
+              f"{options['refine_steps']} | {options['background_prototypes']} | "
+              f"{'+'.join(f'{sc:g}' for sc in options['scales'])} | {options['foreground_prototypes']} | "
               + " | ".join(f"{100 * s:.1f}" for s in scores) + f" | {per:.2f} |", flush=True)
 
 
