@@ -4,10 +4,16 @@ Masks follow the project convention: 0 = background, 1 = object, 255 = ignore.
 """
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
 import torch
 import torch.nn.functional as F
 
 IGNORE = 255
+# k-shot fusions: "avg" averages the k support prototypes (one prediction); "max" and "vote"
+# fuse k one-shot predictions against one query encoding (`fuse_shots`)
+FUSIONS = ("avg", "max", "vote")
+VOTE_KEEP = 0.5  # a vote share keeps pixels with at least half the top vote (HSNet)
 
 
 def region_weights(mask: torch.Tensor, size: tuple[int, int], region: str = "foreground") -> torch.Tensor:
@@ -130,6 +136,51 @@ def fuse_predictions(probs: torch.Tensor, mode: str = "max", threshold: float = 
         top = votes.flatten(1).max(dim=1).values.clamp_min(1.0)
         return votes / top.view(-1, *([1] * (votes.dim() - 1)))
     raise ValueError(f"unknown fusion {mode!r}: use 'max', 'vote' or 'mean'")
+
+
+def fuse_shots(prototypes: Sequence[dict[str, torch.Tensor]], segment: Callable[[dict], dict[str, torch.Tensor]],
+               foreground: Callable[[torch.Tensor], torch.Tensor], fuse_prototypes: Callable[[list], dict],
+               fusion: str = "avg", threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """One way's k-shot prediction -> (score (B,H,W), similarity (B,h,w)).
+
+    prototypes: k per-shot prototypes; segment(prototype) -> {"logits": (B,2,h,w), "similarity":
+    (B,h,w)}; foreground(logits) -> (B,H,W) foreground probability; fuse_prototypes: the model's
+    averaging of k prototypes. "avg" (and any 1-shot) segments once against the averaged
+    prototype and scores a probability; "max"/"vote" segment each shot and fuse the k
+    probabilities (`fuse_predictions`; per-shot vote at `threshold`); their similarity is the mean
+    over shots. Read the score with `keep_foreground`.
+    """
+    if fusion not in FUSIONS:
+        raise ValueError(f"unknown fusion {fusion!r}: use one of {', '.join(FUSIONS)}")
+    if fusion == "avg" or len(prototypes) == 1:
+        out = segment(fuse_prototypes(list(prototypes)) if len(prototypes) > 1 else prototypes[0])
+        return foreground(out["logits"]), out["similarity"]
+    outs = [segment(p) for p in prototypes]
+    probs = torch.stack([foreground(o["logits"]) for o in outs])  # (K,B,H,W)
+    return fuse_predictions(probs, fusion, threshold), torch.stack([o["similarity"] for o in outs]).mean(dim=0)
+
+
+def keep_foreground(score: torch.Tensor, fusion: str, shots: int, threshold: float = 0.5) -> torch.Tensor:
+    """The keep rule for a `fuse_shots` score (any shape) -> bool of the same shape.
+
+    A vote share (fusion "vote" over k > 1 shots) keeps pixels with at least half the top vote
+    (>= 0.5: with 2 shots, pixels either shot marks); a probability keeps pixels above `threshold`.
+    """
+    if fusion == "vote" and shots > 1:
+        return score >= VOTE_KEEP
+    return score > threshold
+
+
+def label_map(scores: torch.Tensor, fusion: str, shots: int | Sequence[int], threshold: float = 0.5) -> torch.Tensor:
+    """N ways' scores (N,H,W) -> labels (H,W) long: 0 = background, c = the c-th way.
+
+    Each way keeps pixels by `keep_foreground` (`shots`: one count for all ways or one per way);
+    a pixel kept by several ways goes to the highest score among them.
+    """
+    counts = [shots] * scores.shape[0] if isinstance(shots, int) else list(shots)
+    keep = torch.stack([keep_foreground(s, fusion, k, threshold) for s, k in zip(scores, counts)])
+    best = scores.masked_fill(~keep, float("-inf")).argmax(dim=0)
+    return torch.where(keep.any(dim=0), best + 1, torch.zeros_like(best))
 
 
 def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -120,3 +120,58 @@ def test_region_prototypes_weights_small_and_empty_regions():
     again = ops.region_prototypes(f, w, 3)
     assert torch.equal(parts, again)  # deterministic
 
+
+
+def _shots_of(probs):
+    """Hand-made per-shot probabilities as `fuse_shots` inputs: shot k's prototype is its index."""
+    logit = torch.logit(probs.clamp(1e-6, 1 - 1e-6))  # (K,B,H,W)
+    seg = lambda p: {"logits": torch.stack([torch.zeros_like(logit[p["k"]]), logit[p["k"]]], dim=1),
+                     "similarity": torch.full_like(logit[p["k"]], float(p["k"]))}
+    fg = lambda logits: logits.softmax(dim=1)[:, 1]
+    return [{"k": k} for k in range(len(probs))], seg, fg
+
+
+@pytest.mark.parametrize("fusion, expected", [
+    ("max", {2: [1, 1, 1, 0], 3: [1, 1, 1, 1]}),
+    # votes above 0.5 per pixel: 2 shots 2,1,1,0 (a single vote is half the top 2: kept);
+    # 3 shots 3,1,2,1 (kept: at least half the top 3)
+    ("vote", {2: [1, 1, 1, 0], 3: [1, 0, 1, 0]}),
+])
+def test_fuse_shots_and_keep_rule_with_2_and_3_shots(fusion, expected):
+    probs = torch.tensor([[[[0.9, 0.9, 0.2, 0.2]]], [[[0.8, 0.3, 0.6, 0.1]]], [[[0.7, 0.1, 0.7, 0.9]]]])
+    for k in (2, 3):
+        protos, seg, fg = _shots_of(probs[:k])
+        score, sim = ops.fuse_shots(protos, seg, fg, lambda p: 1 / 0, fusion)
+        assert sim[0, 0, 0].item() == pytest.approx((k - 1) / 2)  # mean over shots
+        keep = ops.keep_foreground(score, fusion, k)
+        assert keep[0, 0].long().tolist() == expected[k], (fusion, k)
+        assert ops.label_map(score, fusion, k)[0].tolist() == expected[k]  # (N=1,H=1,W=4)
+
+
+def test_vote_with_two_shots_is_the_majority_not_the_intersection():
+    votes = ops.fuse_predictions(torch.tensor([[[0.9, 0.9, 0.1]], [[0.9, 0.1, 0.1]]]), "vote")  # (K=2,B=1,3)
+    assert votes[0].tolist() == [1.0, 0.5, 0.0]
+    assert ops.keep_foreground(votes, "vote", 2).tolist() == [[True, True, False]]
+    # a probability of exactly the threshold is not kept; nor is a 1-shot "vote" (a probability)
+    assert ops.keep_foreground(torch.tensor([0.5, 0.6]), "vote", 1).tolist() == [False, True]
+    assert ops.keep_foreground(torch.tensor([0.5, 0.6]), "max", 2, threshold=0.55).tolist() == [False, True]
+
+
+def test_fuse_shots_avg_segments_the_averaged_prototype_once():
+    calls = []
+    seg = lambda p: calls.append(p) or {"logits": torch.zeros(1, 2, 2, 2), "similarity": torch.zeros(1, 2, 2)}
+    score, _ = ops.fuse_shots([{"v": 1.0}, {"v": 3.0}], seg, lambda l: l.softmax(1)[:, 1],
+                              lambda ps: {"v": sum(p["v"] for p in ps) / len(ps)}, "avg")
+    assert calls == [{"v": 2.0}] and score.shape == (1, 2, 2)
+    with pytest.raises(ValueError):
+        ops.fuse_shots([{"v": 1.0}], seg, lambda l: l, lambda ps: ps[0], "median")
+
+
+def test_label_map_per_way_rules_and_kept_argmax():
+    scores = torch.tensor([[[0.55, 0.9, 0.2]], [[0.5, 0.95, 0.3]]])  # (N=2,1,3)
+    # way 1 a probability (1 shot), way 2 a vote share (3 shots): 0.5 is kept for way 2 only
+    assert ops.label_map(scores, "vote", [1, 3]).tolist() == [[1, 2, 0]]
+    assert ops.label_map(scores[:, :, :1], "vote", [3, 1]).tolist() == [[1]]
+    # the highest score among the ways that keep the pixel wins, not the overall highest
+    assert ops.label_map(scores, "vote", [1, 3], threshold=0.6).tolist() == [[2, 2, 0]]
+    assert ops.label_map(scores, "avg", 1).tolist() == [[1, 2, 0]]

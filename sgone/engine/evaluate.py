@@ -52,7 +52,7 @@ def predict_batch(model: nn.Module, batch: dict[str, Any], fusion: str = "avg",
     """
     if fusion not in FUSIONS:
         raise SgoneError(f"unknown fusion '{fusion}': use one of {', '.join(FUSIONS)}")
-    from sgone.ops import fuse_predictions
+    from sgone.ops import fuse_shots, label_map
 
     if label_size is None:
         label = batch.get("query_mask_original", batch["query_mask"])
@@ -65,22 +65,12 @@ def predict_batch(model: nn.Module, batch: dict[str, Any], fusion: str = "avg",
     for way in range(ways):
         prototypes = [model.support_prototype(model.encode(supports[:, way, k], need_side=False), masks[:, way, k])
                       for k in range(shots)]
-        if fusion == "avg" or shots == 1:
-            out = model.segment(query, model.fuse_prototypes(prototypes) if shots > 1 else prototypes[0])
-            probs.append(_foreground(out["logits"], label_size))
-            sims.append(out["similarity"])
-        else:
-            outs = [model.segment(query, p) for p in prototypes]
-            per_shot = torch.stack([_foreground(o["logits"], label_size) for o in outs])  # (K,1,H,W)
-            probs.append(fuse_predictions(per_shot, mode=fusion))
-            sims.append(torch.stack([o["similarity"] for o in outs]).mean(0))
+        prob, sim = fuse_shots(prototypes, lambda p: model.segment(query, p),
+                               lambda logits: _foreground(logits, label_size), model.fuse_prototypes, fusion)
+        probs.append(prob)
+        sims.append(sim)
     prob = torch.cat(probs).float()  # (N,H,W)
-    # vote shares are kept at >= 0.5 (HSNet); probabilities must beat the background (> 0.5)
-    keep = prob >= 0.5 if fusion == "vote" and shots > 1 else prob > 0.5
-    best = prob.argmax(dim=0)
-    pred = torch.where(keep.any(dim=0), best + 1, torch.zeros_like(best))
-    if ways == 1:
-        pred = keep[0].long()
+    pred = label_map(prob, fusion, shots)  # the keep rule shared with the Predictor (sgone.ops)
     return {"pred": pred.cpu(), "prob": prob.cpu(), "similarity": torch.cat(sims).float().cpu()}
 
 
