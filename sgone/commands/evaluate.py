@@ -22,10 +22,12 @@ def register(subparsers) -> None:
                     "IoU, mIoU and FB-IoU, scored at the original label size with 255 pixels excluded. "
                     "Writes results.json, results.md, results.csv and episodes.png to --out. "
                     "--dataset davis2016 runs one-shot video segmentation and reports J&F.")
-    model = p.add_mutually_exclusive_group(required=True)
+    model = p.add_mutually_exclusive_group()
     model.add_argument("--checkpoint", metavar="CKPT",
                        help="a training checkpoint; with --fold all a path holding {fold} gives one per fold")
-    model.add_argument("--model", metavar="NAME", help="a registered model name (e.g. prototype-mobilenet_v2)")
+    model.add_argument("--model", metavar="NAME",
+                       help="a registered model name (default without --checkpoint: prototype-mobilenet_v2, "
+                            "the training-free model)")
     p.add_argument("--dataset", default="synthetic", help="pascal, coco, fss, folder, voclike, synthetic (default), davis2016")
     p.add_argument("--root", default=None, metavar="PATH", help="the data set's folder (not needed for synthetic)")
     p.add_argument("--fold", default="0", help="fold number or 'all' (mean over the folds; default 0)")
@@ -37,10 +39,11 @@ def register(subparsers) -> None:
     p.add_argument("--fusion", choices=("avg", "max", "vote"), default="avg",
                    help="k-shot fusion: average prototypes (default), max (union) or vote of the k masks")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--size", type=int, default=None, metavar="N",
-                      help="resize inputs to N x N (scores stay at the original label size)")
-    size.add_argument("--original-size", dest="size", action="store_const", const=None,
-                      help="feed images at their own size (default)")
+    size.add_argument("--size", type=int, default=473, metavar="N",
+                      help="longer image side fed to the network, aspect kept, as in `sgone segment` (default 473; "
+                           "0 = each image at its own size); scores stay at the original label size")
+    size.add_argument("--original-size", dest="size", action="store_const", const=0,
+                      help="feed images at their own size (the same as --size 0)")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default runs/eval-<dataset>)")
     p.add_argument("--grid", type=int, default=4, metavar="N", help="best and worst N episodes in episodes.png (0 = none)")
     p.add_argument("--mode", choices=("independent", "propagate"), default="independent",
@@ -67,9 +70,9 @@ def model_loader(args: argparse.Namespace, device, dataset: str, folds: list[int
     """fold -> model in eval mode; checks that a checkpoint was not trained on the classes it is tested on."""
     import torch
 
-    from sgone.models.registry import build_model_from_config, load_model, read_checkpoint
+    from sgone.models.registry import DEFAULT_MODEL, build_model_from_config, load_model, read_checkpoint
 
-    template = args.checkpoint or args.model
+    template = args.checkpoint or args.model or DEFAULT_MODEL
     per_fold = "{fold}" in template
     if multi and not per_fold and args.checkpoint:
         ckpt = read_checkpoint(template)
@@ -78,8 +81,15 @@ def model_loader(args: argparse.Namespace, device, dataset: str, folds: list[int
             raise SgoneError(f"{template}: trained on fold {trained}, so the other folds' test classes were seen "
                              "in training; pass one checkpoint per fold as a path holding {fold}")
 
+    loaded: dict[str, torch.nn.Module] = {}  # a model shared by several folds is loaded once
+
     def load(fold: int) -> torch.nn.Module:
         name = template.format(fold=fold) if per_fold else template
+        if name not in loaded:
+            loaded[name] = read(name, fold)
+        return loaded[name]
+
+    def read(name: str, fold: int) -> torch.nn.Module:
         if not args.checkpoint:
             return load_model(name, device)
         ckpt = read_checkpoint(name)
@@ -106,32 +116,36 @@ def run(args: argparse.Namespace) -> int:
         raise SgoneError("--shots and --ways must be at least 1")
     if args.episodes is not None and args.episodes < 1:
         raise SgoneError(f"--episodes {args.episodes}: must be at least 1")
-    if args.size is not None and args.size < 8:
-        raise SgoneError(f"--size {args.size}: must be at least 8")
+    if args.size < 0 or 0 < args.size < 8:
+        raise SgoneError(f"--size {args.size}: must be at least 8 (or 0 for the original size)")
     out = Path(args.out or f"runs/eval-{args.dataset}")
     info = distributed.init_distributed(args.device)
     try:
         if args.dataset == "davis2016":
             return run_davis(args, info.device, out)
         from sgone.data.registry import build_source
-        from sgone.engine.evaluate import evaluate, evaluate_folds
+        from sgone.engine.evaluate import coverage_warning, evaluate, evaluate_folds
 
         source = build_source(args.dataset, args.root, **source_options(args))
         folds = parse_folds(str(args.fold), int(getattr(source, "folds", 1)))
         load = model_loader(args, info.device, args.dataset, folds, multi=len(folds) > 1)
+        # every fold's checkpoint is found and loaded before any episode runs
+        models = {fold: load(fold) for fold in folds}
         options = dict(shots=args.shots, ways=args.ways, episodes=args.episodes, seed=args.seed, style=args.style,
-                       fusion=args.fusion, size=args.size, device=info.device, progress=not args.quiet,
+                       fusion=args.fusion, size=args.size or None, device=info.device, progress=not args.quiet,
                        grid=args.grid)
         if len(folds) == 1:
-            results = evaluate(load(folds[0]), source, folds[0], out=out, **options)
+            results = evaluate(models[folds[0]], source, folds[0], out=out, **options)
         else:
-            results = evaluate_folds(load, source, folds, out=out, **options)
+            results = evaluate_folds(models.__getitem__, source, folds, out=out, **options)
     finally:
         distributed.cleanup()
     if info.is_main:
         per_fold = results.get("per_fold", [results])
         for r in per_fold:
             print(f"fold {r['fold']}: mIoU {r['miou']:.1f}  FB-IoU {r['fb_iou']:.1f}  ({r['episodes']} episodes)")
+            if r["uncovered_classes"]:
+                print(f"warning: {coverage_warning(r)}", file=sys.stderr)
         if len(per_fold) > 1:
             print(f"mean: mIoU {results['miou']:.1f}  FB-IoU {results['fb_iou']:.1f}")
         print(f"wrote {out}/results.json, results.md, results.csv")
@@ -146,7 +160,7 @@ def run_davis(args: argparse.Namespace, device, out: Path) -> int:
     if args.root is None:
         raise SgoneError("davis2016 needs --root (the DAVIS folder)")
     name = args.checkpoint or args.model
-    predictor = Predictor(name, device=device, size=args.size, fusion=args.fusion)
+    predictor = Predictor(name, device=device, size=args.size or None, fusion=args.fusion)
     results = evaluate_davis(predictor, args.root, out, mode=args.mode, progress=not args.quiet)
     summary = {k: v for k, v in results.items() if isinstance(v, (int, float))}
     print("  ".join(f"{k} {v:.3f}" for k, v in summary.items()) or "done")

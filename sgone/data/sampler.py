@@ -134,8 +134,9 @@ class TrainEpisodes(Dataset):
 class TestEpisodes(Dataset):
     """A fixed list of test episodes of `fold`'s unseen classes from image split "val".
 
-    style "hsnet": query = the (i mod n)-th (image, class) pair of the fold's test list
-    (pairs sorted by image key, then class), defaults episodes=1000, seed=0;
+    style "hsnet": the classes take turns: episode i has class i mod n (n test classes, in the
+    source's order) and that class's next image (sorted keys, wrapping round), so any n
+    consecutive episodes cover every class; defaults episodes=1000, seed=0;
     style "pfenet": query class, then query image drawn at random, defaults episodes=5000, seed=321.
     Supports are drawn at random from the same class, never the query. For N ways, way 1 is the
     query's class and ways 2..N are drawn from the other test classes.
@@ -160,12 +161,12 @@ class TestEpisodes(Dataset):
         self.specs = self.build_specs(lists, class_ids)
 
     def build_specs(self, lists: dict[int, list[str]], class_ids: list[int]) -> list[dict]:
-        pairs = sorted((key, c) for c in class_ids for key in lists[c])
         specs = []
         for i in range(self.episodes):
             rng = episode_rng(self.seed, i)
             if self.style == "hsnet":
-                query, first = pairs[i % len(pairs)]
+                first = class_ids[i % len(class_ids)]
+                query = lists[first][(i // len(class_ids)) % len(lists[first])]
             else:
                 first = class_ids[int(rng.integers(len(class_ids)))]
                 query = lists[first][int(rng.integers(len(lists[first])))]

@@ -25,28 +25,53 @@ def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(mask).resize((width, height), Image.NEAREST))
 
 
-class EvalTransform:
-    """Resize every image and mask to `size` x `size`; keep the original query label for scoring.
+DEFAULT_EVAL_SIZE = 473  # the longer side, as `sgone segment` and `Predictor` feed images
 
-    `size=None` keeps each image at its own size (evaluate with batch size 1 then).
+
+def pad_to(image: np.ndarray, mask: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pad at the bottom and right to (height, width): image with 0, mask with 255 (ignored)."""
+    ph, pw = height - mask.shape[0], width - mask.shape[1]
+    if not (ph or pw):
+        return image, mask
+    return (np.pad(image, ((0, ph), (0, pw), (0, 0)), constant_values=0),
+            np.pad(mask, ((0, ph), (0, pw)), constant_values=IGNORE))
+
+
+class EvalTransform:
+    """Resize every image and mask so its longer side is `size` (aspect kept); keep the original
+    query label for scoring.
+
+    This is what `--size` means everywhere (`sgone segment`, `sgone evaluate`, `Predictor`).
+    `size=None` (or 0) keeps each image at its own size. The supports of one episode are
+    stacked into one tensor, so when their resized shapes differ they are padded at the bottom
+    and right to a common shape (image 0, mask 255 = ignored, so the padding adds nothing to a
+    prototype); the query is never padded. Evaluate with batch size 1 (query shapes differ).
     """
 
-    def __init__(self, size: int | None = 400) -> None:
-        self.size = size
+    def __init__(self, size: int | None = DEFAULT_EVAL_SIZE) -> None:
+        self.size = size or None
 
     def __call__(self, episode: Episode, rng: np.random.Generator | None = None) -> Episode:
         original = episode.query_mask if episode.query_mask_original is None else episode.query_mask_original
-        if self.size is None:
-            return replace(episode, query_mask_original=original)
-        s = self.size
+        pairs = [[self.resize(img, m) for img, m in zip(images, masks)]
+                 for images, masks in zip(episode.support_images, episode.support_masks)]
+        height = max(m.shape[0] for row in pairs for _, m in row)
+        width = max(m.shape[1] for row in pairs for _, m in row)
+        pairs = [[pad_to(img, m, height, width) for img, m in row] for row in pairs]
+        query, query_mask = self.resize(episode.query_image, episode.query_mask)
         return replace(
             episode,
-            support_images=[[resize_image(img, s, s) for img in row] for row in episode.support_images],
-            support_masks=[[resize_mask(m, s, s) for m in row] for row in episode.support_masks],
-            query_image=resize_image(episode.query_image, s, s),
-            query_mask=resize_mask(episode.query_mask, s, s),
-            query_mask_original=original,
+            support_images=[[img for img, _ in row] for row in pairs],
+            support_masks=[[m for _, m in row] for row in pairs],
+            query_image=query, query_mask=query_mask, query_mask_original=original,
         )
+
+    def resize(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One image with its mask, longer side to `size`."""
+        from sgone.predictor import input_size  # the same rule as `sgone segment`
+
+        h, w = input_size(*mask.shape[:2], self.size)
+        return resize_image(image, h, w), resize_mask(mask, h, w)
 
     def __repr__(self) -> str:
         return f"EvalTransform(size={self.size})"

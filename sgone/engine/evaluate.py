@@ -1,9 +1,11 @@
 """Few-shot evaluation: a fixed episode list, scores at the original label size, reports.
 
 Protocol (REFERENCE.md section 2): HSNet-style episodes (`TestEpisodes`, 1000 per fold,
-seed 0); logits are upsampled bilinearly to the query label's ORIGINAL size and scored there,
-whatever size the images were fed at (`size`); 255 pixels are excluded; per-class mIoU and
-FB-IoU as defined in `sgone.engine.metrics`.
+seed 0, the fold's classes taking turns); images are fed with their longer side at `size`
+(default 473, aspect kept, as `sgone segment` does); logits are upsampled bilinearly to the
+query label's ORIGINAL size and scored there; 255 pixels are excluded; per-class mIoU and
+FB-IoU as defined in `sgone.engine.metrics` (a class with zero union counts 0). A fold class
+that got no episode is listed in `uncovered_classes` and left out of the mean.
 
 k-shot fusion:
 - "avg":  one prototype, the average of the k support prototypes (`model.fuse_prototypes`);
@@ -28,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sgone.data.transforms import DEFAULT_EVAL_SIZE, EvalTransform
 from sgone.engine import distributed
 from sgone.engine.metrics import IoUAccumulator
 from sgone.errors import SgoneError
@@ -129,18 +132,19 @@ def _comm_device(device: str | torch.device) -> torch.device:
 
 
 def evaluate(model: nn.Module, source, fold: int, shots: int = 1, episodes: int = 1000, seed: int = 0,
-             fusion: str = "avg", size: int | None = None, device: str | torch.device = "cpu",
+             fusion: str = "avg", size: int | None = DEFAULT_EVAL_SIZE, device: str | torch.device = "cpu",
              out: str | Path | None = None, ways: int = 1, style: str = "hsnet", progress: bool = True,
              grid: int = 4, extra: dict | None = None) -> dict[str, Any]:
     """Evaluate `model` on `fold` of `source`; returns the results dict (scores in percent).
 
-    size: None feeds every image at its own size; an int resizes inputs to size x size.
-    Scoring is always at the original query label size. With `out`, rank 0 writes
+    size: the longer image side fed to the network, aspect kept (as `sgone segment`); None or 0
+    feeds every image at its own size. Scoring is always at the original query label size.
+    `uncovered_classes`: the fold's test classes that got no episode (too few episodes); they
+    show IoU None and the mean is over the others. With `out`, rank 0 writes
     results.json / results.md / results.csv and episodes.png (the `grid` best and worst
     episodes: support with its mask, query with ground truth, prediction, similarity map).
     """
     from sgone.data.sampler import TestEpisodes
-    from sgone.data.transforms import EvalTransform
 
     if fusion not in FUSIONS:
         raise SgoneError(f"unknown fusion '{fusion}': use one of {', '.join(FUSIONS)}")
@@ -154,18 +158,20 @@ def evaluate(model: nn.Module, source, fold: int, shots: int = 1, episodes: int 
     # every class of the fold is listed; one that got no episode shows IoU None and is left out of the mean
     fold_classes = sorted({int(c) for c in source.classes(fold, "test")}
                           | {int(c) for spec in test.specs for c in spec["class_ids"]})
+    uncovered = [c for c in fold_classes if not acc.episodes.get(c)]
     per_class = acc.class_iou()
     results: dict[str, Any] = {
         "dataset": getattr(source, "name", type(source).__name__),
         "fold": fold, "shots": shots, "ways": ways, "episodes": len(test), "seed": test.seed,
-        "style": style, "fusion": fusion, "input_size": size if size else "original",
-        "scored_at": "original label size", "units": "percent",
+        "style": style, "fusion": fusion, "input_size": size or "original",
+        "input_size_rule": "longer side, aspect kept", "scored_at": "original label size", "units": "percent",
         "model": dict(getattr(model, "config", {}) or {}),
         "miou": 100 * acc.miou(fold_classes), "fb_iou": 100 * acc.fb_iou(),
         "classes": [{"id": c, "name": class_names.get(c, str(c)),
                      "iou": None if per_class.get(c) is None else 100 * per_class[c],
                      "episodes": acc.episodes.get(c, 0), "intersection": acc.intersection.get(c, 0),
                      "union": acc.union.get(c, 0)} for c in fold_classes],
+        "uncovered_classes": uncovered,
         "counts": acc.to_dict(),
         "episode_iou": episode_iou,
         "seconds": round(time.perf_counter() - started, 2),
@@ -193,8 +199,10 @@ def evaluate_folds(model_for_fold: Callable[[int], nn.Module], source, folds: li
     summary = {
         "dataset": runs[0]["dataset"], "folds": folds, "shots": runs[0]["shots"], "ways": runs[0]["ways"],
         "episodes": runs[0]["episodes"], "seed": runs[0]["seed"], "fusion": runs[0]["fusion"],
-        "input_size": runs[0]["input_size"], "scored_at": "original label size", "units": "percent",
+        "input_size": runs[0]["input_size"], "input_size_rule": runs[0]["input_size_rule"],
+        "scored_at": "original label size", "units": "percent",
         "miou": float(np.mean([r["miou"] for r in runs])), "fb_iou": float(np.mean([r["fb_iou"] for r in runs])),
+        "uncovered_classes": {str(r["fold"]): r["uncovered_classes"] for r in runs if r["uncovered_classes"]},
         "per_fold": [{k: v for k, v in r.items() if k not in ("episode_iou", "counts")} for r in runs],
     }
     if out is not None and (not distributed.is_enabled() or torch.distributed.get_rank() == 0):
@@ -204,6 +212,22 @@ def evaluate_folds(model_for_fold: Callable[[int], nn.Module], source, folds: li
 
 # ---------------------------------------------------------------------------------------------
 # Reports
+
+
+def _size_text(size: int | str) -> str:
+    return "inputs at their own size" if size == "original" else f"inputs with the longer side at {size}"
+
+
+def coverage_warning(results: dict[str, Any]) -> str:
+    """One line saying which of a fold's test classes got no episode ('' when all did)."""
+    missing = results["uncovered_classes"]
+    if not missing:
+        return ""
+    total = len(results["classes"])
+    hint = f"--episodes {total} or more" if results["style"] == "hsnet" else "more --episodes"
+    return (f"fold {results['fold']}: {len(missing)} of {total} test classes got no episode "
+            f"(ids {', '.join(map(str, missing))}); the mIoU is over the other {total - len(missing)} only "
+            f"(use {hint})")
 
 
 def _fmt(value: float | None) -> str:
@@ -219,9 +243,11 @@ def write_reports(results: dict[str, Any], out: Path) -> None:
     ways = "" if results["ways"] == 1 else f", {results['ways']}-way"
     lines = [f"# {results['dataset']} fold {results['fold']}, {results['shots']}-shot{ways}", "",
              f"{results['episodes']} episodes (seed {results['seed']}, {results['style']} style), "
-             f"fusion {results['fusion']}, inputs at {results['input_size']}, scored at the original label size, "
-             "255 pixels excluded.", "",
-             "| class | name | episodes | IoU |", "|---|---|---|---|"]
+             f"fusion {results['fusion']}, {_size_text(results['input_size'])}, scored at the original label size, "
+             "255 pixels excluded.", ""]
+    if results["uncovered_classes"]:
+        lines += [f"**Warning:** {coverage_warning(results)}", ""]
+    lines += ["| class | name | episodes | IoU |", "|---|---|---|---|"]
     lines += [f"| {c['id']} | {c['name']} | {c['episodes']} | {_fmt(c['iou'])} |" for c in results["classes"]]
     lines += ["", f"**mIoU {_fmt(results['miou'])}**, FB-IoU {_fmt(results['fb_iou'])}", ""]
     atomic_write(out / "results.md", "\n".join(lines))
@@ -247,7 +273,7 @@ def write_summary(summary: dict[str, Any], out: Path) -> None:
     folds = summary["per_fold"]
     lines = [f"# {summary['dataset']}, {summary['shots']}-shot, folds {', '.join(map(str, summary['folds']))}", "",
              f"{summary['episodes']} episodes per fold (seed {summary['seed']}), fusion {summary['fusion']}, "
-             f"inputs at {summary['input_size']}, scored at the original label size.", "",
+             f"{_size_text(summary['input_size'])}, scored at the original label size.", "",
              "| | " + " | ".join(f"fold {r['fold']}" for r in folds) + " | mean |",
              "|---" * (len(folds) + 2) + "|",
              "| mIoU | " + " | ".join(_fmt(r["miou"]) for r in folds) + f" | {_fmt(summary['miou'])} |",

@@ -8,8 +8,9 @@ out of every count, in the prediction as well as in the label.
   pixels: I_r = |P & G| and U_r = |P | G|.
 - mIoU: for each class, IoU_class = (sum of foreground I over the episodes of that class) /
   (sum of foreground U over the same episodes); mIoU = mean of IoU_class over the classes.
-  A class whose summed union is 0 (nothing labelled, nothing predicted) has no IoU and is
-  left out of the mean (it is reported as None).
+  A class whose summed union is 0 over the run (nothing labelled, nothing predicted in any of
+  its episodes) counts as IoU 0 and stays in the mean, as HSNet computes it (I / max(U, 1)),
+  so that such a class cannot raise the mean by being left out.
 - FB-IoU: IoU_bg = (sum of background I over ALL episodes) / (sum of background U over all
   episodes), IoU_fg likewise with the foreground counts; FB-IoU = (IoU_bg + IoU_fg) / 2.
   For an N-way episode "foreground" is any object (label 1..N vs prediction 1..N).
@@ -104,15 +105,15 @@ class IoUAccumulator:
         return self
 
     # ---- scores ----------------------------------------------------------------------------
-    def class_iou(self) -> dict[int, float | None]:
-        """{class id: IoU in [0, 1]} (None where the summed union is 0)."""
-        return {c: (self.intersection[c] / self.union[c] if self.union[c] else None)
-                for c in sorted(self.intersection)}
+    def class_iou(self) -> dict[int, float]:
+        """{class id: IoU in [0, 1]} of every class added; 0.0 where the summed union is 0 (HSNet)."""
+        return {c: self.intersection[c] / max(self.union[c], 1) for c in sorted(self.intersection)}
 
     def miou(self, classes: list[int] | None = None) -> float:
         """Mean of the per-class IoUs over `classes` (default: every class added), in [0, 1].
 
-        Classes with no episode or a zero union are left out; NaN when none is left.
+        A class with episodes but a zero union counts as 0; a class with no episode at all has
+        no measurement and is left out (callers report it). NaN when no class is left.
         """
         per_class = self.class_iou()
         wanted = sorted(per_class) if classes is None else classes

@@ -89,12 +89,24 @@ def test_support_never_equals_query(pascal):
 def test_hsnet_and_pfenet_styles(pascal):
     hsnet = TestEpisodes(pascal, fold=3, episodes=40)
     assert (hsnet.seed, len(hsnet)) == (0, 40)
-    pairs = sorted((k, c) for c in range(16, 21) for k in pascal.items("val", c))
-    assert [(s["query"], s["class_ids"][0]) for s in hsnet.specs] == [pairs[i % len(pairs)] for i in range(40)]
+    # classes take turns; each class walks through its own sorted images, wrapping round
+    classes = pascal.classes(3, "test")
+    images = {c: sorted(pascal.items("val", c)) for c in classes}
+    expected = [(images[classes[i % 5]][(i // 5) % len(images[classes[i % 5]])], classes[i % 5]) for i in range(40)]
+    assert [(s["query"], s["class_ids"][0]) for s in hsnet.specs] == expected
+    assert hsnet.specs == TestEpisodes(pascal, fold=3, episodes=40).specs  # seeded: the same list every time
     pfenet = TestEpisodes(pascal, fold=3, style="pfenet")
     assert (pfenet.seed, len(pfenet)) == (321, 5000)
     assert pfenet.specs == TestEpisodes(pascal, fold=3, style="pfenet").specs
     assert len({s["class_ids"][0] for s in pfenet.specs[:50]}) == 5
+
+
+def test_few_hsnet_episodes_still_cover_every_class(pascal):
+    """As many episodes as classes reach every class (the first list filled them from one class)."""
+    classes = pascal.classes(3, "test")
+    five = TestEpisodes(pascal, fold=3, episodes=len(classes))
+    assert [s["class_ids"][0] for s in five.specs] == classes
+    assert len({s["query"] for s in five.specs}) == len(classes)
 
 
 def test_specs_serialise_and_shard(pascal):
@@ -120,7 +132,7 @@ def test_collate_shapes_k_shot_n_way(pascal):
     loader = torch.utils.data.DataLoader(
         TestEpisodes(pascal, fold=0, episodes=2, transform=EvalTransform(size=24)), batch_size=1, collate_fn=collate)
     batch = next(iter(loader))
-    assert batch["query_image"].shape == (1, 3, 24, 24)
+    assert batch["query_image"].shape == (1, 3, 17, 24)  # 40x56: the longer side to 24
     assert batch["query_mask_original"].shape == (1, 40, 56)
     original = TestEpisodes(pascal, fold=0, episodes=1, transform=EvalTransform(size=None))
     batch = collate([original[0]])
@@ -128,7 +140,7 @@ def test_collate_shapes_k_shot_n_way(pascal):
 
 
 def test_n_way_query_labels(pascal):
-    episodes = TestEpisodes(pascal, fold=0, shots=1, ways=2, episodes=30)
+    episodes = TestEpisodes(pascal, fold=0, shots=1, ways=2, episodes=60)
     for ep in episodes:
         assert ep.query_mask_original is not None
         mask = ep.query_mask

@@ -1,6 +1,8 @@
 """Transforms: images and masks move together, labels stay exact (255 kept), rng-determined."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from sgone.data.episode import Episode
@@ -28,15 +30,31 @@ def labels(ep: Episode) -> set[int]:
     return values
 
 
-def test_eval_transform_resizes_and_keeps_original():
-    ep = make_episode()
+def test_eval_transform_resizes_the_longer_side_and_keeps_original():
+    ep = make_episode()  # 40x56
     out = EvalTransform(size=33)(ep)
-    assert out.query_image.shape == (33, 33, 3) and out.query_mask.shape == (33, 33)
-    assert out.support_images[0][1].shape == (33, 33, 3) and out.support_masks[0][0].shape == (33, 33)
+    assert out.query_image.shape == (24, 33, 3) and out.query_mask.shape == (24, 33)  # aspect kept, as segment
+    assert out.support_images[0][1].shape == (24, 33, 3) and out.support_masks[0][0].shape == (24, 33)
     assert labels(out) <= {0, 1, 2, 255} and 255 in labels(out)
     assert out.query_mask_original is ep.query_mask
-    same = EvalTransform(size=None)(ep)
-    assert same.query_image.shape == (40, 56, 3) and same.query_mask_original is ep.query_mask
+    assert EvalTransform().size == 473 and EvalTransform(size=0).size is None
+    for size in (None, 0):
+        same = EvalTransform(size=size)(ep)
+        assert same.query_image.shape == (40, 56, 3) and same.query_mask_original is ep.query_mask
+
+
+def test_eval_transform_pads_supports_of_other_shapes_with_ignore():
+    ep = make_episode()
+    tall = np.ascontiguousarray(ep.support_images[0][0].transpose(1, 0, 2))  # 56x40
+    tall_mask = np.ascontiguousarray(ep.support_masks[0][0].T)
+    ep = replace(ep, support_images=[[ep.support_images[0][0], tall]], support_masks=[[ep.support_masks[0][0], tall_mask]])
+    out = EvalTransform(size=33)(ep)
+    (wide_img, tall_img), (wide_m, tall_m) = out.support_images[0], out.support_masks[0]
+    assert wide_img.shape == tall_img.shape == (33, 33, 3)       # they stack into one tensor
+    assert (wide_m[24:] == 255).all() and (tall_m[:, 24:] == 255).all()  # padding is ignored
+    assert (wide_img[24:] == 0).all() and (wide_m[:24] != 255).any()
+    assert out.query_image.shape == (24, 33, 3)                   # the query is not padded
+    assert (tall_m[:, :24] == 1).sum() == (EvalTransform(33).resize(tall, tall_mask)[1] == 1).sum()
 
 
 def test_train_transform_is_rng_determined_and_keeps_labels():

@@ -88,3 +88,33 @@ def test_davis_is_delegated(monkeypatch, tmp_path, capsys):
     assert calls["predictor"] == ("prototype-mobilenet_v2", 320, "avg")
     assert calls["davis"] == (str(tmp_path), str(tmp_path / "o"), "propagate")
     assert "J_mean 0.500" in capsys.readouterr().out
+
+
+def test_evaluate_defaults_to_the_training_free_model_at_size_473(tmp_path, capsys):
+    """No --model / --checkpoint scores the default model; too few episodes for the fold's 10
+    classes is said on stderr and in results.json."""
+    from sgone.models.registry import DEFAULT_MODEL, load_model
+
+    out = tmp_path / "default"
+    assert main(["evaluate", "--dataset", "synthetic", "--fold", "1", "--episodes", "2", "--out", str(out),
+                 "--device", "cpu", "--quiet", "--grid", "0"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["model"] == json.loads(json.dumps(load_model(DEFAULT_MODEL).config))
+    assert results["input_size"] == 473 and results["input_size_rule"] == "longer side, aspect kept"
+    assert len(results["uncovered_classes"]) == 8
+    err = capsys.readouterr().err
+    assert "warning: fold 1: 8 of 10 test classes got no episode" in err and "--episodes 10" in err
+
+
+def test_evaluate_all_folds_checks_every_checkpoint_first(trained, tmp_path, capsys):
+    for fold in range(3):  # fold 3's checkpoint is missing
+        shutil.copy(trained / "last.pt", tmp_path / f"f{fold}.pt")
+    out = tmp_path / "all"
+    args = ["evaluate", "--checkpoint", str(tmp_path / "f{fold}.pt"), "--dataset", "synthetic", "--fold", "all",
+            "--episodes", "1", "--size", "64", "--out", str(out), "--device", "cpu", "--quiet", "--grid", "0"]
+    assert main(args) == 2
+    assert f"{tmp_path / 'f3.pt'}: checkpoint not found" in capsys.readouterr().err
+    assert not out.exists()  # no fold was evaluated before the missing one was found
+    (tmp_path / "f3.pt").write_bytes(b"not a checkpoint")
+    assert main(args) == 2
+    assert "f3.pt" in capsys.readouterr().err and not out.exists()

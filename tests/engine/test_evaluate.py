@@ -130,3 +130,49 @@ def test_two_way_episodes_score_every_way():
     results = evaluate(tiny_model(), TinySource(), 0, shots=1, ways=2, episodes=4, size=32, progress=False)
     assert sum(c["episodes"] for c in results["classes"]) == 8   # 4 episodes x 2 ways
     assert results["ways"] == 2 and 0.0 <= results["miou"] <= 100.0
+
+
+class ShapeRecorder(CountingModel):
+    """Records the (h, w) of every image batch the model encodes."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.shapes = []
+
+    def encode(self, images, need_side=True):
+        self.shapes.append(tuple(images.shape[-2:]))
+        return super().encode(images, need_side=need_side)
+
+
+def test_size_is_the_longer_side_with_the_aspect_kept():
+    """--size means what it means in `sgone segment`: the longer side, not N x N."""
+    source = TinySource()
+    model = ShapeRecorder(tiny_model())
+    evaluate(model, source, 0, shots=1, episodes=4, size=40, progress=False)
+    episodes = TestEpisodes(source, 0, shots=1, episodes=4)
+    queries = [source.load(spec["query"], spec["class_ids"][0])[0].shape[:2] for spec in episodes.specs]
+    fed = model.shapes[::2]  # query, then support, per episode
+    assert all(max(hw) == 40 for hw in fed)
+    assert [round(40 * h / max(h, w)) for h, w in queries] == [h for h, _ in fed]
+    assert any(h != w for h, w in fed)
+
+
+def test_k_shot_with_supports_of_other_shapes():
+    """Supports of one episode differ in shape after the resize (and at the original size): they
+    are padded with ignored pixels instead of failing to stack."""
+    source = TinySource()
+    for size in (40, None):
+        results = evaluate(tiny_model(), source, 1, shots=3, episodes=4, size=size, progress=False)
+        assert len(results["episode_iou"]) == 4 and results["input_size"] == (size or "original")
+
+
+def test_every_class_is_covered_or_the_results_say_so(tmp_path):
+    source = TinySource()  # 4 test classes per fold
+    covered = evaluate(tiny_model(), source, 0, shots=1, episodes=4, size=32, progress=False)
+    assert covered["uncovered_classes"] == [] and all(c["episodes"] == 1 for c in covered["classes"])
+    short = evaluate(tiny_model(), source, 0, shots=1, episodes=2, size=32, progress=False, out=tmp_path, grid=0)
+    assert short["uncovered_classes"] == [3, 4]
+    assert [c["iou"] is None for c in short["classes"]] == [False, False, True, True]
+    assert short["miou"] == pytest.approx(np.mean([c["iou"] for c in short["classes"][:2]]))
+    assert json.loads((tmp_path / "results.json").read_text())["uncovered_classes"] == [3, 4]
+    assert "2 of 4 test classes got no episode" in (tmp_path / "results.md").read_text()

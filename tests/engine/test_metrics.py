@@ -55,13 +55,23 @@ def test_empty_ground_truth_and_empty_prediction():
     acc = IoUAccumulator()
     # nothing labelled, something predicted: IoU 0 for the class
     assert acc.add(np.array([[1, 0]]), np.array([[0, 0]]), 1) == 0.0
-    # nothing labelled, nothing predicted: union 0 -> the episode ranks as perfect, class has no IoU
+    # nothing labelled, nothing predicted: union 0 -> the episode ranks as perfect, the class scores 0
     acc2 = IoUAccumulator()
     assert acc2.add(np.array([[0, 0]]), np.array([[0, 0]]), 2) == 1.0
-    assert acc2.class_iou() == {2: None}
-    assert np.isnan(acc2.miou())
+    assert acc2.class_iou() == {2: 0.0}
+    assert acc2.miou() == 0.0
     assert acc2.fb_iou() == pytest.approx(1.0)  # only background has a union
     assert acc.class_iou() == {1: 0.0}
+
+
+def test_a_class_with_zero_union_counts_as_zero_in_the_mean():
+    """HSNet's rule (I / max(U, 1)): leaving such a class out would raise the mean."""
+    acc = IoUAccumulator()
+    acc.add(np.array([[1, 1, 0, 0]]), np.array([[1, 0, 0, 0]]), 3)   # class 3: I 1 / U 2
+    acc.add(np.array([[0, 0]]), np.array([[0, 255]]), 4)             # class 4: union 0 over the run
+    assert acc.class_iou() == {3: 0.5, 4: 0.0}
+    assert acc.miou() == pytest.approx(0.25)
+    assert acc.miou([3, 4, 9]) == pytest.approx(0.25)   # 9 had no episode: no measurement, left out
 
 
 def test_all_ignore_episode_counts_nothing():
