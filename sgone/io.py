@@ -7,11 +7,12 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from sgone.errors import SgoneError
 
@@ -24,11 +25,45 @@ def _one_line(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
 
 
-def _load(path: str | Path) -> tuple[Image.Image, str | None]:
-    """Open, fully decode and EXIF-rotate an image file -> (image independent of the file, format).
+# Larger images are refused unless the caller allows them (`max_pixels`, CLI `--max-pixels`):
+# PIL's own limit for a decompression-bomb error (2 x Image.MAX_IMAGE_PIXELS's default).
+MAX_PIXELS = 178_956_970
+_PIL_LIMIT_LOCK = threading.Lock()
+# EXIF Orientation -> the transpose that turns the stored pixels upright
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
+# modes that PIL resizes directly; others are converted to RGB(A) first
+_RESIZABLE = ("RGB", "RGBA", "L", "LA", "CMYK", "YCbCr")
+
+
+@contextlib.contextmanager
+def _own_pixel_limit() -> Iterator[None]:
+    """Lift PIL's decompression-bomb limit while sgone applies its own (`_check_pixels`)."""
+    with _PIL_LIMIT_LOCK:
+        before = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = before
+
+
+def _check_pixels(path: Path, size: tuple[int, int], max_pixels: int | None) -> None:
+    w, h = size
+    if max_pixels and w * h > max_pixels:
+        raise SgoneError(f"{path}: {w}x{h} is {w * h:,} pixels, above the limit of {max_pixels:,} that guards "
+                         f"against decompression bombs; allow it with --max-pixels {w * h} (0 = no limit)")
+
+
+def _load(path: str | Path, max_pixels: int | None = MAX_PIXELS,
+          max_side: int | None = None) -> tuple[Image.Image, str | None, tuple[int, int]]:
+    """Open, fully decode and EXIF-rotate an image file -> (image, format, full upright (H, W)).
 
     Decoding happens here so that truncated or corrupt files fail with one clear message
     instead of later inside numpy or the model. The file is closed before returning.
+    `max_side`: shrink the image (aspect kept) so its longer side is at most this; JPEGs are then
+    decoded at a reduced scale, so a 100-megapixel photo never exists in memory at full size.
     """
     path = Path(path)
     if not path.exists():
@@ -36,29 +71,45 @@ def _load(path: str | Path) -> tuple[Image.Image, str | None]:
     if path.is_dir():
         raise SgoneError(f"{path}: is a folder, expected an image file")
     try:
-        with Image.open(path) as opened:
+        with _own_pixel_limit():
+            opened = Image.open(path)
+        with opened:
             fmt = opened.format
-            opened.load()  # decode now so truncated files fail here, not later
-            image = _exif_transpose(opened)  # a new image: usable after the file is closed
+            _check_pixels(path, opened.size, max_pixels)
+            turn = _UPRIGHT.get(_orientation(opened))
+            w, h = opened.size[::-1] if turn in _SWAPS else opened.size
+            image: Image.Image = opened
+            if max_side and max(opened.size) > max_side:
+                if opened.mode not in _RESIZABLE:
+                    opened.load()
+                    image = Image.fromarray(_to_rgb(opened))
+                image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)  # decodes, reduced
+            image.load()  # decode now so truncated files fail here, not later
+            if turn is not None:
+                image = image.transpose(turn)
+    except SgoneError:
+        raise
     except UnidentifiedImageError:
         raise SgoneError(f"{path}: not an image file, or in a format that cannot be read") from None
-    except Image.DecompressionBombError:
-        raise SgoneError(f"{path}: image too large to decode safely (a decompression bomb?)") from None
     except PermissionError:
         raise SgoneError(f"{path}: permission denied") from None
     except MemoryError:
         raise SgoneError(f"{path}: not enough memory to decode the image") from None
     except Exception as exc:  # decoders raise OSError, SyntaxError, EOFError, struct.error, ...
         raise SgoneError(f"{path}: cannot read image ({_one_line(exc)})") from None
-    return image, fmt
+    return image, fmt, (h, w)
 
 
-def _exif_transpose(image: Image.Image) -> Image.Image:
-    """The image turned upright as its EXIF Orientation says; always a new image."""
+_SWAPS = (Image.Transpose.TRANSPOSE, Image.Transpose.ROTATE_270, Image.Transpose.TRANSVERSE,
+          Image.Transpose.ROTATE_90)
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF Orientation tag (1 = upright); a broken EXIF block counts as upright."""
     try:
-        return ImageOps.exif_transpose(image)
+        return int(image.getexif().get(0x0112, 1))
     except Exception:  # a broken EXIF block should not make a readable image unusable
-        return image.copy()
+        return 1
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:
@@ -71,6 +122,8 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
         arr = arr / top * 255.0 if top > 0 else arr
         grey = np.clip(arr + 0.5, 0, 255).astype(np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2)
+    if mode == "RGB":
+        return np.asarray(image)  # no converted copy: big images stay one copy
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info):
         # composite transparent pixels on white, as viewers show them
         rgba = image.convert("RGBA")
@@ -79,25 +132,36 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
     """Read an image file as HxWx3 uint8 RGB, EXIF orientation applied.
 
     Accepts JPEG/PNG/BMP/TIFF/WebP in modes RGB, L, LA, RGBA, P, CMYK, I;16, ...
     Transparent pixels are shown on white; 16-bit greys are stretched to their maximum.
+    Images above `max_pixels` (None or 0 = no limit) are refused with a one-line error.
+    """
+    return read_image_fit(path, None, max_pixels)[0]
+
+
+def read_image_fit(path: str | Path, max_side: int | None,
+                   max_pixels: int | None = MAX_PIXELS) -> tuple[np.ndarray, tuple[int, int]]:
+    """Read an image shrunk (aspect kept) so its longer side is at most `max_side` (None = full size).
+
+    -> (hxwx3 uint8 RGB, the full upright (H, W)). Memory stays near the small image's for
+    JPEGs (decoded at 1/2..1/8 scale) and near one decoded copy for other formats.
     """
     path = Path(path)
-    image, _ = _load(path)
+    image, _, full_hw = _load(path, max_pixels, max_side)
     try:
         rgb = _to_rgb(image)
     except (ValueError, OSError) as exc:
         raise SgoneError(f"{path}: cannot convert image mode {image.mode} to RGB ({_one_line(exc)})") from None
-    return np.ascontiguousarray(rgb)
+    return np.ascontiguousarray(rgb), full_hw
 
 
-def read_label(path: str | Path) -> np.ndarray:
+def read_label(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
     """Read a label map as HxW uint8 raw values (palette indices for P-mode PNGs)."""
     path = Path(path)
-    image, _ = _load(path)
+    image, _, _ = _load(path, max_pixels)
     if image.mode == "P" or image.mode == "L":
         return np.asarray(image, dtype=np.uint8).copy()
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -119,7 +183,7 @@ _LOSSY_FORMATS = ("JPEG", "MPO", "WEBP")
 _LOSSY_BLACK = 48
 
 
-def read_mask(path: str | Path, class_id: int | None = None) -> np.ndarray:
+def read_mask(path: str | Path, class_id: int | None = None, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
     """Read a binary object mask as HxW uint8 with 0 = background, 1 = object, 255 = ignore.
 
     - palette PNGs (VOC style: class ids, 255 = ignore): with `class_id` that class is the
@@ -135,7 +199,7 @@ def read_mask(path: str | Path, class_id: int | None = None) -> np.ndarray:
     if class_id is not None and (class_id <= 0 or class_id == IGNORE):
         raise SgoneError(f"{path}: class id {class_id} is not an object class "
                          f"(0 is background, 255 is ignore; use 1..254)")
-    image, fmt = _load(path)
+    image, fmt, _ = _load(path, max_pixels)
     mode = image.mode
     if mode in ("P", "PA"):  # palette indices are the labels; a palette alpha does not matter
         labels = np.asarray(image.getchannel("P") if mode == "PA" else image, dtype=np.uint8)

@@ -21,20 +21,51 @@ def save_png(path: str | Path, array: np.ndarray) -> None:
     save_image(Path(path).with_suffix(".png") if Path(path).suffix == "" else path, array)
 
 
-def overlay(image: np.ndarray, mask: np.ndarray, color=(255, 0, 0), alpha: float = 0.5,
+# Overlay tints, preferred first: red unless the object itself is reddish (then the farthest).
+OVERLAY_COLOURS = ((255, 0, 0), (0, 255, 255), (0, 255, 0), (0, 96, 255), (255, 0, 255), (255, 255, 0))
+MIN_CONTRAST = 150.0  # RGB distance between the tint and the object's mean colour
+# Fixed colour scale of every similarity heat map: cosine 0 (or below) -> coldest, 1 -> hottest,
+# so a support that does not match the query shows cold whatever the image.
+SIMILARITY_RANGE = (0.0, 1.0)
+
+
+def overlay_colour(image: np.ndarray, region: np.ndarray) -> tuple[int, int, int]:
+    """A tint that stands out on the object: the first of OVERLAY_COLOURS at least MIN_CONTRAST away
+    from the mean colour of `image` (HxWx3) under `region` (HxW bool), else the farthest one."""
+    if not region.any():
+        return OVERLAY_COLOURS[0]
+    mean = image[region].reshape(-1, 3).astype(np.float64).mean(axis=0)
+    distances = [float(np.linalg.norm(np.asarray(c, dtype=np.float64) - mean)) for c in OVERLAY_COLOURS]
+    for colour, distance in zip(OVERLAY_COLOURS, distances):
+        if distance >= MIN_CONTRAST:
+            return colour
+    return OVERLAY_COLOURS[int(np.argmax(distances))]
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] | None = None, alpha: float = 0.5,
             contour: bool = True) -> np.ndarray:
-    """Tint the object pixels of `mask` (HxW, 1 = object; N-way labels use PALETTE) on `image`."""
+    """Tint the object pixels of `mask` (HxW, 1 = object; N-way labels use PALETTE) on `image` (HxWx3).
+
+    `color` None picks one that stands out on the object (`overlay_colour`); the object gets a
+    fill plus a solid outline about 1/400 of the image's longer side thick.
+    """
     out = image.astype(np.float32).copy()
     mask = np.asarray(mask)
     labels = [v for v in np.unique(mask) if v not in (0, 255)]
+    width = max(1, round(max(mask.shape) / 400))
     for value in labels:
-        tint = np.array(color if len(labels) == 1 and value == 1 else PALETTE[int(value) % len(PALETTE)],
-                        dtype=np.float32)
         region = mask == value
+        if len(labels) == 1 and value == 1:
+            chosen = color if color is not None else overlay_colour(image, region)
+        else:
+            chosen = PALETTE[int(value) % len(PALETTE)]
+        tint = np.array(chosen, dtype=np.float32)
         out[region] = (1 - alpha) * out[region] + alpha * tint
         if contour:
-            edge = region & ~_erode(region)
-            out[edge] = tint
+            inner = region
+            for _ in range(width):
+                inner = _erode(inner)
+            out[region & ~inner] = tint
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -57,19 +88,54 @@ def _colormap(values: np.ndarray) -> np.ndarray:
 
 
 def heatmap(similarity: np.ndarray, image: np.ndarray | None = None, alpha: float = 0.6,
-            value_range: tuple[float, float] | None = None) -> np.ndarray:
+            value_range: tuple[float, float] | None = SIMILARITY_RANGE, colorbar: bool = False) -> np.ndarray:
     """Colour a similarity map (HxW) as HxWx3 uint8, blended over `image` when given.
 
-    The map is scaled to its own min..max unless `value_range` fixes it (e.g. (-1, 1) for cosine).
+    The colour scale is fixed (`SIMILARITY_RANGE`, cosine 0..1; values outside are clipped) so that
+    maps of different images compare; `value_range` None scales the map to its own min..max.
+    `colorbar` appends the scale on the right (the result is then wider than the map).
     """
     sim = np.asarray(similarity, dtype=np.float32)
     lo, hi = value_range if value_range else (float(sim.min()), float(sim.max()))
     colours = _colormap((sim - lo) / max(hi - lo, 1e-6))
-    if image is None:
-        return colours
-    if image.shape[:2] != sim.shape:
-        colours = np.asarray(Image.fromarray(colours).resize((image.shape[1], image.shape[0]), Image.BILINEAR))
-    return (alpha * colours + (1 - alpha) * image.astype(np.float32)).astype(np.uint8)
+    if image is not None:
+        if image.shape[:2] != sim.shape:
+            colours = np.asarray(Image.fromarray(colours).resize((image.shape[1], image.shape[0]), Image.BILINEAR))
+        colours = (alpha * colours + (1 - alpha) * image.astype(np.float32)).astype(np.uint8)
+    if colorbar:
+        colours = np.concatenate([colours, colour_bar(colours.shape[0], (lo, hi))], axis=1)
+    return colours
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):  # PIL without FreeType: one bitmap size only
+        return ImageFont.load_default()
+
+
+def colour_bar(height: int, value_range: tuple[float, float] = SIMILARITY_RANGE) -> np.ndarray:
+    """A vertical colour bar, high values on top, with tick labels -> height x width x 3 uint8 (white)."""
+    lo, hi = value_range
+    size = int(np.clip(height // 20, 8, 48))
+    font = _font(size)
+    labels = [f"{v:.3g}" for v in (hi, (lo + hi) / 2, lo)]
+    pad, strip = max(2, size // 3), max(4, size)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_w = int(max(measure.textlength(label, font=font) for label in labels)) + 1
+    text_x = 2 * pad + strip + max(2, pad)  # a gap after the tick, so "1" does not read "-1"
+    canvas = Image.new("RGB", (text_x + text_w + pad, height), (255, 255, 255))
+    top, bottom = min(size // 2 + 1, height // 2), max(height - size // 2 - 1, height // 2 + 1)
+    ramp = np.linspace(1.0, 0.0, bottom - top, dtype=np.float32)[:, None].repeat(strip, axis=1)
+    canvas.paste(Image.fromarray(_colormap(ramp)), (pad, top))
+    draw = ImageDraw.Draw(canvas)
+    for label, y in zip(labels, (top, (top + bottom) / 2, bottom)):
+        draw.line([pad + strip, y, pad + strip + pad, y], fill=(0, 0, 0))
+        if isinstance(font, ImageFont.FreeTypeFont):
+            draw.text((text_x, y), label, fill=(0, 0, 0), font=font, anchor="lm")
+        else:  # the bitmap font knows no anchors
+            draw.text((text_x, y - 5), label, fill=(0, 0, 0), font=font)
+    return np.asarray(canvas)
 
 
 def _fit(tile_image: np.ndarray, tile: int) -> np.ndarray:

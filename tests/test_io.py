@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from sgone.errors import SgoneError
-from sgone.io import (atomic_path, read_image, read_label, read_mask, save_image, voc_palette, write_label_png,
-                      write_mask_png)
+from sgone.io import (atomic_path, read_image, read_image_fit, read_label, read_mask, save_image, voc_palette,
+                      write_label_png, write_mask_png)
 
 H, W = 48, 64  # height, width of the generated test images (not square, to catch transposes)
 
@@ -386,3 +386,64 @@ def test_write_label_png_round_trip_with_voc_colours(tmp_path):
     assert tuple(rgb[4, 0]) == (224, 224, 192)  # VOC's void colour
     assert read_mask(tmp_path / "labels.png", class_id=15)[4, 0] == 255
     assert not list(tmp_path.glob(".*.tmp*"))
+
+
+# ------------------------------------------------------------------------------ big images
+def test_pixel_limit_is_one_line_naming_the_file_and_the_flag(tmp_path):
+    path = tmp_path / "big.png"
+    Image.fromarray(_rgb()).save(path)
+    for reader in (read_image, read_mask, read_label):
+        with pytest.raises(SgoneError) as exc:
+            reader(path, max_pixels=W * H - 1)
+        _assert_one_line(exc, str(path), f"{W}x{H}", f"--max-pixels {W * H}")
+    assert read_image(path, max_pixels=W * H).shape == (H, W, 3)
+    assert read_image(path, max_pixels=0).shape == (H, W, 3)  # 0: no limit
+
+
+def test_pil_decompression_bomb_limit_is_replaced_by_ours(tmp_path, monkeypatch):
+    """PIL warns above its limit and refuses above twice it; sgone's limit (and flag) decides instead."""
+    import warnings
+
+    path = tmp_path / "photo.png"
+    Image.fromarray(_rgb()).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # as if the image were a 30000x30000 one
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PIL's DecompressionBombWarning would fail here
+        assert read_image(path).shape == (H, W, 3)
+    assert Image.MAX_IMAGE_PIXELS == 100  # PIL's setting is left as it was
+
+
+@pytest.mark.parametrize("suffix,mode", [("jpg", "RGB"), ("png", "RGB"), ("png", "P"), ("png", "RGBA"),
+                                         ("tif", "I;16"), ("jpg", "L")])
+def test_read_image_fit_shrinks_like_a_resize_of_the_full_image(tmp_path, suffix, mode):
+    big_h, big_w = 240, 320
+    y, x = np.mgrid[0:big_h, 0:big_w]
+    rgb = np.stack([x * 255 // (big_w - 1), y * 255 // (big_h - 1), (x + y) % 256], axis=2).astype(np.uint8)
+    image = Image.fromarray(rgb)
+    if mode == "P":
+        image = image.quantize(colors=16)
+    elif mode == "RGBA":
+        image.putalpha(Image.fromarray(((x < big_w // 4) * 255).astype(np.uint8)))
+    elif mode == "I;16":
+        image = Image.fromarray(np.asarray(image.convert("L")).astype(np.uint16) * 257)
+    elif mode != "RGB":
+        image = image.convert(mode)
+    path = tmp_path / f"big.{suffix}"
+    image.save(path, **({"quality": 95} if suffix == "jpg" else {}))
+    small, full_hw = read_image_fit(path, 80)
+    assert full_hw == (big_h, big_w) and small.shape == (60, 80, 3) and small.dtype == np.uint8
+    expected = np.asarray(Image.fromarray(read_image(path)).resize((80, 60), Image.BILINEAR), dtype=np.float32)
+    assert np.abs(small.astype(np.float32) - expected).mean() < 4
+    same, hw = read_image_fit(path, 1000)  # no shrinking needed: the full image
+    assert hw == (big_h, big_w) and np.array_equal(same, read_image(path))
+
+
+def test_read_image_fit_exif_rotation_gives_upright_full_size(tmp_path):
+    stored = np.zeros((H * 4, W * 4, 3), np.uint8)
+    stored[:, : W * 2] = (255, 0, 0)  # left half red
+    path = tmp_path / "rotated.jpg"
+    _exif_jpeg(path, stored, 6)
+    small, full_hw = read_image_fit(path, W)
+    assert full_hw == (W * 4, H * 4)  # upright: width and height swapped
+    assert small.shape == (W, H, 3)
+    assert small[: W // 2 - 4, :, 0].mean() > 200 and small[W // 2 + 4:, :, 0].mean() < 60  # red on top
