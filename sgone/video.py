@@ -22,6 +22,7 @@ import math
 import os
 import re
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -506,17 +507,50 @@ class VideoSummary:
     completed: bool = False
 
 
-def _load_first_mask(mask_path: str | Path, image: np.ndarray) -> np.ndarray:
+def _load_first_mask(mask_path: str | Path, image: np.ndarray, resize: bool = False) -> np.ndarray:
+    """The first frame's mask (HxW uint8 0/1/255); `resize` accepts another size (nearest)."""
+    from sgone.data.transforms import resize_mask
     from sgone.io import read_mask
 
     mask = read_mask(mask_path)
     if mask.shape != image.shape[:2]:
-        raise SgoneError(
-            f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but the first frame is {image.shape[1]}x{image.shape[0]}"
-        )
+        if not resize:
+            raise SgoneError(
+                f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but the first frame is "
+                f"{image.shape[1]}x{image.shape[0]} (use --resize-masks to resize the mask)"
+            )
+        mask = resize_mask(mask, *image.shape[:2])
     if not (mask == 1).any():
         raise SgoneError(f"{mask_path}: the first-frame mask has no object pixels")
     return mask
+
+
+def first_frame(frames: Iterator[Frame], input_path: str | Path, mask_path: str | Path,
+                resize_mask: bool = False) -> tuple[Frame, np.ndarray]:
+    """(first frame, its mask) from a frame iterator; SgoneError when either is unusable."""
+    first = next(frames, None)
+    if first is None:
+        raise SgoneError(f"{input_path}: no frames could be decoded")
+    if first.image is None:
+        raise SgoneError(f"{first.error} (the first frame carries the given mask and cannot be skipped)")
+    return first, _load_first_mask(mask_path, first.image, resize_mask)
+
+
+def check_first_frame(input_path: str | Path, mask_path: str | Path, resize_mask: bool = False) -> None:
+    """Fail early (before a model loads or a folder is made) on a bad input or first-frame mask."""
+    first_frame(iter(open_frames(input_path)), input_path, mask_path, resize_mask)
+
+
+def prepare_output(folder: str | Path) -> None:
+    """Create `folder` and check that a file can be written there; one-line SgoneError if not."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".sgone-write-check.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise SgoneError(f"{folder}: cannot write the output there ({exc.strerror or exc})") from None
 
 
 def run_video(
@@ -535,12 +569,15 @@ def run_video(
     progress: bool = True,
     report: Callable[[str], None] | None = None,
     preview_frames: int = 100,
+    resize_mask: bool = False,
 ) -> VideoSummary:
     """Segment a clip from its first frame's mask; write masks, overlay video, preview, summary.
 
     every: process frames 0, N, 2N, ... only. on_bad_frame: "stop" raises SgoneError at the first
     missing/corrupt frame (masks already written stay valid), "skip" reports it (via `report`,
-    stderr by default) and goes on. Frames stream one at a time.
+    stderr by default) and goes on. Frames stream one at a time. resize_mask: accept a first-frame
+    mask of another size (resized, nearest). Nothing is created before the first frame and its
+    mask pass their checks; an output folder that cannot be written is a one-line SgoneError.
     """
     from tqdm import tqdm
 
@@ -562,19 +599,15 @@ def run_video(
     mask_dir = out / "masks"
     if isinstance(source, FrameFolder) and mask_dir.resolve() == source.path.resolve():
         raise SgoneError(f"{mask_dir}: is the input frame folder; masks would overwrite frames (choose another --output)")
-    mask_dir.mkdir(parents=True, exist_ok=True)
+    frames = iter(source)
+    first, mask0 = first_frame(frames, input_path, mask_path, resize_mask)
+    prepare_output(out)
+    prepare_output(mask_dir)
     summary = VideoSummary(
         input=str(input_path), output=str(out), mode=mode, every=every, frames_in_input=source.count,
         propagation=config.as_dict() if mode == "propagate" else None,
     )
 
-    frames = iter(source)
-    first = next(frames, None)
-    if first is None:
-        raise SgoneError(f"{input_path}: no frames could be decoded")
-    if first.image is None:
-        raise SgoneError(f"{first.error} (the first frame carries the given mask and cannot be skipped)")
-    mask0 = _load_first_mask(mask_path, first.image)
     height, width = first.image.shape[:2]
     out_fps = (fps or source.fps or DEFAULT_FOLDER_FPS) / every
 
@@ -640,6 +673,8 @@ def run_video(
                 bar.set_postfix(skipped=len(summary.skipped))
             tick, read_before = time.perf_counter(), read_seconds[0]
         ok = True
+    except OSError as exc:  # e.g. the disk filled up or the folder became read-only mid-run
+        raise SgoneError(f"{_write_target(exc, out)}: cannot write the output there ({exc.strerror or exc})") from None
     finally:
         bar.close()
         summary.seconds = time.perf_counter() - start
@@ -661,8 +696,17 @@ def run_video(
             summary.warnings.append(msg)
             say(f"warning: {msg}")
         summary.completed = ok
-        atomic_write(out / "summary.json", json.dumps(asdict(summary), indent=2) + "\n")
+        try:
+            atomic_write(out / "summary.json", json.dumps(asdict(summary), indent=2) + "\n")
+        except OSError as exc:
+            if ok:  # otherwise the error already on its way says more
+                raise SgoneError(f"{out / 'summary.json'}: cannot write ({exc.strerror or exc})") from None
     return summary
+
+
+def _write_target(exc: OSError, out: Path) -> Path:
+    """The folder a failed write was aimed at (temp files are named after their target)."""
+    return Path(exc.filename).parent if exc.filename else out
 
 
 # --------------------------------------------------------------------------- test clips

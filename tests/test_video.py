@@ -366,6 +366,91 @@ def test_cli_video_errors_are_one_line(tmp_path, capsys):
     assert "--every 0" in capsys.readouterr().err
 
 
+@pytest.fixture
+def read_only(monkeypatch):
+    """make(folder): an existing folder nothing can be written into. Root ignores permission
+    bits, so for root the writes into it (temp files, sub-folders) are refused the same way."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    made = []
+
+    def make(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o555)
+        made.append(folder)
+        if os.geteuid() != 0:
+            return folder
+        real_mkstemp, real_mkdir = tempfile.mkstemp, Path.mkdir
+
+        def inside(path):
+            path = Path(path).resolve()
+            return path == folder.resolve() or folder.resolve() in path.parents
+
+        def mkstemp(*args, dir=None, **kwargs):
+            if dir is not None and inside(dir):
+                raise PermissionError(13, "Permission denied", str(Path(dir) / "tmp"))
+            return real_mkstemp(*args, dir=dir, **kwargs)
+
+        def mkdir(self, *args, **kwargs):
+            if inside(self) and not self.exists():
+                raise PermissionError(13, "Permission denied", str(self))
+            return real_mkdir(self, *args, **kwargs)
+
+        monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+        monkeypatch.setattr(Path, "mkdir", mkdir)
+        return folder
+
+    yield make
+    for folder in made:
+        folder.chmod(0o755)
+
+
+@pytest.fixture
+def bright_cli(monkeypatch):
+    """`sgone video` with the stand-in predictor (the command's own checks and writing are real)."""
+    from sgone.cli import main
+
+    monkeypatch.setattr("sgone.predictor.Predictor", lambda *args, **kwargs: BrightPredictor())
+    return lambda *args: main(["video", *map(str, args), "--quiet"])
+
+
+def test_cli_video_into_a_read_only_folder_is_one_line(tmp_path, capsys, read_only, bright_cli):
+    frames, mask = make_folder(tmp_path, n=3)
+    out = read_only(tmp_path / "ro")
+    assert bright_cli("--input", frames, "--mask", mask, "--output", out) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"sgone video: error: {out}: cannot write the output there (Permission denied)"
+    with pytest.raises(SgoneError, match="cannot write the output there"):
+        run_video(BrightPredictor(), frames, mask, out / "sub", progress=False)
+
+
+def test_a_bad_first_mask_leaves_no_output_folder(tmp_path, capsys, bright_cli):
+    frames, mask = make_folder(tmp_path, n=3)
+    Image.fromarray(np.zeros((48, 64), np.uint8)).save(tmp_path / "empty.png")
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "small.png")
+    for bad, problem in (("empty.png", "no object pixels"), ("small.png", "use --resize-masks")):
+        with pytest.raises(SgoneError, match=problem):
+            run_video(BrightPredictor(), frames, tmp_path / bad, tmp_path / "o" / "run", progress=False)
+        assert bright_cli("--input", frames, "--mask", tmp_path / bad, "--output", tmp_path / "o" / "cli") == 2
+        assert problem in capsys.readouterr().err
+        assert not (tmp_path / "o").exists()
+
+
+def test_video_resize_masks_accepts_a_first_mask_of_another_size(tmp_path, bright_cli):
+    frames, mask = make_folder(tmp_path, n=3)
+    truth = np.asarray(Image.open(mask))
+    Image.fromarray(truth).resize((32, 24), Image.NEAREST).save(tmp_path / "half.png")
+    assert bright_cli("--input", frames, "--mask", tmp_path / "half.png", "--output", tmp_path / "no") == 2
+    assert bright_cli("--input", frames, "--mask", tmp_path / "half.png", "--output", tmp_path / "out",
+                      "--resize-masks", "--no-video", "--preview", "none") == 0
+    _, first = read_png(tmp_path / "out" / "masks" / "00000.png")
+    expected = np.asarray(Image.fromarray(truth).resize((32, 24), Image.NEAREST).resize((64, 48), Image.NEAREST))
+    assert first.shape == (48, 64) and np.array_equal(first == 255, expected > 0)
+    assert len(list((tmp_path / "out" / "masks").iterdir())) == 3
+
+
 # ----------------------------------------------------------------------------- tracking, real model
 @pytest.fixture(scope="module")
 def generated_clip(tmp_path_factory):

@@ -19,7 +19,10 @@ def register(subparsers) -> None:
     p.add_argument("--input", required=True, metavar="FRAMES_OR_VIDEO",
                    help="a folder of frames (sorted by name, numbers as numbers) or a video file (MP4, AVI, WebM, ...)")
     p.add_argument("--mask", required=True, metavar="MASK",
-                   help="mask of the first frame (0/1, 0/255, palette or RGB non-black = object), same size as the frame")
+                   help="mask of the first frame (0/1, 0/255, palette or RGB non-black = object), same size as the "
+                        "frame unless --resize-masks")
+    p.add_argument("--resize-masks", action="store_true",
+                   help="accept a first-frame mask of another size by resizing it to the frame (nearest neighbour)")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder")
     p.add_argument("--mode", choices=("independent", "propagate"), default="independent",
                    help="independent: every frame against the first frame only (the paper's protocol, default); "
@@ -43,8 +46,8 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import math
 
-    from sgone.commands.segment import check_model_arguments, check_output_folder, make_output_folder
-    from sgone.video import PropagationConfig, open_frames, run_video
+    from sgone.commands.segment import check_model_arguments, check_output_folder
+    from sgone.video import PropagationConfig, check_first_frame, run_video
 
     check_model_arguments(args)
     if args.every < 1:
@@ -60,15 +63,16 @@ def run(args: argparse.Namespace) -> int:
     if not mask.is_file():
         raise SgoneError(f"{mask}: mask file not found")
     output = Path(args.output)
-    open_frames(args.input)  # fail on a bad input before the model loads
+    # fail on a bad input or first-frame mask before the model loads or any folder is made
+    check_first_frame(args.input, mask, args.resize_masks)
     check_output_folder(output)
     from sgone.predictor import Predictor  # imports torch: only once the inputs look fine
 
     predictor = Predictor(args.model, device=args.device, size=args.size or None, threshold=args.threshold)
-    make_output_folder(output)
     summary = run_video(
         predictor, args.input, mask, output, mode=args.mode, every=args.every, on_bad_frame=args.on_bad_frame,
         preview=args.preview, write_video=not args.no_video, fps=args.fps, config=config, progress=not args.quiet,
+        resize_mask=args.resize_masks,
     )
     skipped = f", skipped {len(summary.skipped)} bad frame(s)" if summary.skipped else ""
     print(f"wrote {summary.masks_written} mask(s) to {summary.outputs.get('masks')}{skipped}; "
