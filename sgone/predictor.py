@@ -1,28 +1,36 @@
 """Predictor: encode the support once (`set_support`), answer many cheap queries (`predict`).
 
-    predictor = Predictor()                       # training-free default, ImageNet weights
-    predictor.set_support([image], [mask])        # k images for k-shot
-    result = predictor.predict(query)             # mask, probability, similarity at query size
+    predictor = Predictor()                           # training-free default, ImageNet weights
+    predictor.set_support("cat.jpg", "cat_mask.png")  # or lists of k images/masks for k-shot
+    result = predictor.predict("query.jpg")           # mask, probability, similarity at query size
 
+Images: file paths, PIL images, HxWx3 uint8 or HxW (grey) arrays. Masks: file paths (read by
+`sgone.io.read_mask`), PIL images or HxW arrays whose values are {0,1} (1 = object), exactly
+{0,255} (255 = object, as a 0/255 PNG) or {0,1,255} (1 = object, 255 = ignore: such pixels count
+as neither object nor background); bool arrays are object/background.
 N-way: `set_support([[cat1, cat2], [dog1]], [[m1, m2], [m3]], class_names=["cat", "dog"])`
 gives one label per pixel (0 = background, c = c-th class).
 """
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image
 
 from sgone import ops
 from sgone.errors import SgoneError
 
-FUSIONS = ("avg", "max", "vote")
+FUSIONS = ops.FUSIONS
+# what set_support / predict take as one image or one mask
+ImageLike = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
 # Backbones whose CPU convolutions run faster in channels-last layout (EfficientNet-Lite0's
 # dilated 5x5 depthwise convs get much slower, so it is not listed).
 CHANNELS_LAST = ("mobilenet_v2", "resnet50")
@@ -98,14 +106,18 @@ def mask_tensor(mask: np.ndarray, hw: tuple[int, int]) -> torch.Tensor:
 class Predictor:
     """Few-shot segmentation of many queries against one cached support set.
 
-    model: a registered name, a checkpoint path, or a module (copied when `fuse` folds its
-    BatchNorm layers for inference). size: the longer input side (None = original size).
+    model: a registered name, a shipped checkpoint name, a checkpoint path, or a module (copied
+    when `fuse` folds its BatchNorm layers for inference). size: the longer input side (None =
+    original size). fusion: k-shot rule, "avg" (average the support prototypes), "max" (union of
+    the k one-shot predictions) or "vote" (pixels with at least half the top vote; each shot votes
+    where its probability is above `threshold`); see `sgone.ops.fuse_shots`. allow_untrained:
+    accept a registered SG-One whose head is untrained (benchmarks only: its masks are meaningless).
     """
 
     def __init__(self, model: str | Path | nn.Module | None = None, device: str | torch.device | None = "cpu",
                  size: int | None = 473, threshold: float = 0.5, fusion: str = "avg",
-                 batch_size: int = 4, fuse: bool = True) -> None:
-        from sgone.models.registry import load_model
+                 batch_size: int = 4, fuse: bool = True, allow_untrained: bool = False) -> None:
+        from sgone.models.registry import DEFAULT_MODEL, load_model
 
         if fusion not in FUSIONS:
             raise SgoneError(f"{fusion}: unknown k-shot fusion (use {', '.join(FUSIONS)})")
@@ -114,8 +126,11 @@ class Predictor:
             # fold BatchNorm into a private copy: the caller's module stays trainable
             model = copy.deepcopy(model) if fuse else model
             self.model = model.to(self.device).eval()
+            config = getattr(model, "config", {}) or {}
+            self.model_name = f"{type(model).__name__}({config.get('backbone', '?')})"
         else:
-            self.model = load_model(model, self.device)
+            self.model = load_model(model, self.device, allow_untrained=allow_untrained)
+            self.model_name = str(model or DEFAULT_MODEL)
         if fuse:
             prepare_for_inference(self.model, self.device)
         self.size = size
@@ -124,17 +139,28 @@ class Predictor:
         self.batch_size = batch_size
         self.class_names: list[str] = []
         self._shots: list[list[dict[str, torch.Tensor]]] = []  # [way][shot] prototypes
-        self._fused: list[dict[str, torch.Tensor]] = []  # [way] averaged prototype
-        self._last: dict[str, torch.Tensor] | None = None
+        self._last: dict[str, Any] | None = None  # the last predicted query's encoding
+
+    def __repr__(self) -> str:
+        if not self._shots:
+            support = "none"
+        else:
+            support = ", ".join(f"{name}: {len(s)} shot{'s' if len(s) > 1 else ''}"
+                                for name, s in zip(self.class_names, self._shots))
+        return (f"Predictor(model={self.model_name!r}, device='{self.device}', size={self.size}, "
+                f"fusion={self.fusion!r}, threshold={self.threshold}, support=[{support}])")
 
     # ----------------------------------------------------------------- support
     @torch.inference_mode()
-    def set_support(self, images: Sequence, masks: Sequence, class_names: Sequence[str] | None = None) -> None:
+    def set_support(self, images: ImageLike | Sequence, masks: ImageLike | Sequence,
+                    class_names: Sequence[str] | None = None) -> None:
         """Encode the support set once.
 
-        1-way k-shot: `images` and `masks` are lists of k arrays (HxWx3 uint8, HxW uint8 {0,1,255}).
-        N-way: lists of N lists. Masks must have their image's size and contain object pixels.
+        1-way: one image and one mask, or lists of k of each (k-shot). N-way: lists of N lists.
+        Accepted images and masks (and the mask value rule): see the module docstring. Masks must
+        have their image's size and contain object pixels.
         """
+        images, masks = ([x] if _is_single(x) else x for x in (images, masks))
         nested = len(images) > 0 and isinstance(images[0], (list, tuple))
         ways_images = [list(w) for w in images] if nested else [list(images)]
         ways_masks = [list(w) for w in masks] if nested else [list(masks)]
@@ -142,14 +168,14 @@ class Predictor:
             raise SgoneError("support: no support image given")
         if len(ways_images) != len(ways_masks) or any(len(a) != len(b) for a, b in zip(ways_images, ways_masks)):
             raise SgoneError("support: the number of masks does not match the number of support images")
-        self.class_names = list(class_names) if class_names else [f"class {i + 1}" for i in range(len(ways_images))]
-        if len(self.class_names) != len(ways_images):
-            raise SgoneError(f"support: {len(self.class_names)} class names for {len(ways_images)} classes")
-        self._shots = []
+        class_names = list(class_names) if class_names else [f"class {i + 1}" for i in range(len(ways_images))]
+        if len(class_names) != len(ways_images):
+            raise SgoneError(f"support: {len(class_names)} class names for {len(ways_images)} classes")
+        shots = []
         for way, (imgs, msks) in enumerate(zip(ways_images, ways_masks)):
             protos = []
             for shot, (image, mask) in enumerate(zip(imgs, msks)):
-                where = f"support {shot + 1}" + (f" of {self.class_names[way]}" if nested else "")
+                where = f"support {shot + 1}" + (f" of {class_names[way]}" if nested else "")
                 image, mask = _check_pair(image, mask, where)
                 hw = input_size(*image.shape[:2], self.size)
                 m = mask_tensor(mask, hw).to(self.device)
@@ -157,20 +183,21 @@ class Predictor:
                     raise SgoneError(f"{where}: the object is too thin to survive resizing to {hw[1]}x{hw[0]}; use a larger --size")
                 encoded = self.model.encode(image_tensor(image, hw).to(self.device), need_side=False)
                 protos.append(self.model.support_prototype(encoded, m))
-            self._shots.append(protos)
-        self._fused = [self.model.fuse_prototypes(p) if len(p) > 1 else p[0] for p in self._shots]
-        self._last = None
+            shots.append(protos)
+        self._shots, self.class_names, self._last = shots, class_names, None
 
     @torch.inference_mode()
     def update_support(self, mask: np.ndarray, weight: float = 0.2) -> None:
-        """Blend a prototype taken from the last predicted query under `mask` into the support.
+        """Blend a prototype taken from the last predicted query under `mask` into every support shot.
 
-        mask: HxW uint8 {0,1,255} at the last query's resolution (1-way only). Nothing is
-        re-encoded: the query's cached encoding is reused (online update for video).
+        mask: HxW uint8 {0,1,255} (255 = ignore) at the last query's resolution (1-way only).
+        Nothing is re-encoded: the query's cached encoding is reused (online update for video).
+        Each of the k shots is blended, so "max"/"vote" keep k predictions and "avg" (the mean of
+        the shots) moves by the same `weight`.
         """
         if self._last is None:
             raise SgoneError("update_support: predict a query first")
-        if len(self._fused) != 1:
+        if len(self._shots) != 1:
             raise SgoneError("update_support: only for 1-way supports")
         hw = self._last["input_hw"]
         m = mask_tensor(np.asarray(mask, dtype=np.uint8), hw).to(self.device)
@@ -179,28 +206,34 @@ class Predictor:
         new = self.model.support_prototype(self._last["encoded"], m)
         # sets of prototypes (B,N,C), the support's background parts, stay: blending them with
         # their best matches in the frame lost 0.10 J on the generated clip (tests/test_video.py)
-        self._fused = [{k: v if v.dim() == 3 else (1 - weight) * v + weight * new[k]
-                        for k, v in self._fused[0].items()}]
-        self._shots = [[self._fused[0]]]
+        self._shots = [[{k: v if v.dim() == 3 else (1 - weight) * v + weight * new[k] for k, v in shot.items()}
+                        for shot in self._shots[0]]]
 
     @property
     def ways(self) -> int:
-        return len(self._fused)
+        return len(self._shots)
+
+    @property
+    def shots(self) -> list[int]:
+        """Support images per way."""
+        return [len(s) for s in self._shots]
 
     # ----------------------------------------------------------------- queries
-    def predict(self, image: np.ndarray) -> Prediction:
-        """Segment one query image (HxWx3 uint8); see `Prediction`."""
+    def predict(self, image: ImageLike) -> Prediction:
+        """Segment one query image (path, PIL image, HxWx3 or HxW uint8 array); see `Prediction`."""
         return self.predict_batch([image])[0]
 
     @torch.inference_mode()
-    def predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+    def predict_batch(self, images: Sequence[ImageLike]) -> list[Prediction]:
         """Segment several queries; same-size queries share a batched encoding."""
-        if not self._fused:
+        if not self._shots:
             raise SgoneError("predict: call set_support() first")
+        if _is_single(images):
+            images = [images]
+        images = [_check_image(image, f"query {i + 1}") for i, image in enumerate(images)]
         results: list[Prediction | None] = [None] * len(images)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, image in enumerate(images):
-            image = _check_image(image, f"query {i + 1}")
             groups.setdefault(tuple(image.shape[:2]), []).append(i)
         for (h, w), indices in groups.items():
             hw = input_size(h, w, self.size)
@@ -211,38 +244,29 @@ class Predictor:
                 probs, sims = self._score(encoded, (h, w))
                 for j, i in enumerate(chunk):
                     results[i] = self._finish(probs[j], sims[j])
-                self._last = {"encoded": {k: v[-1:] for k, v in encoded.items()}, "input_hw": hw}
+                    if i == len(images) - 1:  # update_support learns from the last image given
+                        self._last = {"encoded": {k: v[j:j + 1] for k, v in encoded.items()}, "input_hw": hw}
         return results  # type: ignore[return-value]
 
     def _score(self, encoded: dict[str, torch.Tensor], out_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> foreground probability and similarity, each (B,N,H,W) at the original size."""
+        """-> foreground score (probability or vote share) and similarity, each (B,N,H,W) at the original size."""
         b = next(iter(encoded.values())).shape[0]
         probs, sims = [], []
-        for way, fused in enumerate(self._fused):
-            if self.fusion == "avg" or len(self._shots[way]) == 1:
-                out = self.model.segment(encoded, _expand(fused, b))
-                prob = ops.upsample_logits(out["logits"], out_hw).softmax(dim=1)[:, 1]
-                sim = out["similarity"]
-            else:
-                shot_probs, shot_sims = [], []
-                for proto in self._shots[way]:  # k one-shot predictions, one query encoding
-                    out = self.model.segment(encoded, _expand(proto, b))
-                    shot_probs.append(ops.upsample_logits(out["logits"], out_hw).softmax(dim=1)[:, 1])
-                    shot_sims.append(out["similarity"])
-                prob = ops.fuse_predictions(torch.stack(shot_probs), self.fusion, self.threshold)
-                sim = torch.stack(shot_sims).max(dim=0).values
+        for protos in self._shots:
+            prob, sim = ops.fuse_shots(protos, lambda p: self.model.segment(encoded, _expand(p, b)),
+                                       lambda logits: ops.upsample_logits(logits, out_hw).softmax(dim=1)[:, 1],
+                                       self.model.fuse_prototypes, self.fusion, self.threshold)
             probs.append(prob)
             sims.append(ops.upsample_logits(sim.unsqueeze(1), out_hw)[:, 0])
         return torch.stack(probs, dim=1), torch.stack(sims, dim=1)
 
     def _finish(self, prob: torch.Tensor, sim: torch.Tensor) -> Prediction:
-        prob_np = prob.float().cpu().numpy().astype(np.float32)
-        sim_np = sim.float().cpu().numpy().astype(np.float32)
+        """(N,H,W) scores and similarities of one query -> Prediction (keep rule: `sgone.ops.label_map`)."""
+        mask = ops.label_map(prob.float(), self.fusion, self.shots, self.threshold).cpu().numpy().astype(np.uint8)
+        prob_np = prob.float().cpu().numpy()
+        sim_np = sim.float().cpu().numpy()
         if prob_np.shape[0] == 1:
-            mask = (prob_np[0] > self.threshold).astype(np.uint8)
             return Prediction(mask=mask, probability=prob_np[0], similarity=sim_np[0])
-        best = prob_np.argmax(axis=0)
-        mask = np.where(prob_np.max(axis=0) > self.threshold, best + 1, 0).astype(np.uint8)
         return Prediction(mask=mask, probability=prob_np, similarity=sim_np)
 
 
@@ -250,23 +274,65 @@ def _expand(proto: dict[str, torch.Tensor], b: int) -> dict[str, torch.Tensor]:
     return {k: v.expand(b, *v.shape[1:]) for k, v in proto.items()}
 
 
-def _check_image(image: np.ndarray, where: str) -> np.ndarray:
+def _is_path(x: Any) -> bool:
+    return isinstance(x, (str, os.PathLike))
+
+
+def _is_single(x: Any) -> bool:
+    """One image or mask (a path, a PIL image, an HxW or HxWxC array), not a list of them."""
+    return _is_path(x) or isinstance(x, Image.Image) or (isinstance(x, np.ndarray) and x.ndim in (2, 3))
+
+
+def _check_image(image: ImageLike, where: str) -> np.ndarray:
+    """Any accepted image -> HxWx3 uint8 RGB (grey arrays repeated)."""
+    from sgone.io import read_image
+
+    if _is_path(image):
+        return read_image(image)
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
     image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
     if image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise SgoneError(f"{where}: expected an HxWx3 uint8 image, got shape {image.shape} {image.dtype}")
+        raise SgoneError(f"{where}: expected an HxWx3 or HxW uint8 image, got shape {image.shape} {image.dtype}")
     return image
 
 
-def _check_pair(image: np.ndarray, mask: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
-    image = _check_image(image, where)
+def _check_mask(mask: ImageLike, where: str) -> np.ndarray:
+    """Any accepted mask -> HxW uint8 {0,1,255}: the value rule of the module docstring."""
+    from sgone.io import read_mask
+
+    if _is_path(mask):
+        return read_mask(mask)
+    if isinstance(mask, Image.Image):
+        if mask.mode not in ("1", "L", "P", "I", "I;16", "F"):
+            raise SgoneError(f"{where}: a {mask.mode} PIL mask; pass a single-channel mask or its file path")
+        mask = np.asarray(mask)
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise SgoneError(f"{where}: expected an HxW mask, got shape {mask.shape}")
+    if mask.dtype == bool:
+        return mask.astype(np.uint8)
+    values = set(np.unique(mask).tolist())
+    if values <= {0, 1} or values <= {0, 1, ops.IGNORE} and 1 in values:
+        return mask.astype(np.uint8)
+    if values <= {0, ops.IGNORE}:
+        return (mask == ops.IGNORE).astype(np.uint8)  # a 0/255 mask: 255 is the object
+    shown = ", ".join(str(v) for v in sorted(values)[:6]) + (", ..." if len(values) > 6 else "")
+    raise SgoneError(f"{where}: mask values {{{shown}}}; expected {{0,1}}, {{0,255}} (255 = object) "
+                     "or {0,1,255} (255 = ignore)")
+
+
+def _check_pair(image: ImageLike, mask: ImageLike, where: str) -> tuple[np.ndarray, np.ndarray]:
+    image_where = str(image) if _is_path(image) else where
+    mask_where = str(mask) if _is_path(mask) else where
+    image, mask = _check_image(image, image_where), _check_mask(mask, mask_where)
     if mask.shape != image.shape[:2]:
-        raise SgoneError(f"{where}: mask size {mask.shape[1]}x{mask.shape[0]} differs from image size "
-                         f"{image.shape[1]}x{image.shape[0]}")
+        raise SgoneError(f"{mask_where}: mask size {mask.shape[1]}x{mask.shape[0]} differs from image size "
+                         f"{image.shape[1]}x{image.shape[0]}" + (f" ({image_where})" if image_where != mask_where else ""))
     if not (mask == 1).any():
-        raise SgoneError(f"{where}: the mask is empty (no object pixels)")
-    return image, mask.astype(np.uint8)
+        raise SgoneError(f"{mask_where}: the mask is empty (no object pixels)")
+    return image, mask

@@ -1,7 +1,11 @@
-"""Predictor: cached support, k-shot, N-way, batches, original resolution, errors."""
+"""Predictor: cached support, k-shot, N-way, batches, original resolution, inputs, errors."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from sgone.errors import SgoneError
 from sgone.models.registry import build_model
@@ -101,10 +105,10 @@ def test_update_support_blends_prototype(predictor):
     with pytest.raises(SgoneError):
         predictor.update_support(np.ones((64, 64), np.uint8))
     q_img, q_lab = scene(64, 64, [(1, (30, 30, 30))], rng)
-    before = {k: v.clone() for k, v in predictor._fused[0].items()}
+    before = {k: v.clone() for k, v in predictor._shots[0][0].items()}
     predictor.predict(q_img)
     predictor.update_support((q_lab == 1).astype(np.uint8), weight=0.5)
-    after = predictor._fused[0]
+    after = predictor._shots[0][0]
     assert not torch.allclose(before["vector"], after["vector"])
     # the support's background parts (8 by default) are kept
     assert before["background_set"].shape[1] == 8
@@ -122,3 +126,198 @@ def test_support_errors(predictor):
     fresh = Predictor(predictor.model, size=64)
     with pytest.raises(SgoneError, match="set_support"):
         fresh.predict(img)
+
+
+def sharing(predictor, **options):
+    """A fresh Predictor on the fixture's (already folded) model."""
+    return Predictor(predictor.model, size=options.pop("size", 96), fuse=False, **options)
+
+
+class TableModel(torch.nn.Module):
+    """Shot k (a support image filled with the value k) predicts the hand-made probabilities table[k]."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = table  # (K,H,W)
+        self.config = {"backbone": "none"}
+
+    def encode(self, images, need_side=True):
+        return {"x": images}
+
+    def support_prototype(self, encoded, masks):
+        return {"vector": encoded["x"][:, 0, 0, :1] * 255}  # (B,1): the shot id
+
+    @staticmethod
+    def fuse_prototypes(protos):
+        return {"vector": torch.stack([p["vector"] for p in protos]).mean(0)}
+
+    def segment(self, encoded, proto):
+        p = self.table[proto["vector"][:, 0].round().long()]  # (B,H,W)
+        return {"logits": torch.stack([torch.zeros_like(p), torch.logit(p)], dim=1), "similarity": p}
+
+
+@pytest.mark.parametrize("fusion, threshold, expected", [
+    ("max", 0.5, {2: [1, 1, 1, 0], 3: [1, 1, 1, 1]}),
+    # votes above 0.5: 2 shots 2,1,1,0 -> a single vote is half the top vote: kept (not the intersection);
+    # 3 shots 3,1,2,1 -> at least 2 of 3
+    ("vote", 0.5, {2: [1, 1, 1, 0], 3: [1, 0, 1, 0]}),
+    ("max", 0.85, {2: [1, 1, 0, 0], 3: [1, 1, 0, 1]}),
+    # the threshold is each shot's vote: above 0.85 only shot 1 votes (pixels 1-2) and shot 3 (pixel 4)
+    ("vote", 0.85, {2: [1, 1, 0, 0], 3: [1, 1, 0, 1]}),
+])
+def test_fusion_rules_with_2_and_3_shots_on_hand_made_probabilities(fusion, threshold, expected):
+    table = torch.tensor([[[0.9, 0.9, 0.2, 0.2]], [[0.8, 0.3, 0.6, 0.1]], [[0.7, 0.1, 0.7, 0.9]]])
+    for k in (2, 3):
+        p = Predictor(TableModel(table), size=None, fuse=False, fusion=fusion, threshold=threshold)
+        p.set_support([np.full((1, 4, 3), shot, np.uint8) for shot in range(k)], [np.ones((1, 4), np.uint8)] * k)
+        r = p.predict(np.zeros((1, 4, 3), np.uint8))
+        assert r.mask[0].tolist() == expected[k], (fusion, threshold, k)
+        assert r.similarity[0].tolist() == pytest.approx(table[:k, 0].mean(0).tolist())  # mean over shots
+        # N-way: the same way twice labels the kept pixels 1 (ties go to the first way)
+        p.set_support([[np.full((1, 4, 3), s, np.uint8) for s in range(k)]] * 2, [[np.ones((1, 4), np.uint8)] * k] * 2)
+        assert p.predict(np.zeros((1, 4, 3), np.uint8)).mask[0].tolist() == expected[k]
+
+
+def test_update_support_learns_from_the_last_image_of_a_mixed_size_batch(predictor):
+    rng = np.random.default_rng(5)
+    s_img, s_lab = scene(64, 64, [(1, (10, 10, 30))], rng)
+    a, b = scene(64, 64, [(1, (5, 30, 25))], rng)[0], scene(50, 80, [(2, (25, 40, 30))], rng)[0]
+    c, c_lab = scene(64, 64, [(1, (30, 30, 30))], rng)
+    c_mask = (c_lab == 1).astype(np.uint8)
+    batched, alone = sharing(predictor), sharing(predictor)
+    for p in (batched, alone):
+        p.set_support([s_img], [(s_lab == 1).astype(np.uint8)])
+    batched.predict_batch([a, b, c])  # groups: 64x64 (a, c) then 50x80 (b); c is the last image
+    alone.predict(c)
+    for p in (batched, alone):
+        p.update_support(c_mask, weight=0.5)
+    assert torch.allclose(batched._shots[0][0]["vector"], alone._shots[0][0]["vector"], atol=1e-4)
+
+
+def test_update_support_keeps_the_k_shots(predictor):
+    rng = np.random.default_rng(6)
+    supports = [scene(64, 64, [(1, (y, 10, 30))], rng) for y in (5, 30)]
+    q_img, q_lab = scene(64, 64, [(1, (25, 25, 30))], rng)
+    q2 = scene(64, 64, [(1, (10, 20, 30))], rng)[0]
+    probs = {}
+    for fusion in ("avg", "max"):
+        p = sharing(predictor, fusion=fusion)
+        p.set_support([s[0] for s in supports], [(s[1] == 1).astype(np.uint8) for s in supports])
+        before = [shot["vector"].clone() for shot in p._shots[0]]
+        p.predict(q_img)
+        p.update_support((q_lab == 1).astype(np.uint8), weight=0.5)
+        assert len(p._shots[0]) == 2 and all(not torch.allclose(v, s["vector"]) for v, s in zip(before, p._shots[0]))
+        probs[fusion] = p.predict(q2).probability
+    # collapsing the shots into one would make max (and vote) the same as avg
+    assert np.abs(probs["max"] - probs["avg"]).max() > 1e-3
+
+
+def test_ignore_pixels_count_as_neither_object_nor_background(predictor):
+    rng = np.random.default_rng(7)
+    image, labels = scene(80, 80, [(1, (8, 8, 30)), (2, (55, 55, 30))], rng)
+    box = (labels == 1).astype(np.uint8)
+    masks = {"ignore": np.where(labels == 2, 255, box).astype(np.uint8),  # {0,1,255}: the disc is ignored
+             "background": box, "object": (labels > 0).astype(np.uint8), "0/255": box * 255}
+    p, protos = sharing(predictor), {}
+    for name, mask in masks.items():
+        p.set_support([image], [mask])
+        protos[name] = p._shots[0][0]
+    ign = protos["ignore"]
+    assert torch.allclose(ign["vector"], protos["background"]["vector"], atol=1e-6)
+    assert torch.allclose(ign["background"], protos["object"]["background"], atol=1e-6)
+    assert torch.allclose(ign["background_set"], protos["object"]["background_set"], atol=1e-6)
+    assert not torch.allclose(ign["vector"], protos["object"]["vector"], atol=1e-3)
+    assert not torch.allclose(ign["background"], protos["background"]["background"], atol=1e-3)
+    # a 0/255 array (as read from a PNG) is object/background, 255 = object
+    assert torch.allclose(protos["0/255"]["vector"], protos["background"]["vector"], atol=1e-6)
+
+
+def test_paths_pil_grey_and_unwrapped_inputs_match_arrays(predictor, tmp_path):
+    rng = np.random.default_rng(8)
+    s_img, s_lab = scene(60, 70, [(1, (10, 10, 30))], rng)
+    q_img = scene(60, 70, [(1, (20, 30, 30))], rng)[0]
+    Image.fromarray(s_img).save(tmp_path / "s.png")
+    Image.fromarray(((s_lab == 1) * 255).astype(np.uint8)).save(tmp_path / "s_mask.png")  # 0/255 PNG
+    Image.fromarray(q_img).save(tmp_path / "q.png")
+    p = sharing(predictor, size=64)
+    p.set_support([s_img], [(s_lab == 1).astype(np.uint8)])
+    reference = p.predict(q_img).probability
+    for support, mask, query in [(tmp_path / "s.png", str(tmp_path / "s_mask.png"), str(tmp_path / "q.png")),
+                                 (Image.fromarray(s_img), Image.fromarray(((s_lab == 1) * 255).astype(np.uint8)),
+                                  Image.fromarray(q_img)),
+                                 ([s_img], (s_lab == 1), [q_img])]:
+        p.set_support(support, mask)
+        query_result = p.predict_batch(query)[0] if isinstance(query, list) else p.predict(query)
+        assert np.allclose(query_result.probability, reference, atol=1e-5)
+    grey = q_img.mean(axis=2).astype(np.uint8)
+    assert np.array_equal(p.predict(grey).probability, p.predict(np.repeat(grey[:, :, None], 3, axis=2)).probability)
+
+
+def test_bad_masks_and_files_name_the_problem(predictor, tmp_path):
+    p = sharing(predictor, size=64)
+    img = np.zeros((40, 50, 3), np.uint8)
+    with pytest.raises(SgoneError, match=r"support 1: mask values \{0, 2\}"):
+        p.set_support(img, np.where(np.arange(50) < 25, 0, 2).astype(np.uint8)[None].repeat(40, 0))
+    with pytest.raises(SgoneError, match="support 1: a RGB PIL mask"):
+        p.set_support(img, Image.new("RGB", (50, 40)))
+    with pytest.raises(SgoneError, match="missing.png: file not found"):
+        p.set_support(img, tmp_path / "missing.png")
+    Image.fromarray(np.zeros((40, 50), np.uint8)).save(tmp_path / "empty.png")
+    with pytest.raises(SgoneError, match="empty.png: the mask is empty"):
+        p.set_support(img, tmp_path / "empty.png")
+    box = np.zeros((40, 50), np.uint8)
+    box[10:30, 10:40] = 1
+    p.set_support(img, box)
+    with pytest.raises(SgoneError, match="query 1: expected an HxWx3 or HxW uint8 image"):
+        p.predict(np.zeros((4, 4, 3), np.float32))
+
+
+def test_repr_names_model_device_size_and_shots(predictor):
+    p = sharing(predictor, fusion="vote")
+    assert repr(p) == ("Predictor(model='PrototypeModel(mobilenet_v2)', device='cpu', size=96, "
+                       "fusion='vote', threshold=0.5, support=[none])")
+    rng = np.random.default_rng(9)
+    s = scene(64, 64, [(1, (10, 10, 30))], rng)
+    m = (s[1] == 1).astype(np.uint8)
+    p.set_support([[s[0], s[0]], [s[0]]], [[m, m], [m]], class_names=["cat", "dog"])
+    assert repr(p).endswith("support=[cat: 2 shots, dog: 1 shot])")
+
+
+@pytest.mark.parametrize("backbone", ["mobilenet_v2", "sgone"])
+def test_prepare_for_inference_equals_the_plain_model(backbone):
+    from sgone.backbones.weights import find_weights
+
+    if backbone == "mobilenet_v2":
+        try:
+            plain = build_model("prototype", "mobilenet_v2", weights=find_weights("mobilenet_v2", None))
+        except SgoneError as exc:
+            pytest.skip(f"MobileNetV2 ImageNet weights not installed: {exc}")
+    else:  # the SG-One head's BatchNorm layers too, with non-trivial running statistics
+        torch.manual_seed(0)
+        plain = build_model("sgone", "mobilenet_v2", weights=None)
+        for m in plain.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.data.uniform_(0.5, 1.5)
+    rng = np.random.default_rng(10)
+    s_img, s_lab = scene(64, 72, [(1, (10, 10, 30))], rng)
+    queries = [scene(64, 72, [(1, (20, 30, 30))], rng)[0], scene(48, 40, [(1, (5, 5, 25))], rng)[0]]
+    results = []
+    for fuse in (False, True):
+        p = Predictor(plain, size=64, fuse=fuse)
+        p.set_support([s_img], [(s_lab == 1).astype(np.uint8)])
+        results.append(p.predict_batch(queries))
+    bn = lambda model: sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert bn(p.model) == 0 < bn(plain)  # folded in the copy; the caller's model keeps its layers
+    for a, b in zip(*results):
+        assert np.abs(a.probability - b.probability).max() < 1e-5
+        assert np.array_equal(a.mask, b.mask)
+
+
+def test_import_is_light_and_python_m_sgone_runs_the_cli():
+    code = ("import sys, sgone; assert 'torch' not in sys.modules, 'import sgone pulled in torch'; "
+            "from sgone import Predictor, Prediction; assert Predictor.__module__ == 'sgone.predictor'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    out = subprocess.run([sys.executable, "-m", "sgone", "--help"], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("usage: sgone") and "segment" in out.stdout

@@ -57,11 +57,15 @@ def build_model_from_config(config: dict, weights: str | Path | None = None) -> 
     return build_model(arch, backbone, weights=weights, backbone_options=config.get("backbone_options"), **options)
 
 
+TRAINING_FREE_ARCHS = ("prototype",)  # every other architecture has a head that must be trained
+
+
 def _named(arch: str, backbone: str, **options) -> Callable[..., nn.Module]:
     def builder(weights: str | Path | None = "auto") -> nn.Module:
         return build_model(arch, backbone, weights=weights, **options)
 
     builder.__doc__ = f"{arch} model on {backbone}"
+    builder.untrained_head = arch not in TRAINING_FREE_ARCHS  # type: ignore[attr-defined]
     return builder
 
 
@@ -111,10 +115,18 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 def load_model(name_or_path: str | Path | None = None, device: str | torch.device = "cpu",
-               weights: str | Path | None = "auto") -> nn.Module:
-    """A model in eval mode from a registered name, a shipped checkpoint name, or a checkpoint path."""
+               weights: str | Path | None = "auto", allow_untrained: bool = False) -> nn.Module:
+    """A model in eval mode from a registered name, a shipped checkpoint name, or a checkpoint path.
+
+    A registered name whose head is untrained (`sgone-*`: for training and benchmarks) is refused
+    unless `allow_untrained`: its masks would be meaningless.
+    """
     name = str(name_or_path or DEFAULT_MODEL)
     shipped = shipped_checkpoints()
+    if name in MODELS and getattr(MODELS[name], "untrained_head", False) and not allow_untrained:
+        hint = f" or a shipped one ({', '.join(sorted(shipped))})" if shipped else ""
+        raise SgoneError(f"{name}: untrained head, its masks would be meaningless; train one (`sgone train`) and "
+                         f"pass its checkpoint{hint}, or use a training-free prototype-* model")
     if name in MODELS:
         model = MODELS[name](weights=weights)
     elif name in shipped or Path(name).suffix in (".pt", ".pth", ".ckpt") or Path(name).is_file():

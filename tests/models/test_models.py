@@ -217,3 +217,20 @@ def test_object_parts_claim_what_the_object_mean_cannot():
     truth = torch.zeros(4, 8, dtype=torch.bool)
     truth[:, 1:3] = truth[:, 5:7] = True
     assert torch.equal(probs[2] > 0.5, truth)
+
+
+def test_untrained_heads_are_refused_unless_allowed(tmp_path):
+    from sgone.predictor import Predictor
+
+    untrained = [name for name, builder in MODELS.items() if getattr(builder, "untrained_head", False)]
+    assert "sgone-mobilenet_v2" in untrained and not any(n.startswith("prototype-") for n in untrained)
+    for name in untrained:
+        with pytest.raises(SgoneError, match=f"{name}: untrained head.*checkpoint"):
+            load_model(name, weights=None)
+    with pytest.raises(SgoneError, match="untrained head"):
+        Predictor("sgone-mobilenet_v2")
+    model = load_model("sgone-mobilenet_v2", weights=None, allow_untrained=True)  # benchmarks, training
+    assert model.config["arch"] == "sgone" and not model.training
+    # a checkpoint of the same network is trained: it loads without the opt-in
+    torch.save({"model": model.state_dict(), "model_config": model.config}, tmp_path / "m.pt")
+    assert load_model(str(tmp_path / "m.pt")).config == model.config
