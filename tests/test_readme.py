@@ -1,0 +1,33 @@
+"""Every ```python block of README.md runs as pasted (in order, sharing one namespace)."""
+import re
+from pathlib import Path
+
+import pytest
+
+from sgone.errors import SgoneError
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def python_blocks() -> list[tuple[int, str]]:
+    """(line number, code) of each ```python block."""
+    text = README.read_text(encoding="utf-8")
+    return [(text[:m.start()].count("\n") + 2, m.group(1))
+            for m in re.finditer(r"^```python\n(.*?)^```", text, flags=re.S | re.M)]
+
+
+def test_readme_python_blocks_run(tmp_path, monkeypatch):
+    from sgone.backbones.weights import find_weights
+
+    try:
+        find_weights("mobilenet_v2", None)  # the default model's ImageNet weights
+    except SgoneError as exc:
+        pytest.skip(f"MobileNetV2 ImageNet weights not installed: {exc}")
+    blocks = python_blocks()
+    assert len(blocks) >= 2  # the Python API and N-way examples
+    monkeypatch.chdir(tmp_path)  # files a block writes stay out of the checkout
+    namespace: dict = {"__name__": "__readme__"}
+    for line, code in blocks:
+        exec(compile(code, f"{README}:{line}", "exec"), namespace)
+    # the N-way example labels both squares
+    assert set(namespace["labels"].ravel().tolist()) == {0, 1, 2}
