@@ -5,15 +5,19 @@ import argparse
 from importlib import resources
 from pathlib import Path
 
-from sgone.commands.segment import (add_model_arguments, check_model_arguments, check_output_folder,
-                                    make_output_folder, write_results)
+from sgone.commands.segment import (add_model_arguments, add_weights_argument, build_predictor,
+                                    check_model_arguments, check_output_folder, make_output_folder, write_results)
+
+EXAMPLE = """example:
+  sgone demo --output sgone-demo --size 473"""
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="run one-shot segmentation on the bundled sample photo",
+    p = subparsers.add_parser("demo", help="run one-shot segmentation on the bundled sample photo", epilog=EXAMPLE,
                               description="Person support (left half of a VOC photo) -> persons in the "
                                           "right half; prints IoU against the sample's ground truth.")
     p.add_argument("--output", default="sgone-demo", metavar="DIR", help="where to write results (default sgone-demo)")
+    add_weights_argument(p)
     add_model_arguments(p)
     p.set_defaults(func=run)
 
@@ -28,7 +32,6 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from sgone.io import read_image, read_mask
-    from sgone.predictor import Predictor
     from sgone.viz import heatmap, overlay, tile_grid
 
     check_model_arguments(args)
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     paths = sample_paths()
     support, query = read_image(paths["support"]), read_image(paths["query"])
     support_mask, truth = read_mask(paths["support_mask"]), read_mask(paths["query_mask"])
-    predictor = Predictor(args.model, device=args.device, size=args.size or None, threshold=args.threshold)
+    predictor = build_predictor(args)
     predictor.set_support([support], [support_mask])
     result = predictor.predict(query)
     pred, gt = result.mask == 1, truth == 1
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     write_results({
         out / "query.png": np.where(result.mask == 1, 255, 0).astype(np.uint8),
         out / "query_overlay.png": overlay(query, result.mask),
-        out / "query_similarity.png": heatmap(result.similarity, query),
+        out / "query_similarity.png": heatmap(result.similarity, query, colorbar=True),
         out / "demo_grid.png": grid,
     })
     model_name = args.model or "default (training-free)"

@@ -148,9 +148,26 @@ def _case(name, f):
     if name == "text renamed .jpg as support":
         (d / "notes.jpg").write_text("hello")
         return segment_argv(f, support=d / "notes.jpg"), ["notes.jpg", "not an image"]
-    if name == "folder as query":
+    if name == "empty folder as query":
         (d / "adir").mkdir()
-        return segment_argv(f, query=[d / "adir"]), ["adir", "folder"]
+        (d / "adir" / "notes.txt").write_text("not an image")
+        return segment_argv(f, query=[d / "adir"]), ["adir", "no images"]
+    if name == "query above --max-pixels":
+        return segment_argv(f, "--max-pixels", "6000"), ["query.jpg", "120x90", "--max-pixels 10800"]
+    if name == "support above --max-pixels":
+        return segment_argv(f, "--max-pixels", "5119"), ["support.png", "80x64", "--max-pixels 5120"]
+    if name == "negative preview size":
+        return segment_argv(f, "--preview-size", "-5"), ["--preview-size -5"]
+    if name == "weights for a checkpoint":
+        return segment_argv(f, "--model", str(d / "run.pt"), "--weights", str(f["mask"])), ["--weights", "run.pt",
+                                                                                          "checkpoint"]
+    if name == "missing weights file":
+        return segment_argv(f, "--model", "prototype-vgg16", "--weights", str(d / "vgg.pth")), ["vgg.pth",
+                                                                                             "no such weights"]
+    if name == "text file as weights":
+        (d / "w.pth").write_text("not weights")
+        return segment_argv(f, "--model", "prototype-mobilenet_v2", "--weights", str(d / "w.pth")), [
+            "w.pth", "cannot read as PyTorch weights"]
     if name == "mask size differs":
         Image.fromarray(np.full((50, 60), 255, np.uint8)).save(d / "small_mask.png")
         return segment_argv(f, mask=d / "small_mask.png"), ["small_mask.png", "60x50", "80x64", "--resize-masks"]
@@ -164,15 +181,12 @@ def _case(name, f):
         return segment_argv(f, "--support-mask", str(f["voc"])), ["support_voc.png", "more support masks"]
     if name == "more supports than masks":
         return segment_argv(f, "--support", str(f["query2"])), ["query2.png", "no --support-mask"]
-    if name == "duplicate query stems":
-        (d / "sub").mkdir()
-        Image.open(f["query2"]).save(d / "sub" / "query.png")
-        return segment_argv(f, query=[f["query"], d / "sub" / "query.png"]), ["query.png", "same name stem"]
     if name == "query given twice":
         return segment_argv(f, query=[f["query"], f["query"]]), ["query.jpg", "given twice"]
-    if name == "output names clash":
-        Image.open(f["query2"]).save(d / "query_overlay.png")
-        return segment_argv(f, query=[f["query"], d / "query_overlay.png"]), ["query_overlay.png", "overwrite"]
+    if name == "query given twice, once in its folder":
+        (d / "qs").mkdir()
+        Image.open(f["query2"]).save(d / "qs" / "a.png")
+        return segment_argv(f, query=[d / "qs", d / "qs" / "a.png"]), ["a.png", "given twice"]
     if name == "output is a file":
         (d / "out.txt").write_text("x")
         return segment_argv(f, out=d / "out.txt"), ["out.txt", "not a folder"]
@@ -209,9 +223,10 @@ def _case(name, f):
 
 
 CASES = ["missing support", "missing mask", "missing query", "truncated query", "text renamed .png as mask",
-         "text renamed .jpg as support", "folder as query", "mask size differs", "empty mask", "mask all ignore",
-         "more masks than supports", "more supports than masks", "duplicate query stems", "query given twice",
-         "output names clash",
+         "text renamed .jpg as support", "empty folder as query", "mask size differs", "empty mask", "mask all ignore",
+         "more masks than supports", "more supports than masks", "query given twice",
+         "query given twice, once in its folder", "query above --max-pixels", "support above --max-pixels",
+         "negative preview size", "weights for a checkpoint", "missing weights file", "text file as weights",
          "output is a file", "output below a file", "output overwrites a query", "class id absent",
          "class id on colour mask", "class id 0", "unknown model", "missing checkpoint", "bad device",
          "negative size", "threshold out of range", "object too thin for --size"]
@@ -249,6 +264,7 @@ class FakePredictor:
     def __init__(self, model=None, device="cpu", size=473, threshold=0.5, fusion="avg", **_):
         self.model, self.size, self.fusion = model, size, fusion
         self.calls = 0
+        self.seen: list[tuple[int, ...]] = []  # shapes of the predicted images
         FakePredictor.instances.append(self)
 
     def set_support(self, images, masks):
@@ -260,6 +276,7 @@ class FakePredictor:
         if self.calls == FakePredictor.interrupt_on:
             raise KeyboardInterrupt
         self.calls += 1
+        self.seen.append(image.shape)
         red = image[..., 0].astype(np.float32) - image[..., 1:].astype(np.float32).mean(axis=2)
         prob = np.clip(red / 255.0, 0, 1).astype(np.float32)
         return Prediction(mask=(red > 100).astype(np.uint8), probability=prob, similarity=prob * 2 - 1)
@@ -276,15 +293,19 @@ def fake_predictor(monkeypatch):
 
 
 def check_outputs(out: Path, stem: str, hw: tuple[int, int], disc: np.ndarray | None = None,
-                  min_iou: float = 0.9) -> np.ndarray:
+                  min_iou: float = 0.9, preview_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """The mask is at the query's size hw; the overlay at preview_hw (default hw); the heat map
+    as high as the overlay and wider by its colour bar."""
     h, w = hw
+    ph, pw = preview_hw or hw
     mask_img = Image.open(out / f"{stem}.png")
     assert mask_img.mode == "L" and mask_img.size == (w, h)
     mask = np.asarray(mask_img)
     assert set(np.unique(mask).tolist()) <= {0, 255}
-    for suffix in ("_overlay", "_similarity"):
-        img = Image.open(out / f"{stem}{suffix}.png")
-        assert img.mode == "RGB" and img.size == (w, h), (suffix, img.mode, img.size)
+    view = Image.open(out / f"{stem}_overlay.png")
+    assert view.mode == "RGB" and view.size == (pw, ph), (view.mode, view.size)
+    heat = Image.open(out / f"{stem}_similarity.png")
+    assert heat.mode == "RGB" and heat.height == ph and pw + 10 < heat.width <= pw + max(80, ph // 4), heat.size
     if disc is not None:
         pred, truth = mask == 255, disc == 1
         iou = (pred & truth).sum() / max((pred | truth).sum(), 1)
@@ -300,10 +321,12 @@ def test_outputs_sizes_modes_values_and_progress(files, capsys, fake_predictor):
     check_outputs(out, "query", QUERY_HW, files["query_disc"])
     check_outputs(out, "query2", QUERY2_HW, files["query2_disc"])
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{stem}{s}.png" for stem in ("query", "query2") for s in OUTPUT_SUFFIXES)
+        [f"{stem}{s}.png" for stem in ("query", "query2") for s in OUTPUT_SUFFIXES] + ["summary.json"])
     assert no_temp_files(out)
     assert "wrote 2 mask(s)" in captured.out
-    assert "segment" in captured.err and "2/2" in captured.err  # progress bar for several queries
+    lines = captured.out.splitlines()  # one line per query, then the total
+    assert lines[0].startswith(f"[1/2] {files['query']} -> {out / 'query.png'}: foreground ")
+    assert lines[1].startswith(f"[2/2] {files['query2']} -> {out / 'query2.png'}: foreground ")
     # the support reached the predictor as read: HxWx3 image, HxW {0,1} mask
     (images, masks), = [p.support for p in fake_predictor.instances]
     assert images[0].shape == (*SUPPORT_HW, 3) and set(np.unique(masks[0]).tolist()) == {0, 1}
@@ -429,6 +452,162 @@ def test_output_folder_is_created_and_reused(files, capsys, fake_predictor):
     assert no_temp_files(out)
 
 
+# ------------------------------------------------------------------------- batches, summary
+def read_summary(out: Path) -> dict:
+    import json
+
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_equal_stems_from_different_folders_get_distinct_names(files, capsys, fake_predictor):
+    d = files["dir"]
+    for sub, source in (("a", "query2"), ("b", "query")):
+        (d / sub).mkdir()
+        Image.open(files[source]).save(d / sub / "x.png")
+    argv = segment_argv(files, query=[d / "a" / "x.png", d / "b" / "x.png"])
+    for _ in range(2):  # the same names on every run
+        assert main(argv) == 0
+        captured = capsys.readouterr()
+        out = files["out"]
+        check_outputs(out, "x", QUERY2_HW, files["query2_disc"])
+        check_outputs(out, "x-2", QUERY_HW, files["query_disc"])
+        assert f"note: {d / 'b' / 'x.png'} is written as x-2.png" in captured.out
+        summary = read_summary(out)
+        assert [(q["input"], q["outputs"]["mask"]) for q in summary["queries"]] == [
+            (str(d / "a" / "x.png"), "x.png"), (str(d / "b" / "x.png"), "x-2.png")]
+
+
+def test_an_output_name_taken_by_another_query_is_renamed(files, capsys, fake_predictor):
+    """query.jpg writes query_overlay.png, so the query query_overlay.png becomes query_overlay-2."""
+    d = files["dir"]
+    Image.open(files["query2"]).save(d / "query_overlay.png")
+    assert main(segment_argv(files, query=[files["query"], d / "query_overlay.png"])) == 0
+    check_outputs(files["out"], "query", QUERY_HW, files["query_disc"])
+    check_outputs(files["out"], "query_overlay-2", QUERY2_HW, files["query2_disc"])
+
+
+def test_folder_query_expands_to_its_images_in_name_order(files, capsys, fake_predictor):
+    d = files["dir"] / "photos"
+    d.mkdir()
+    for name, source in (("b.png", "query2"), ("a.jpg", "query"), ("c.bmp", "query2")):
+        Image.open(files[source]).convert("RGB").save(d / name)
+    (d / "notes.txt").write_text("not an image")
+    (d / ".hidden.png").write_bytes(b"")
+    assert main(segment_argv(files, query=[d, files["query"]])) == 0
+    summary = read_summary(files["out"])
+    assert [q["input"] for q in summary["queries"]] == [str(d / n) for n in ("a.jpg", "b.png", "c.bmp")] + [
+        str(files["query"])]
+    assert [q["outputs"]["mask"] for q in summary["queries"]] == ["a.png", "b.png", "c.png", "query.png"]
+
+
+def test_summary_json_holds_each_query_with_its_statistics(files, capsys, fake_predictor):
+    assert main(segment_argv(files, query=[files["query"], files["query2"]])) == 0
+    out = files["out"]
+    summary = read_summary(out)
+    assert summary["skipped"] == [] and len(summary["queries"]) == 2
+    assert summary["support"] == [{"image": str(files["support"]), "mask": str(files["mask"])}]
+    for entry, stem, hw in zip(summary["queries"], ("query", "query2"), (QUERY_HW, QUERY2_HW)):
+        assert entry["outputs"] == {"mask": f"{stem}.png", "overlay": f"{stem}_overlay.png",
+                                    "similarity": f"{stem}_similarity.png"}
+        assert (entry["height"], entry["width"]) == hw
+        mask = np.asarray(Image.open(out / f"{stem}.png")) == 255
+        assert entry["foreground_share"] == pytest.approx(mask.mean(), abs=1e-6)
+        # the stand-in's probability is its redness: high on the red disc
+        assert 0.5 < entry["mean_foreground_probability"] <= 1.0
+        assert 0 <= entry["seconds"] < 60
+
+
+def test_on_bad_query_skip_reports_and_continues(files, capsys, fake_predictor):
+    d = files["dir"]
+    data = files["query"].read_bytes()
+    (d / "cut.jpg").write_bytes(data[: len(data) // 2])
+    argv = segment_argv(files, "--on-bad-query", "skip", query=[files["query"], d / "cut.jpg", d / "gone.png",
+                                                                 files["query2"]])
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    out = files["out"]
+    check_outputs(out, "query", QUERY_HW, files["query_disc"])
+    check_outputs(out, "query2", QUERY2_HW, files["query2_disc"])
+    assert not list(out.glob("cut*")) and no_temp_files(out)
+    lines = captured.out.splitlines()
+    assert lines[1].startswith(f"[2/4] skipped: {d / 'cut.jpg'}: cannot read image")
+    assert lines[2].startswith(f"[3/4] skipped: {d / 'gone.png'}: file not found")
+    assert "skipped 2 bad queries" in lines[-1]
+    summary = read_summary(out)
+    assert [q["input"] for q in summary["queries"]] == [str(files["query"]), str(files["query2"])]
+    assert [(s["input"], "cannot read image" in s["error"]) for s in summary["skipped"]] == [
+        (str(d / "cut.jpg"), True), (str(d / "gone.png"), False)]
+    # the default, stop, refuses the same batch before writing anything
+    before = snapshot(d)
+    rc = main([a for a in argv if a not in ("--on-bad-query", "skip")] + ["--output", str(d / "out2")])
+    assert_one_line_error(capsys, rc, "cut.jpg")
+    assert snapshot(d) == before
+
+
+def test_on_bad_query_skip_with_no_good_query_is_an_error(files, capsys, fake_predictor):
+    d = files["dir"]
+    (d / "bad.png").write_text("no")
+    rc = main(segment_argv(files, "--on-bad-query", "skip", query=[d / "bad.png"]))
+    assert_one_line_error(capsys, rc, "none of the 1 queries", "summary.json")
+    assert read_summary(files["out"])["skipped"][0]["input"] == str(d / "bad.png")
+
+
+# ------------------------------------------------------------------------------- big images
+def test_big_query_previews_are_capped_and_the_mask_is_full_size(files, capsys, fake_predictor):
+    big_hw = (600, 800)
+    image, disc = scene(*big_hw, 300, 420, 170, seed=5)
+    path = files["dir"] / "big.png"
+    Image.fromarray(image).save(path)
+    assert main(segment_argv(files, "--preview-size", "200", query=[path], size="64")) == 0
+    out = files["out"]
+    mask = check_outputs(out, "big", big_hw, disc, min_iou=0.95, preview_hw=(150, 200))
+    # the predictor saw the query shrunk to the working size (max of --size and --preview-size)
+    assert fake_predictor.instances[0].seen == [(150, 200, 3)]
+    # the same query predicted at full size gives (almost) the same mask
+    assert main(segment_argv(files, "--preview-size", "0", query=[path], size="64", out=files["dir"] / "full")) == 0
+    full = check_outputs(files["dir"] / "full", "big", big_hw, disc, min_iou=0.95)
+    assert fake_predictor.instances[1].seen == [(*big_hw, 3)]
+    assert (mask != full).mean() < 0.01
+
+
+@pytest.mark.parametrize("in_hw,out_hw", [((7, 9), (50, 31)), ((16, 16), (16, 16)), ((5, 40), (123, 401))])
+def test_full_size_mask_is_torch_bilinear_upsampling_in_bands(monkeypatch, in_hw, out_hw):
+    import torch
+    import torch.nn.functional as F
+
+    from sgone.commands import segment
+
+    monkeypatch.setattr(segment, "BAND_PIXELS", 1000)  # several bands even at these sizes
+    score = np.random.default_rng(0).random(in_hw, dtype=np.float32)
+    mask, count, total = segment.full_size_mask(score, out_hw, lambda s: s > 0.5)
+    expected = F.interpolate(torch.from_numpy(score)[None, None], size=out_hw, mode="bilinear",
+                             align_corners=False)[0, 0].numpy()
+    near = np.abs(expected - 0.5) < 1e-5  # rounding may decide these either way
+    assert mask.shape == out_hw and mask.dtype == np.uint8
+    assert ((mask == 255) == (expected > 0.5))[~near].all()
+    assert count == int((mask == 255).sum())
+    assert total == pytest.approx(float(expected[mask == 255].sum()), rel=1e-4)
+
+
+def test_weights_flag_reaches_the_model_loader(files, capsys, fake_predictor, monkeypatch):
+    import torch
+
+    import sgone.models.registry
+
+    calls = []
+
+    def fake_load_model(name, device="cpu", weights="auto", **_):
+        calls.append((name, weights))
+        return torch.nn.Identity()
+
+    monkeypatch.setattr(sgone.models.registry, "load_model", fake_load_model)
+    weights = files["dir"] / "resnet50-0676ba61.pth"
+    weights.write_bytes(b"stand-in")
+    assert main(segment_argv(files, "--model", "prototype-resnet50", "--weights", str(weights))) == 0
+    assert calls == [("prototype-resnet50", str(weights))]
+    assert isinstance(fake_predictor.instances[0].model, torch.nn.Identity)
+
+
 # --------------------------------------------------------------------- end to end, real model
 @needs_weights
 def test_segment_end_to_end_default_model(files, capsys, one_torch_thread):
@@ -449,7 +628,7 @@ def test_segment_end_to_end_default_model(files, capsys, one_torch_thread):
     check_outputs(out, "query", QUERY_HW, files["query_disc"], min_iou=0.4)
     check_outputs(out, "query2", QUERY2_HW, files["query2_disc"], min_iou=0.4)
     assert no_temp_files(out)
-    assert len(list(out.iterdir())) == 6
+    assert len(list(out.iterdir())) == 7  # 2 x (mask, overlay, heat map) + summary.json
 
 
 @needs_weights
