@@ -49,7 +49,7 @@ def overlay(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] | N
     `color` None picks one that stands out on the object (`overlay_colour`); the object gets a
     fill plus a solid outline about 1/400 of the image's longer side thick.
     """
-    out = image.astype(np.float32).copy()
+    out = np.array(image, dtype=np.uint8, copy=True)  # only object pixels are touched: no float copy
     mask = np.asarray(mask)
     labels = [v for v in np.unique(mask) if v not in (0, 255)]
     width = max(1, round(max(mask.shape) / 400))
@@ -60,13 +60,13 @@ def overlay(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] | N
         else:
             chosen = PALETTE[int(value) % len(PALETTE)]
         tint = np.array(chosen, dtype=np.float32)
-        out[region] = (1 - alpha) * out[region] + alpha * tint
+        out[region] = ((1 - alpha) * out[region].astype(np.float32) + alpha * tint + 0.5).clip(0, 255).astype(np.uint8)
         if contour:
             inner = region
             for _ in range(width):
                 inner = _erode(inner)
-            out[region & ~inner] = tint
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+            out[region & ~inner] = np.asarray(chosen, dtype=np.uint8)
+    return out
 
 
 def _erode(region: np.ndarray) -> np.ndarray:
@@ -77,14 +77,24 @@ def _erode(region: np.ndarray) -> np.ndarray:
     return out
 
 
+_ANCHORS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=np.float32)
+
+
+def _colour_table() -> np.ndarray:
+    """256 colours of a perceptual blue-to-yellow map (viridis-like) -> 256x3 uint8."""
+    pos = np.linspace(0, 1, 256, dtype=np.float32) * (len(_ANCHORS) - 1)
+    low = np.floor(pos).astype(int).clip(0, len(_ANCHORS) - 2)
+    frac = (pos - low)[:, None]
+    return (_ANCHORS[low] * (1 - frac) + _ANCHORS[low + 1] * frac).astype(np.uint8)
+
+
+_COLOUR_TABLE = _colour_table()
+
+
 def _colormap(values: np.ndarray) -> np.ndarray:
-    """A perceptual blue-to-yellow map (viridis-like) for values in [0, 1] -> HxWx3 uint8."""
-    anchors = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]],
-                       dtype=np.float32)
-    pos = np.clip(values, 0, 1) * (len(anchors) - 1)
-    low = np.floor(pos).astype(int).clip(0, len(anchors) - 2)
-    frac = (pos - low)[..., None]
-    return (anchors[low] * (1 - frac) + anchors[low + 1] * frac).astype(np.uint8)
+    """Values in [0, 1] (clipped) -> HxWx3 uint8 colours, 256 levels through a table (little memory)."""
+    index = np.clip(np.asarray(values, dtype=np.float32) * 255 + 0.5, 0, 255).astype(np.uint8)
+    return _COLOUR_TABLE[index]
 
 
 def heatmap(similarity: np.ndarray, image: np.ndarray | None = None, alpha: float = 0.6,
@@ -99,9 +109,10 @@ def heatmap(similarity: np.ndarray, image: np.ndarray | None = None, alpha: floa
     lo, hi = value_range if value_range else (float(sim.min()), float(sim.max()))
     colours = _colormap((sim - lo) / max(hi - lo, 1e-6))
     if image is not None:
+        shown = Image.fromarray(colours)
         if image.shape[:2] != sim.shape:
-            colours = np.asarray(Image.fromarray(colours).resize((image.shape[1], image.shape[0]), Image.BILINEAR))
-        colours = (alpha * colours + (1 - alpha) * image.astype(np.float32)).astype(np.uint8)
+            shown = shown.resize((image.shape[1], image.shape[0]), Image.BILINEAR)
+        colours = np.asarray(Image.blend(Image.fromarray(np.ascontiguousarray(image)), shown, alpha))
     if colorbar:
         colours = np.concatenate([colours, colour_bar(colours.shape[0], (lo, hi))], axis=1)
     return colours

@@ -288,13 +288,18 @@ def full_size_mask(score, full_hw: tuple[int, int], keep: Callable):
     band = max(1, BAND_PIXELS // big_w)
     for top in range(0, big_h, band):
         rows = slice(top, min(top + band, big_h))
-        wy = fy[rows, None]
-        half = score[y0[rows]] * (1 - wy) + score[y1[rows]] * wy  # (band, w)
-        full = half[:, x0] * (1 - fx) + half[:, x1] * fx  # (band, W)
+        half = score[y0[rows]]  # (band, w), then (band, W): in place, two band arrays at a time
+        half += (score[y1[rows]] - half) * fy[rows, None]
+        full = np.take(half, x0, axis=1)
+        step = np.take(half, x1, axis=1)
+        step -= full
+        step *= fx
+        full += step
+        del step
         kept = keep(full)
         mask[rows][kept] = 255
         count += int(kept.sum())
-        total += float(full[kept].sum(dtype=np.float64))
+        total += float(np.sum(full, where=kept, dtype=np.float64))
     return mask, count, total
 
 
