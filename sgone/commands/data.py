@@ -20,7 +20,8 @@ def register(subparsers) -> None:
     p.add_argument("--fold", type=int, default=None, help="show only this fold (default: all)")
     p.add_argument("--shots", type=int, default=1, help="check classes have shots + 1 images (default 1)")
     p.add_argument("--ways", type=int, default=1, help="ways of the sample episodes (default 1)")
-    p.add_argument("--grid", default=None, metavar="OUT.png", help="draw sample test episodes to this PNG")
+    p.add_argument("--output", "--grid", dest="grid", default=None, metavar="OUT.png",
+                   help="draw sample test episodes to this PNG")
     p.add_argument("--episodes", type=int, default=8, help="sample episodes in the grid (default 8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample episodes (default 0)")
     add_source_arguments(p)

@@ -44,7 +44,8 @@ def register(subparsers) -> None:
                            "0 = each image at its own size); scores stay at the original label size")
     size.add_argument("--original-size", dest="size", action="store_const", const=0,
                       help="feed images at their own size (the same as --size 0)")
-    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default runs/eval-<dataset>)")
+    p.add_argument("--output", "--out", dest="out", default=None, metavar="DIR",
+                   help="output folder (default runs/eval-<dataset>)")
     p.add_argument("--grid", type=int, default=4, metavar="N", help="best and worst N episodes in episodes.png (0 = none)")
     p.add_argument("--mode", choices=("independent", "propagate"), default="independent",
                    help="davis2016: every frame against the first (default), or with online prototype updates")

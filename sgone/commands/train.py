@@ -36,7 +36,8 @@ def register(subparsers) -> None:
     p.add_argument("--lr", type=float, default=None, help="base learning rate (recipe default)")
     p.add_argument("--freeze", choices=("all", "bn", "none"), default=None,
                    help="backbone: all = frozen, bn = BatchNorm frozen, none = all trained (recipe default)")
-    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default runs/<dataset>-fold<F>)")
+    p.add_argument("--output", "--out", dest="out", default=None, metavar="DIR",
+                   help="output folder (default runs/<dataset>-fold<F>)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
                    help="continue from --out/last.pt (or from CKPT) with the same settings")
     p.add_argument("--val-every", type=int, default=1000, help="validate every M steps (default 1000; 0 = never)")
