@@ -16,7 +16,9 @@ def register(subparsers) -> None:
                     "fold, and every problem found (exit code 2 when there are problems). "
                     "With --grid, also draw sample episodes to a PNG.")
     p.add_argument("--dataset", required=True, help="pascal, coco, fss, folder, voclike, synthetic or davis2016")
-    p.add_argument("--root", default=None, metavar="PATH", help="the data set's folder")
+    p.add_argument("--root", default=None, action="append", metavar="PATH",
+                   help="the data set's folder (repeat it for --dataset mix)")
+    p.add_argument("--write-splits", default=None, metavar="DIR", help="mix: write the class folds to DIR/fold<F>.txt")
     p.add_argument("--fold", type=int, default=None, help="show only this fold (default: all)")
     p.add_argument("--shots", type=int, default=1, help="check classes have shots + 1 images (default 1)")
     p.add_argument("--ways", type=int, default=1, help="ways of the sample episodes (default 1)")
@@ -41,20 +43,37 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--split-files", default=None, metavar="DIR", help="fss: folder with train/val/test.txt class lists")
     g.add_argument("--test-classes", default=None, metavar="A,B", help="folder/voclike: names of the test classes")
     g.add_argument("--class-names", default=None, metavar="FILE", help="voclike: class-name file (line 0 background)")
+    g.add_argument("--min-images", type=int, default=None, metavar="N",
+                   help="voclike/mix: drop classes with fewer than N images, with one note "
+                        "(default 2 for voclike, 6 for mix: a 5-shot episode)")
+    g.add_argument("--folds", type=int, default=None, metavar="N",
+                   help="mix: number of class folds (default 4; 0 = hold nothing out, for a final model)")
+    g.add_argument("--splits", default=None, metavar="DIR",
+                   help="mix: read the class folds from DIR/fold<F>.txt (default: a seeded split by class name)")
 
 
 def source_options(args: argparse.Namespace) -> dict:
     """The data-set options the user gave (others keep the source's defaults)."""
     names = {"cache_dir": "cache_dir", "use_sbd": "use_sbd", "drop_small": "drop_small",
              "split_style": "split_style", "split_files": "split_files", "test_classes": "test_classes",
-             "class_names": "class_names_file"}
+             "class_names": "class_names_file", "min_images": "min_images", "splits": "splits", "folds": "folds"}
     return {option: getattr(args, flag) for flag, option in names.items() if getattr(args, flag) is not None}
+
+
+def root_from_args(args: argparse.Namespace) -> str | list[str] | None:
+    """--root given once -> that path; several times (data set 'mix' only) -> the list."""
+    roots = args.root
+    if roots is None or isinstance(roots, str):
+        return roots
+    if len(roots) > 1 and args.dataset != "mix":
+        raise SgoneError(f"data set '{args.dataset}' takes one --root; several roots need --dataset mix")
+    return roots if args.dataset == "mix" else roots[0]
 
 
 def run(args: argparse.Namespace) -> int:
     from sgone.data.registry import build_source
 
-    source = build_source(args.dataset, args.root, strict=False, **source_options(args))
+    source = build_source(args.dataset, root_from_args(args), strict=False, **source_options(args))
     print(f"data set: {source.name}   root: {source.root}")
     for note in getattr(source, "notes", []):
         print(f"note: {note}")
@@ -69,6 +88,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {problem}")
     else:
         print("\nno problems found")
+    if args.write_splits:
+        if not hasattr(source, "write_splits"):
+            raise SgoneError(f"--write-splits: data set '{args.dataset}' has fixed folds (only mix writes them)")
+        for path in source.write_splits(args.write_splits):
+            print(f"wrote {path}")
     if args.grid:
         try:
             path = render_grid(source, args)

@@ -29,7 +29,8 @@ def register(subparsers) -> None:
                        help="a registered model name (default without --checkpoint: prototype-mobilenet_v2, "
                             "the training-free model)")
     p.add_argument("--dataset", default="synthetic", help="pascal, coco, fss, folder, voclike, synthetic (default), davis2016")
-    p.add_argument("--root", default=None, metavar="PATH", help="the data set's folder (not needed for synthetic)")
+    p.add_argument("--root", default=None, action="append", metavar="PATH",
+                   help="the data set's folder (not needed for synthetic; repeat it for --dataset mix)")
     p.add_argument("--fold", default="0", help="fold number or 'all' (mean over the folds; default 0)")
     p.add_argument("--shots", type=int, default=1, help="support images per episode (default 1)")
     p.add_argument("--ways", type=int, default=1, help="classes per episode (default 1)")
@@ -110,7 +111,7 @@ def model_loader(args: argparse.Namespace, device, dataset: str, folds: list[int
 
 
 def run(args: argparse.Namespace) -> int:
-    from sgone.commands.data import source_options
+    from sgone.commands.data import root_from_args, source_options
     from sgone.engine import distributed
 
     if args.shots < 1 or args.ways < 1:
@@ -127,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         from sgone.data.registry import build_source
         from sgone.engine.evaluate import coverage_warning, evaluate, evaluate_folds
 
-        source = build_source(args.dataset, args.root, **source_options(args))
+        source = build_source(args.dataset, root_from_args(args), **source_options(args))
         folds = parse_folds(str(args.fold), int(getattr(source, "folds", 1)))
         load = model_loader(args, info.device, args.dataset, folds, multi=len(folds) > 1)
         # every fold's checkpoint is found and loaded before any episode runs
@@ -162,7 +163,9 @@ def run_davis(args: argparse.Namespace, device, out: Path) -> int:
         raise SgoneError("davis2016 needs --root (the DAVIS folder)")
     name = args.checkpoint or args.model
     predictor = Predictor(name, device=device, size=args.size or None, fusion=args.fusion)
-    results = evaluate_davis(predictor, args.root, out, mode=args.mode, progress=not args.quiet)
+    from sgone.commands.data import root_from_args
+
+    results = evaluate_davis(predictor, root_from_args(args), out, mode=args.mode, progress=not args.quiet)
     summary = {k: v for k, v in results.items() if isinstance(v, (int, float))}
     print("  ".join(f"{k} {v:.3f}" for k, v in summary.items()) or "done")
     print(f"wrote {out}/results.json, results.md")

@@ -18,7 +18,8 @@ def register(subparsers) -> None:
                     "validation mIoU on the seen classes' val images), log.jsonl and training_curve.png go "
                     "to --out. Under torchrun every process trains on its own episodes (DDP).")
     p.add_argument("--dataset", default="synthetic", help="pascal, coco, fss, folder, voclike or synthetic (default)")
-    p.add_argument("--root", default=None, metavar="PATH", help="the data set's folder (not needed for synthetic)")
+    p.add_argument("--root", default=None, action="append", metavar="PATH",
+                   help="the data set's folder (not needed for synthetic; repeat it for --dataset mix)")
     p.add_argument("--fold", type=int, default=0, help="fold whose classes are held out (default 0)")
     p.add_argument("--backbone", default="mobilenet_v2",
                    help="mobilenet_v2 (default), efficientnet_lite0, vgg16 or resnet50")
@@ -27,17 +28,24 @@ def register(subparsers) -> None:
     p.add_argument("--variant", choices=("fixed", "published"), default="fixed",
                    help="fixed (default) or published: the public code's behaviour, 255 trained as object")
     p.add_argument("--shots", type=int, default=1, help="support images per episode (default 1)")
-    p.add_argument("--recipe", choices=("modern", "published"), default="modern",
-                   help="modern (default: AdamW, frozen backbone, batch 8, cosine) or published (SGD 1e-5, batch 1)")
+    p.add_argument("--recipe", choices=("modern", "published", "real"), default="modern",
+                   help="modern (default: AdamW, frozen backbone, batch 8, cosine), published (SGD 1e-5, batch 1) "
+                        "or real (SG-One with the training-free prior on cached features: the real-photo recipe)")
     p.add_argument("--steps", type=int, default=20000, help="optimiser steps (default 20000)")
     p.add_argument("--batch-size", type=int, default=None, help="episodes per step and process (recipe default)")
     p.add_argument("--size", type=int, default=None,
-                   help="training crop size (recipe default: 321 modern, original size published); 0 = original size")
+                   help="training crops are N x N (recipe default: 321 modern, original size published; 0 = "
+                        "original size); validation episodes feed the longer side at N, as `sgone evaluate --size` does")
     p.add_argument("--lr", type=float, default=None, help="base learning rate (recipe default)")
     p.add_argument("--freeze", choices=("all", "bn", "none"), default=None,
                    help="backbone: all = frozen, bn = BatchNorm frozen, none = all trained (recipe default)")
     p.add_argument("--output", "--out", dest="out", default=None, metavar="DIR",
                    help="output folder (default runs/<dataset>-fold<F>)")
+    p.add_argument("--overwrite", action="store_true", help="start again in an output folder that holds a run")
+    p.add_argument("--feature-cache", default="auto", metavar="DIR",
+                   help="with a frozen backbone, cache its features here (auto: the user cache folder; none: off)")
+    p.add_argument("--ckpt-minutes", type=float, default=5.0,
+                   help="also write last.pt after this many minutes of wall time (default 5; 0 = off)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
                    help="continue from --out/last.pt (or from CKPT) with the same settings")
     p.add_argument("--val-every", type=int, default=1000, help="validate every M steps (default 1000; 0 = never)")
@@ -55,7 +63,7 @@ def register(subparsers) -> None:
 
 def config_from_args(args: argparse.Namespace) -> dict:
     """The TrainConfig fields the command line sets."""
-    from sgone.commands.data import source_options
+    from sgone.commands.data import root_from_args, source_options
 
     for flag in ("steps", "shots", "val_every", "ckpt_every", "val_episodes"):
         value = getattr(args, flag)
@@ -67,12 +75,14 @@ def config_from_args(args: argparse.Namespace) -> dict:
         raise SgoneError(f"--size {args.size}: must be positive (0 = original size)")
     weights = None if str(args.weights).lower() == "none" else args.weights
     return {
-        "dataset": args.dataset, "root": args.root, "fold": args.fold, "backbone": args.backbone,
+        "dataset": args.dataset, "root": root_from_args(args), "fold": args.fold, "backbone": args.backbone,
         "variant": args.variant, "weights": weights, "shots": args.shots, "recipe": args.recipe,
         "steps": args.steps, "batch_size": args.batch_size,
         "size": -1 if args.size is None else (None if args.size == 0 else args.size),
         "lr": args.lr, "freeze": args.freeze, "out": args.out or f"runs/{args.dataset}-fold{args.fold}",
-        "resume": args.resume, "val_every": args.val_every, "val_episodes": args.val_episodes,
+        "resume": args.resume, "overwrite": args.overwrite, "ckpt_minutes": args.ckpt_minutes,
+        "feature_cache": None if str(args.feature_cache).lower() == "none" else args.feature_cache,
+        "val_every": args.val_every, "val_episodes": args.val_episodes,
         "ckpt_every": args.ckpt_every, "seed": args.seed, "device": args.device, "amp": args.amp,
         "workers": args.workers, "progress": not args.quiet, "source_options": source_options(args),
     }
@@ -87,8 +97,10 @@ def run(args: argparse.Namespace) -> int:
         result = train(config)
     finally:
         distributed.cleanup()
-    if result["rank"] == 0:
-        last = result["losses"][-1][1] if result["losses"] else float("nan")
+    if result["rank"] == 0 and not result["losses"]:
+        print(f"already trained to step {result['step']}: nothing to do ({result['out']}/last.pt)")
+    elif result["rank"] == 0:
+        last = result["losses"][-1][1]
         best = result["best_metric"]
         print(f"trained to step {result['step']}: last loss {last:.4f}"
               + (f", best validation mIoU {best:.1f} ({result['validation']})" if best is not None else ""))

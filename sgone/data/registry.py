@@ -18,6 +18,7 @@ SOURCES: dict[str, str] = {
     "fss": "sgone.data.fss:FssSource",
     "folder": "sgone.data.folder:FolderSource",
     "voclike": "sgone.data.folder:VocLikeSource",
+    "mix": "sgone.data.mix:MixSource",
     "synthetic": "sgone.data.synthetic:SyntheticSource",
     "davis2016": "sgone.data.davis:DavisSource",
 }

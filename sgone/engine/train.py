@@ -56,9 +56,16 @@ from sgone.errors import SgoneError
 
 RECIPES: dict[str, dict[str, Any]] = {
     "published": {"optimizer": "sgd", "lr": 1e-5, "momentum": 0.99, "weight_decay": 5e-4, "batch_size": 1,
-                  "size": None, "freeze": "bn", "schedule": "constant", "warmup": 0.0},
+                  "size": None, "freeze": "bn", "schedule": "constant", "warmup": 0.0, "arch": "sgone",
+                  "aux_weight": 0.0, "backbone_options": {}},
     "modern": {"optimizer": "adamw", "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4, "batch_size": 8,
-               "size": 321, "freeze": "all", "schedule": "cosine", "warmup": 0.05},
+               "size": 321, "freeze": "all", "schedule": "cosine", "warmup": 0.05, "arch": "sgone",
+               "aux_weight": 0.0, "backbone_options": {}},
+    # SG-One with the training-free prior (PriorGuidedSGOne) on cached frozen features: the recipe
+    # that trains on real photos on 2 CPU cores (docs/results.md, "SG-One on real photos")
+    "real": {"optimizer": "adamw", "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4, "batch_size": 8,
+             "size": 353, "freeze": "all", "schedule": "cosine", "warmup": 0.05, "arch": "sgone-prior",
+             "aux_weight": 0.5, "backbone_options": {"high_stride": 16}},
 }
 FREEZE = ("all", "bn", "none")
 VAL_SEED_OFFSET = 1_000_003  # validation episodes use another seed than the training stream
@@ -72,7 +79,9 @@ class TrainConfig:
     root: str | None = None
     fold: int = 0
     backbone: str = "mobilenet_v2"
-    arch: str = "sgone"
+    arch: str | None = None             # "sgone" | "sgone-prior" (recipe default)
+    backbone_options: dict | None = None  # e.g. {"high_stride": 16} (recipe default)
+    aux_weight: float | None = None     # weight of the guidance loss (sgone-prior; recipe default)
     variant: str = "fixed"
     weights: str | None = "auto"        # backbone init: "auto" (ImageNet, offline), None (random), or a path
     shots: int = 1
@@ -91,7 +100,10 @@ class TrainConfig:
     amp: bool | None = None             # None = on for CUDA (bf16, else fp16 + scaler), off on CPU
     out: str = "runs/train"
     resume: bool | str = False          # True = out/last.pt; a path = that checkpoint
+    overwrite: bool = False             # start again in a folder that holds a run
+    feature_cache: str | None = "auto"  # frozen backbone: its features cached here ("auto": user cache; None: off)
     ckpt_every: int = 1000
+    ckpt_minutes: float = 5.0           # also write last.pt after this much wall time (0 = off)
     val_every: int = 1000
     val_episodes: int = 100
     log_every: int = 1
@@ -117,7 +129,8 @@ class TrainConfig:
             raise SgoneError(f"unknown recipe '{self.recipe}': use one of {', '.join(RECIPES)}")
         recipe = RECIPES[self.recipe]
         cfg = TrainConfig.from_any(self)
-        for key in ("lr", "weight_decay", "momentum", "optimizer", "schedule", "warmup", "freeze", "batch_size"):
+        for key in ("lr", "weight_decay", "momentum", "optimizer", "schedule", "warmup", "freeze", "batch_size",
+                    "arch", "aux_weight", "backbone_options"):
             if getattr(cfg, key) is None:
                 setattr(cfg, key, recipe[key])
         if cfg.size == -1:
@@ -366,6 +379,32 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def check_run_folder(out: Path, resume: bool | str, overwrite: bool) -> None:
+    """Refuse to start a new run where one is already (its checkpoints would be mixed with ours)."""
+    marks = [name for name in ("last.pt", "best.pt", "log.jsonl", "config.json") if (out / name).exists()]
+    if not marks or resume:
+        return
+    if not overwrite:
+        raise SgoneError(f"{out}: holds a run ({', '.join(marks)}); use --resume to continue it or "
+                         "--overwrite to start again")
+    for name in ("last.pt", "best.pt"):
+        (out / name).unlink(missing_ok=True)
+
+
+def uses_feature_cache(cfg: TrainConfig, model: nn.Module, source: Any) -> bool:
+    """Frozen backbone + a model that runs from backbone outputs + a source that names its files."""
+    return (cfg.feature_cache is not None and cfg.freeze == "all" and hasattr(unwrap(model), "encode_levels")
+            and hasattr(source, "image_path") and cfg.size is not None)
+
+
+def feature_cache_folder(setting: str) -> Path:
+    if setting == "auto":
+        from sgone.data.episode import user_cache_dir
+
+        return user_cache_dir() / "features"
+    return Path(setting)
+
+
 def train(config: TrainConfig | dict[str, Any], *, model: nn.Module | None = None, source: Any = None,
           on_step: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train and return {"out", "step", "best_metric", "losses": [(step, loss)], "val": [(step, mIoU)]}.
@@ -373,12 +412,16 @@ def train(config: TrainConfig | dict[str, Any], *, model: nn.Module | None = Non
     model / source: pass ready objects (tests, notebooks); by default they are built from the
     config. on_step(step, record) runs after every step on every rank (raise in it to stop).
     Under torchrun (WORLD_SIZE > 1) the process group is set up here and left afterwards.
+    last.pt is written every `ckpt_every` steps, every `ckpt_minutes` of wall time and on
+    Ctrl-C (KeyboardInterrupt), which is then raised again.
     """
     cfg = TrainConfig.from_any(config).resolved()
     info = distributed.init_distributed(cfg.device)
     device = info.device
     seed_everything(cfg.seed + info.rank)
     out = Path(cfg.out)
+    if info.is_main:
+        check_run_folder(out, cfg.resume, cfg.overwrite)
 
     resume_state = None
     if cfg.resume:
@@ -390,15 +433,20 @@ def train(config: TrainConfig | dict[str, Any], *, model: nn.Module | None = Non
         from sgone.data.registry import build_source
 
         source = build_source(cfg.dataset, cfg.root, **cfg.source_options)
+        for note in getattr(source, "notes", ()):
+            if info.is_main:
+                print(f"note: {note}")
     if model is None:
         from sgone.models.registry import build_model
 
         # a resumed run overwrites every weight, so skip looking for ImageNet files then
         weights = None if resume_state is not None else cfg.weights
-        model = build_model(cfg.arch, cfg.backbone, variant=cfg.variant, weights=weights)
+        options = {"variant": cfg.variant} if cfg.arch == "sgone" else {}
+        model = build_model(cfg.arch, cfg.backbone, weights=weights, backbone_options=cfg.backbone_options, **options)
     if getattr(model, "config", {}).get("arch") == "prototype":
         raise SgoneError("the training-free model (arch 'prototype') has nothing to train; evaluate it instead")
     variant = getattr(model, "config", {}).get("variant", cfg.variant)
+    aux = cfg.aux_weight if getattr(model, "config", {}).get("arch") == "sgone-prior" else 0.0
 
     freeze_backbone(model, cfg.freeze)
     model.to(device)
@@ -418,25 +466,17 @@ def train(config: TrainConfig | dict[str, Any], *, model: nn.Module | None = Non
         train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    from sgone.data.episode import collate
-    from sgone.data.sampler import TrainEpisodes
-    from sgone.data.transforms import TrainTransform
-
-    dataset = TrainEpisodes(source, cfg.fold, shots=cfg.shots, ways=1, seed=cfg.seed,
-                            transform=TrainTransform(cfg.size), length=cfg.steps * cfg.batch_size * info.world_size)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=StepBatches(start, cfg.steps, cfg.batch_size, info.rank, info.world_size),
-        collate_fn=collate, num_workers=cfg.workers, pin_memory=device.type == "cuda",
-        # its own generator: making an iterator must not draw from the global RNG (resume parity)
-        generator=torch.Generator().manual_seed(cfg.seed))
-    val_set, val_kind = (validation_episodes(source, cfg) if cfg.val_every > 0 and cfg.val_episodes > 0
-                         else (None, "none"))
+    cached = uses_feature_cache(cfg, model, source)
+    if cached:
+        stream, validate, val_kind = _cached_data(cfg, model, source, start, info)
+    else:
+        stream, validate, val_kind = _image_data(cfg, model, source, start, info, device)
 
     logger = Logger(out, start if resume_state is not None else None, enabled=info.is_main)
     if info.is_main:
         from sgone.io import atomic_write
 
-        atomic_write(out / "config.json", json.dumps({**asdict(cfg), "validation": val_kind,
+        atomic_write(out / "config.json", json.dumps({**asdict(cfg), "validation": val_kind, "feature_cache": cached,
                                                       "world_size": info.world_size}, indent=2) + "\n")
 
     def checkpoint(step: int, path: Path) -> None:
@@ -452,23 +492,26 @@ def train(config: TrainConfig | dict[str, Any], *, model: nn.Module | None = Non
     bar = tqdm(total=cfg.steps, initial=start, desc=f"train fold {cfg.fold}", dynamic_ncols=True,
                disable=not (cfg.progress and info.is_main))
     losses: list[tuple[int, float]] = []
-    step = start
-    tick = time.perf_counter()
+    step = done = saved = start
+    tick = last_save = time.perf_counter()
     try:
-        for step, batch in enumerate(loader, start=start + 1):
+        for step, inputs, labels in stream:
             set_train_mode(train_model, cfg.freeze)
-            support_images = batch["support_images"][:, 0].to(device, non_blocking=True)  # (B,K,3,S,S): way 1
-            support_masks = batch["support_masks"][:, 0].to(device, non_blocking=True)
-            query = batch["query_image"].to(device, non_blocking=True)
-            labels = batch["query_mask"].to(device, non_blocking=True)
+            inputs = [_to(x, device) for x in inputs]
+            labels = labels.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_enabled):
-                out_dict = train_model(support_images, support_masks, query)
+                out_dict = train_model(*inputs, from_levels=True) if cached else train_model(*inputs)
             loss = segmentation_loss(out_dict["logits"], labels, variant)
+            if aux:
+                from sgone.models.sgone import guidance_loss
+
+                loss = loss + aux * guidance_loss(out_dict["similarity"], labels)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            done = step
 
             loss_value = float(distributed.all_reduce_sum(loss.detach().float(), device)) / info.world_size
             if not math.isfinite(loss_value):
@@ -483,23 +526,29 @@ def train(config: TrainConfig | dict[str, Any], *, model: nn.Module | None = Non
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", eps=f"{speed:.1f}", refresh=False)
 
-            if val_set is not None and (step % cfg.val_every == 0 or step == cfg.steps):
-                from sgone.engine.evaluate import score_episodes
-
+            if validate is not None and (step % cfg.val_every == 0 or step == cfg.steps):
                 distributed.broadcast_buffers(model)  # one set of BatchNorm statistics: rank 0's
                 unwrap(model).eval()  # the next step's set_train_mode switches back
-                acc, _ = score_episodes(unwrap(model), val_set, "avg", device, progress=False)
+                acc = validate(unwrap(model), cfg.progress and info.is_main)
                 miou = 100 * acc.miou()
                 val_history.append((step, miou))
                 logger.log({"step": step, "val_miou": miou, "val_fb_iou": 100 * acc.fb_iou()})
                 if best is None or miou > best:
                     best = miou
                     checkpoint(step, out / "best.pt")
-            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            timed = cfg.ckpt_minutes > 0 and time.perf_counter() - last_save >= 60 * cfg.ckpt_minutes
+            if step % cfg.ckpt_every == 0 or step == cfg.steps or timed:
                 checkpoint(step, out / "last.pt")
+                saved, last_save = step, time.perf_counter()
             if on_step is not None:
                 on_step(step, record)
             tick = time.perf_counter()
+    except KeyboardInterrupt:
+        # keep what was learnt: the state after the last finished step resumes exactly
+        if done > saved and not info.enabled:
+            checkpoint(done, out / "last.pt")
+            bar.write(f"interrupted: wrote {out / 'last.pt'} at step {done} (continue with --resume)")
+        raise
     finally:
         bar.close()
         logger.close()
@@ -509,12 +558,86 @@ def train(config: TrainConfig | dict[str, Any], *, model: nn.Module | None = Non
         save_curve(logger.records(), out / "training_curve.png")
     distributed.barrier()
     return {"out": str(out), "step": step, "best_metric": best, "losses": losses, "val": val_history,
-            "validation": val_kind, "world_size": info.world_size, "rank": info.rank}
+            "validation": val_kind, "world_size": info.world_size, "rank": info.rank, "feature_cache": cached,
+            "start": start}
+
+
+def _to(x: Any, device: torch.device) -> Any:
+    if isinstance(x, (list, tuple)):
+        return [t.to(device, non_blocking=True) for t in x]
+    return x.to(device, non_blocking=True)
+
+
+def _image_data(cfg: TrainConfig, model: nn.Module, source: Any, start: int, info, device: torch.device):
+    """(stream of (step, model inputs, labels), validate(model, progress) -> accumulator or None, description)."""
+    from sgone.data.episode import collate
+    from sgone.data.sampler import TrainEpisodes
+    from sgone.data.transforms import TrainTransform
+
+    dataset = TrainEpisodes(source, cfg.fold, shots=cfg.shots, ways=1, seed=cfg.seed,
+                            transform=TrainTransform(cfg.size), length=cfg.steps * cfg.batch_size * info.world_size)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=StepBatches(start, cfg.steps, cfg.batch_size, info.rank, info.world_size),
+        collate_fn=collate, num_workers=cfg.workers, pin_memory=device.type == "cuda",
+        # its own generator: making an iterator must not draw from the global RNG (resume parity)
+        generator=torch.Generator().manual_seed(cfg.seed))
+
+    def stream():
+        for step, batch in enumerate(loader, start=start + 1):
+            # (B,K,3,S,S) supports of way 1, their masks, the queries
+            yield step, (batch["support_images"][:, 0], batch["support_masks"][:, 0], batch["query_image"]), \
+                batch["query_mask"]
+
+    if not (cfg.val_every > 0 and cfg.val_episodes > 0):
+        return stream(), None, "none"
+    val_set, val_kind = validation_episodes(source, cfg)
+
+    def validate(bare: nn.Module, progress: bool):
+        from sgone.engine.evaluate import score_episodes
+
+        return score_episodes(bare, val_set, "avg", device, progress=progress, desc="validate")[0]
+
+    return stream(), validate, val_kind
+
+
+def _cached_data(cfg: TrainConfig, model: nn.Module, source: Any, start: int, info):
+    """As _image_data, from a FeatureCache of the frozen backbone (filled first: every unreadable image
+    is listed at once and nothing is trained)."""
+    from sgone.engine.cached_episodes import CachedTrainBatches, LabelMaps, score_cached
+    from sgone.engine.feature_cache import FeatureCache
+
+    backbone = unwrap(model).backbone
+    cache = FeatureCache(feature_cache_folder(cfg.feature_cache), backbone, cfg.size, device=info.device)
+    batches = CachedTrainBatches(source, cfg.fold, cache, shots=cfg.shots, batch_size=cfg.batch_size, seed=cfg.seed)
+    val_set, val_kind = (validation_episodes(source, cfg) if cfg.val_every > 0 and cfg.val_episodes > 0
+                         else (None, "none"))
+    keys = set(batches.image_keys())
+    if val_set is not None:
+        keys |= {k for spec in val_set.specs for k in [spec["query"], *spec["supports"][0]]}
+    if info.is_main:
+        problems = cache.fill([source.image_path(k) for k in sorted(keys)], progress=cfg.progress)
+        if problems:
+            raise SgoneError("cannot train: " + str(len(problems)) + " image(s) cannot be read\n" + "\n".join(problems))
+    distributed.barrier()
+
+    def stream():
+        for step in range(start + 1, cfg.steps + 1):
+            b = batches.batch(step, info.rank, info.world_size)
+            yield step, (b["support_levels"], b["support_masks"], b["query_levels"]), b["query_mask"]
+
+    if val_set is None:
+        return stream(), None, "none"
+    labels = LabelMaps(source, cfg.size)
+
+    def validate(bare: nn.Module, progress: bool):
+        return score_cached(bare, source, val_set.specs, cache, labels, progress=progress, desc="validate")[0]
+
+    return stream(), validate, val_kind + ", cached features"
 
 
 def _check_resume(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
     """Refuse to resume with settings that change what the steps compute."""
-    keys = ("dataset", "fold", "backbone", "arch", "variant", "shots", "recipe", "steps", "batch_size",
+    keys = ("dataset", "fold", "backbone", "arch", "variant", "shots", "recipe", "steps", "batch_size", "aux_weight",
             "size", "lr", "weight_decay", "optimizer", "schedule", "warmup", "freeze", "seed")
     if cfg.schedule == "constant" and not cfg.warmup:
         keys = tuple(k for k in keys if k != "steps")  # nothing depends on the total: a run may be extended

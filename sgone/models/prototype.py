@@ -75,6 +75,14 @@ class PrototypeModel(nn.Module):
             total = [F.normalize(f, dim=1) for f in total]
         return {"guide": torch.cat(total, dim=1) if len(total) > 1 else total[0]}
 
+    def encode_levels(self, levels: list[torch.Tensor], need_side: bool = True) -> dict[str, torch.Tensor]:
+        """encode() from the backbone's outputs [low, mid, high] at scale 1 (e.g. read from a feature cache)."""
+        if self.scales != (1.0,):
+            raise ValueError("encode_levels needs a single-scale model (scales == (1.0,))")
+        feats = dict(zip(LEVELS, levels))
+        now = [F.normalize(feats[name], dim=1) for name in self.levels]
+        return {"guide": torch.cat(now, dim=1) if len(now) > 1 else now[0]}
+
     def support_prototype(self, encoded: dict[str, torch.Tensor], masks: torch.Tensor) -> dict[str, torch.Tensor]:
         """masks (B,H,W) -> {"vector": fg (B,C), "background": bg (B,C)}, plus
         "background_set": (B,N,C) k-means parts of the background when background_prototypes > 1

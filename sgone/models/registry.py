@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from sgone.errors import SgoneError
 
-ARCHS = ("sgone", "prototype")
+ARCHS = ("sgone", "sgone-prior", "prototype")
 
 
 def build_model(arch: str = "sgone", backbone: str = "mobilenet_v2", variant: str = "fixed",
@@ -35,6 +35,10 @@ def build_model(arch: str = "sgone", backbone: str = "mobilenet_v2", variant: st
         from sgone.models.sgone import SGOne
 
         return SGOne(net, variant=variant, config=config, **options)
+    if arch == "sgone-prior":
+        from sgone.models.sgone import PriorGuidedSGOne
+
+        return PriorGuidedSGOne(net, config=config, **options)
     from sgone.models.prototype import PrototypeModel
 
     return PrototypeModel(net, config=config, **options)
@@ -47,6 +51,8 @@ def build_model_from_config(config: dict, weights: str | Path | None = None) -> 
     backbone = config.pop("backbone", "mobilenet_v2")
     if arch == "sgone":
         keys = ("variant", "guidance_dim", "side_dim")
+    elif arch == "sgone-prior":
+        keys = ("guidance_dim", "side_dim", "background_prototypes", "temperature")
     else:
         keys = ("levels", "temperature", "refine_steps", "refine_confidence", "refine_weight",
                 "background_prototypes", "foreground_prototypes", "scales")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from sgone import ops
 
@@ -57,14 +58,21 @@ class SGOne(nn.Module):
         """(B,3,H,W) in [0,1] -> {"guide": (B,Cg,h,w), "side": (B,Cs,h,w) if need_side}, stride 8."""
         return self._heads(self.backbone(images), need_side)
 
+    def encode_levels(self, levels: list[torch.Tensor], need_side: bool = True) -> dict[str, torch.Tensor]:
+        """encode() from the backbone's outputs [low, mid, high] (e.g. read from a feature cache)."""
+        return self._heads(list(levels), need_side)
+
     def _heads(self, levels: list[torch.Tensor], need_side: bool) -> dict[str, torch.Tensor]:
-        low, mid, high = levels
-        out = {"guide": self.guidance(high)}
+        out = {"guide": self.guidance(levels[2])}
         if need_side:
-            s3 = self.side3(low)
-            s4 = self.side4(torch.cat([s3, mid], dim=1))
-            out["side"] = self.side5(torch.cat([s4, high], dim=1))
+            out["side"] = self._side(levels)
         return out
+
+    def _side(self, levels: list[torch.Tensor]) -> torch.Tensor:
+        """The segmentation branch: side3 on low, side4 on (side3, mid), side5 on (side4, high)."""
+        low, mid, high = levels
+        s4 = self.side4(torch.cat([self.side3(low), mid], dim=1))
+        return self.side5(torch.cat([s4, high], dim=1))
 
     def support_prototype(self, encoded: dict[str, torch.Tensor], masks: torch.Tensor) -> dict[str, torch.Tensor]:
         """Support vector by masked average pooling: masks (B,H,W) -> {"vector": (B,Cg)}."""
@@ -83,9 +91,18 @@ class SGOne(nn.Module):
         x = self.fuse(encoded["side"] * similarity.unsqueeze(1))
         return {"logits": self.classifier(x), "similarity": similarity}
 
-    def forward(self, support_images: torch.Tensor, support_masks: torch.Tensor,
-                query_images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """support_images (B,K,3,H,W), support_masks (B,K,H,W), query_images (B,3,H,W) -> segment()."""
+    def forward(self, support_images, support_masks: torch.Tensor, query_images,
+                from_levels: bool = False) -> dict[str, torch.Tensor]:
+        """support_images (B,K,3,H,W), support_masks (B,K,H,W), query_images (B,3,H,W) -> segment().
+
+        from_levels: the images are backbone outputs instead (the feature cache's training path):
+        support [(B,K,C,h,w)] x 3 levels, query [(B,C,h,w)] x 3.
+        """
+        if from_levels:
+            b, k = support_images[0].shape[:2]
+            support = self._heads([lv.flatten(0, 1) for lv in support_images], need_side=False)
+            vectors = self.support_prototype(support, support_masks.flatten(0, 1))["vector"].view(b, k, -1)
+            return self.segment(self._heads(list(query_images), need_side=True), {"vector": vectors.mean(dim=1)})
         b, k = support_images.shape[:2]
         supports = support_images.flatten(0, 1)
         if supports.shape[-2:] == query_images.shape[-2:]:
@@ -99,3 +116,109 @@ class SGOne(nn.Module):
             query = self.encode(query_images)
         vectors = self.support_prototype(support, support_masks.flatten(0, 1))["vector"].view(b, k, -1)
         return self.segment(query, {"vector": vectors.mean(dim=1)})
+
+
+class PriorGuidedSGOne(SGOne):
+    """SG-One whose head also sees the training-free prior and starts from its answer.
+
+    Why: trained on a few seen classes, the published head learns class-agnostic objectness and
+    ignores its guidance map (cosine 0.850 inside vs 0.833 outside). Here the head gets, besides
+    `side * similarity`, two maps it cannot learn away because they come from the frozen
+    features: the cosine to the support's object prototype and the best cosine among k-means
+    parts of the support's background (the training-free model's scores, PFENet's "prior" idea).
+    Its logits are added to the prior's own logits, and the last conv starts at zero, so an
+    untrained head equals the training-free model and training only has to correct it. The
+    learnt guidance (`similarity`) gets an auxiliary loss in training (`guidance_loss`).
+
+    Layers (stride 8, channels of backbone levels low/mid/high = c_low, c_mid, c_high):
+    guide = 1x1 conv MLP on concat(mid, high) -> guidance_dim; side branch as SG-One at side_dim;
+    head = 3x3 conv (side_dim + 3) -> side_dim, 3x3 dilated-2 conv, 1x1 conv -> 2 (zero init).
+    """
+
+    def __init__(self, backbone: nn.Module, guidance_dim: int = 256, side_dim: int = 64,
+                 background_prototypes: int = 8, temperature: float = 10.0, config: dict | None = None) -> None:
+        nn.Module.__init__(self)
+        self.variant = "fixed"
+        self.backbone = backbone
+        c_low, c_mid, c_high = backbone.channels
+        self.guidance = nn.Sequential(nn.Conv2d(c_mid + c_high, guidance_dim, 1), nn.ReLU(inplace=True),
+                                      nn.Conv2d(guidance_dim, guidance_dim, 1))
+        self.side3 = _conv3x3(c_low, side_dim, relu=True)
+        self.side4 = _conv3x3(side_dim + c_mid, side_dim, relu=True)
+        self.side5 = _conv3x3(side_dim + c_high, side_dim, relu=False)
+        self.fuse = nn.Sequential(
+            nn.Conv2d(side_dim + 3, side_dim, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(side_dim, side_dim, 3, padding=2, dilation=2), nn.ReLU(inplace=True))
+        self.classifier = nn.Conv2d(side_dim, 2, 1)
+        nn.init.zeros_(self.classifier.weight)
+        nn.init.zeros_(self.classifier.bias)
+        self.map_mode, self.map_denominator = "downsample", "sample"
+        self.background_prototypes = background_prototypes
+        self.temperature = temperature
+        self.config = dict(config or {}, arch="sgone-prior", variant="fixed", guidance_dim=guidance_dim,
+                           side_dim=side_dim, background_prototypes=background_prototypes,
+                           temperature=temperature)
+
+    def _heads(self, levels: list[torch.Tensor], need_side: bool) -> dict[str, torch.Tensor]:
+        _, mid, high = levels
+        out = {"guide": self.guidance(torch.cat([mid, high], dim=1)),
+               # the training-free model's features: each level normalised per pixel
+               "prior": torch.cat([F.normalize(mid, dim=1), F.normalize(high, dim=1)], dim=1)}
+        if need_side:
+            out["side"] = self._side(levels)
+        return out
+
+    def support_prototype(self, encoded: dict[str, torch.Tensor], masks: torch.Tensor) -> dict[str, torch.Tensor]:
+        """masks (B,H,W) -> {"vector": (B,Cg), "prior_fg": (B,Cp), "background_set": (B,N,Cp)}."""
+        prior = encoded["prior"]
+        weights = ops.region_weights(masks, prior.shape[-2:], "background")
+        return {"vector": ops.masked_average_pooling(encoded["guide"], masks),
+                "prior_fg": ops.masked_average_pooling(prior, masks),
+                "background_set": ops.region_prototypes(prior, weights, self.background_prototypes)}
+
+    @staticmethod
+    def fuse_prototypes(prototypes: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """k shots -> one: vectors averaged, background parts pooled (B, k*N, C)."""
+        return {key: torch.cat([p[key] for p in prototypes], dim=1) if key.endswith("_set")
+                else ops.fuse_vectors([p[key] for p in prototypes]) for key in prototypes[0]}
+
+    def segment(self, encoded: dict[str, torch.Tensor], prototype: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """-> {"logits": (B,2,h,w), "similarity": (B,h,w) learnt guidance, "prior_logits": (B,2,h,w)}."""
+        similarity = ops.cosine_similarity_map(prototype["vector"], encoded["guide"])
+        prior_fg = ops.cosine_similarity_map(prototype["prior_fg"], encoded["prior"])
+        prior_bg = ops.cosine_similarity_map(prototype["background_set"], encoded["prior"]).amax(dim=1)
+        x = torch.cat([encoded["side"] * similarity.unsqueeze(1), similarity.unsqueeze(1),
+                       prior_fg.unsqueeze(1), prior_bg.unsqueeze(1)], dim=1)
+        prior_logits = self.temperature * torch.stack([prior_bg, prior_fg], dim=1)
+        logits = prior_logits + self.classifier(self.fuse(x))
+        return {"logits": logits, "similarity": similarity, "prior_logits": prior_logits}
+
+    def forward(self, support_images, support_masks: torch.Tensor, query_images,
+                from_levels: bool = False) -> dict[str, torch.Tensor]:
+        """As SGOne.forward; with from_levels the inputs are backbone outputs: support [(B,K,C,h,w)] x 3,
+        query [(B,C,h,w)] x 3 (the feature cache's training path)."""
+        if not from_levels:
+            b, k = support_images.shape[:2]
+            support_images = [lv.unflatten(0, (b, k)) for lv in self.backbone(support_images.flatten(0, 1))]
+            query_images = self.backbone(query_images)
+        b, k = support_images[0].shape[:2]
+        support = self._heads([lv.flatten(0, 1) for lv in support_images], need_side=False)
+        query = self._heads(list(query_images), need_side=True)
+        protos = self.support_prototype(support, support_masks.flatten(0, 1))
+        fused = {key: value.reshape(b, -1, value.shape[-1]) if key.endswith("_set")
+                 else value.view(b, k, -1).mean(dim=1) for key, value in protos.items()}
+        return self.segment(query, fused)
+
+
+def guidance_loss(similarity: torch.Tensor, labels: torch.Tensor, scale: float = 10.0,
+                  margin: float = 0.5) -> torch.Tensor:
+    """Auxiliary loss that makes the learnt guidance discriminate: BCE of sigmoid(scale * (cos - margin))
+    against the query's object, similarity (B,h,w) at stride 8, labels (B,H,W) {0,1,255} area-pooled."""
+    fg = ops.region_weights(labels, similarity.shape[-2:], "foreground")[:, 0]
+    bg = ops.region_weights(labels, similarity.shape[-2:], "background")[:, 0]
+    valid = (fg + bg) > 0.5
+    if not valid.any():
+        return similarity.sum() * 0.0
+    target = fg / (fg + bg).clamp_min(1e-6)
+    logits = scale * (similarity.float() - margin)
+    return F.binary_cross_entropy_with_logits(logits[valid], target[valid])

@@ -1,0 +1,159 @@
+"""Trained SG-One (PriorGuidedSGOne) vs the training-free default on the UNSEEN classes of the real corpora.
+
+Per fold: HSNet-style test episodes of the fold's test classes (seed 0), 1-shot and 5-shot, both models
+on the same cached features (the frozen ImageNet MobileNetV2, high tap at stride 16, longer side
+`--size`), scored at the original label size, 255 excluded. Prints per-fold mIoU / FB-IoU, the
+per-source breakdown and the guidance check (mean learnt similarity inside vs outside the query's
+object); writes results.json and, per fold, the 4 best and 4 worst 1-shot episodes of the trained model.
+
+Run (after scripts/train_real.sh):
+    python benchmarks/real_folds.py --root ../shared/data/ccp --root ../shared/data/coco128 \
+        --root ../shared/data/camvid --runs runs/real --episodes 1000 --out runs/real/eval
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sgone.data.mix import MixSource
+from sgone.data.sampler import TestEpisodes
+from sgone.engine.cached_episodes import LabelMaps, predict_cached
+from sgone.engine.feature_cache import FeatureCache
+from sgone.engine.metrics import IoUAccumulator
+from sgone.models.registry import build_model, load_model
+
+
+def score(model, source, specs, cache, labels, progress: str):
+    """One pass over the episodes for the trained model and the training-free one (its prior, which the
+    trained model computes from the same prototypes; checked against PrototypeModel on the first episodes).
+
+    Returns {"trained": (acc, ious, guidance), "training-free": (acc, ious, [])}; guidance holds the
+    (mean learnt similarity inside, outside) of each episode's query object."""
+    from tqdm import tqdm
+
+    free = build_model("prototype", "mobilenet_v2", weights=None, backbone_options={"high_stride": 16}).eval()
+    results = {name: (IoUAccumulator(), [], []) for name in ("trained", "training-free")}
+    for i, spec in enumerate(tqdm(specs, desc=progress, leave=False, dynamic_ncols=True)):
+        out = predict_cached(model, source, spec, cache, labels, with_prior=True)
+        reference = predict_cached(free, source, spec, cache, labels) if i < 3 else None
+        if reference is not None and not torch.equal(reference["pred"], out["prior_pred"]):
+            sys.exit(f"episode {i}: the trained model's prior differs from the training-free model")
+        for name, pred, sim in (("trained", out["pred"], out["similarity"]), ("training-free", out["prior_pred"], None)):
+            acc, ious, guidance = results[name]
+            ious.append(acc.add(pred, out["label"], spec["class_ids"]))
+            if sim is None:
+                continue
+            sim = torch.nn.functional.interpolate(sim[None], size=out["label"].shape, mode="bilinear",
+                                                  align_corners=False)[0, 0]
+            inside, outside = out["label"] == 1, out["label"] == 0
+            if inside.any() and outside.any():
+                guidance.append((float(sim[inside].mean()), float(sim[outside].mean())))
+    return results
+
+
+def breakdown(acc: IoUAccumulator, source: MixSource, classes: list[int]) -> dict[str, float]:
+    by_source: dict[str, list[int]] = {}
+    for c in classes:
+        by_source.setdefault(source.class_source[c], []).append(c)
+    return {name: 100 * acc.miou(ids) for name, ids in sorted(by_source.items())}
+
+
+def save_extremes(model, source, specs, ious, cache, labels, path: Path, count: int = 4) -> None:
+    """Best and worst episodes: support + mask, query + truth, prediction, learnt similarity."""
+    from sgone import viz
+    from sgone.io import read_image
+
+    order = sorted(range(len(ious)), key=lambda i: (-ious[i], i))
+    chosen = order[:count] + [i for i in order[::-1][:count] if i not in order[:count]]
+    rows, texts = [], []
+    for i in chosen:
+        spec = specs[i]
+        out = predict_cached(model, source, spec, cache, labels)
+        own = source.own_id(spec["class_ids"][0])[1]
+        support_key = spec["supports"][0][0]
+        support = read_image(source.image_path(support_key))
+        query = read_image(source.image_path(spec["query"]))
+        support_mask = (labels.original(support_key) == own).astype(np.uint8)
+        truth = out["label"].numpy().astype(np.uint8)
+        pred = out["pred"].numpy().astype(np.uint8)
+        rows.append([viz.overlay(support, support_mask, color=(0, 200, 0)), viz.overlay(query, truth, color=(0, 200, 0)),
+                     viz.overlay(query, pred, color=(230, 25, 75)),
+                     viz.heatmap(out["similarity"][0].numpy(), image=query, value_range=(-1, 1))])
+        name = source.class_names[spec["class_ids"][0]]
+        texts.append([f"{name}: support", "query, truth", f"prediction IoU {100 * ious[i]:.1f}", "learnt similarity"])
+    viz.save_png(path, viz.tile_grid(rows, texts))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", action="append", required=True)
+    parser.add_argument("--runs", required=True, help="folder with fold<F>/last.pt of scripts/train_real.sh")
+    parser.add_argument("--checkpoint", default="last.pt")
+    parser.add_argument("--folds", default="0,1,2,3")
+    parser.add_argument("--shots", default="1,5")
+    parser.add_argument("--episodes", type=int, default=1000)
+    parser.add_argument("--size", type=int, default=353)
+    parser.add_argument("--feature-cache", default="auto")
+    parser.add_argument("--out", default=None, help="results.json and pictures (default <runs>/eval)")
+    args = parser.parse_args()
+    torch.set_grad_enabled(False)
+    from sgone.engine.train import feature_cache_folder
+
+    source = MixSource(args.root)
+    imagenet = build_model("prototype", "mobilenet_v2", backbone_options={"high_stride": 16}).backbone.eval()
+    cache = FeatureCache(feature_cache_folder(args.feature_cache), imagenet, args.size)
+    labels = LabelMaps(source, args.size)
+    out = Path(args.out or Path(args.runs) / "eval")
+    out.mkdir(parents=True, exist_ok=True)
+    results = {"size": args.size, "episodes": args.episodes, "seed": 0, "folds": {}}
+    for fold in [int(f) for f in args.folds.split(",")]:
+        trained = load_model(Path(args.runs) / f"fold{fold}" / args.checkpoint).eval()
+        if FeatureCache(cache.dir.parent, trained.backbone, args.size).tag != cache.tag:
+            sys.exit(f"fold {fold}: the checkpoint's backbone differs from the ImageNet one; cached features do not apply")
+        test = source.classes(fold, "test")
+        row = {"classes": [source.class_names[c] for c in test]}
+        for shots in [int(k) for k in args.shots.split(",")]:
+            specs = TestEpisodes(source, fold, shots=shots, episodes=args.episodes, seed=0).specs
+            tick = time.perf_counter()
+            scored = score(trained, source, specs, cache, labels, f"fold {fold} {shots}-shot")
+            ms = 1000 * (time.perf_counter() - tick) / len(specs)
+            for name, (acc, ious, guidance) in scored.items():
+                r = row[f"{name} {shots}-shot"] = {
+                    "miou": 100 * acc.miou(test), "fb_iou": 100 * acc.fb_iou(),
+                    "by_source": breakdown(acc, source, test),
+                    "per_class": {source.class_names[c]: 100 * v for c, v in acc.class_iou().items()},
+                    "classes_scored": len(acc.class_iou())}
+                if guidance:
+                    r["similarity_inside"] = float(np.mean([g[0] for g in guidance]))
+                    r["similarity_outside"] = float(np.mean([g[1] for g in guidance]))
+                print(f"fold {fold} {shots}-shot {name:>13}: mIoU {r['miou']:.1f}  FB-IoU {r['fb_iou']:.1f}  "
+                      f"by source {', '.join(f'{k} {v:.1f}' for k, v in r['by_source'].items())}"
+                      + (f"  learnt similarity in {r['similarity_inside']:.3f} out {r['similarity_outside']:.3f}"
+                         if guidance else ""), flush=True)
+                if name == "trained" and shots == 1:
+                    save_extremes(trained, source, specs, ious, cache, labels, out / f"fold{fold}_best_worst.png")
+            print(f"  ({ms:.0f} ms per episode for both models)", flush=True)
+        results["folds"][fold] = row
+        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results)
+
+
+def print_table(results: dict) -> None:
+    folds = sorted(results["folds"])
+    keys = [k for k in results["folds"][folds[0]] if k != "classes"]
+    print("\n| model | " + " | ".join(f"fold {f}" for f in folds) + " | mean | FB-IoU mean |")
+    print("|---" * (len(folds) + 3) + "|")
+    for key in keys:
+        vals = [results["folds"][f][key]["miou"] for f in folds]
+        fb = [results["folds"][f][key]["fb_iou"] for f in folds]
+        print(f"| {key} | " + " | ".join(f"{v:.1f}" for v in vals) + f" | {np.mean(vals):.1f} | {np.mean(fb):.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""Training batches and test episodes read from a `FeatureCache` instead of images.
+
+Training (`CachedTrainBatches`): the episode of step s, item j is `TrainEpisodes.spec` of the
+same index as the image path uses, so a run is deterministic and resumable step for step.
+Masks come from the label maps at the cached input size. Pixels of the fold's TEST classes are
+set to 255 in every training mask (support and query): nothing is learnt from them, as object
+or as background, even where their images are used for other classes.
+
+Augmentation works on the cached feature grid, so it costs nothing: each image is flipped
+left-right with probability 1/2 (the features of a flipped image are close to, not exactly, the
+flipped features), and the query is cropped to a random window of 60-100 % of each side of its
+grid, at most `max_cells` (32) cells a side, which also bounds a step's cost (the head runs on the
+query at stride 8). What is given up against image-level augmentation: scale jitter (each image is cached at
+one size), colour jitter and rotation. Images of a batch are padded to one grid with zero
+features and 255 labels.
+
+Testing (`predict_cached`): the steps of `sgone evaluate`'s `predict_batch` (prototypes per
+shot, k-shot fusion, logits upsampled to the ORIGINAL label size, the same keep rule) on
+cached levels; each support keeps its own grid.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sgone.data.episode import IGNORE
+from sgone.data.sampler import TrainEpisodes, episode_rng
+from sgone.engine.feature_cache import FeatureCache
+from sgone.errors import SgoneError
+
+
+class LabelMaps:
+    """Label maps of a MixSource's images, resized (nearest) to the cache's input size; kept in memory."""
+
+    def __init__(self, source, size: int | None) -> None:
+        self.source, self.size = source, size
+        self._memo: dict[str, np.ndarray] = {}
+
+    def original(self, key: str) -> np.ndarray:
+        from sgone.io import read_label
+
+        return read_label(self.source.label_path(key))
+
+    def resized(self, key: str) -> np.ndarray:
+        if key not in self._memo:
+            from sgone.predictor import input_size, mask_tensor
+
+            labels = self.original(key)
+            hw = input_size(labels.shape[0], labels.shape[1], self.size)
+            self._memo[key] = mask_tensor(labels, hw)[0].numpy().astype(np.uint8)
+        return self._memo[key]
+
+
+def binary_mask(labels: np.ndarray, own_id: int, ignored_ids: list[int] = ()) -> np.ndarray:
+    """Label map -> {0, 1 = own_id, 255 = ignore or any of `ignored_ids`}."""
+    mask = (labels == own_id).astype(np.uint8)
+    ignore = labels == IGNORE
+    if len(ignored_ids):
+        ignore |= np.isin(labels, np.asarray(ignored_ids))
+    mask[ignore & (mask == 0)] = IGNORE
+    return mask
+
+
+class CachedTrainBatches:
+    """Step -> batch of cached levels for `fold`'s seen classes of a MixSource (see module docstring)."""
+
+    def __init__(self, source, fold: int, cache: FeatureCache, shots: int = 1, batch_size: int = 8,
+                 seed: int = 0, augment: bool = True, min_crop: float = 0.6, max_cells: int = 32) -> None:
+        for method in ("image_path", "label_path", "own_id", "own_ids"):
+            if not hasattr(source, method):
+                raise SgoneError(f"{getattr(source, 'root', source)}: training on cached features needs a "
+                                 "data set that names its image files (dataset 'mix')")
+        self.source, self.fold, self.cache = source, fold, cache
+        self.shots, self.batch_size, self.seed, self.augment, self.min_crop = shots, batch_size, seed, augment, min_crop
+        self.max_cells = max_cells
+        self.episodes = TrainEpisodes(source, fold, shots=shots, ways=1, seed=seed)
+        seen = set(source.classes(fold, "train"))
+        self.test_ids = [c for c in source.classes(fold, "test") if c not in seen]  # none when nothing is held out
+        self.labels = LabelMaps(source, cache.size)
+        self.grid = -(-cache.size // 8)
+
+    def image_keys(self) -> list[str]:
+        """Every image the training stream can draw."""
+        return sorted({key for keys in self.episodes.lists.values() for key in keys})
+
+    def _mask(self, key: str, class_id: int) -> np.ndarray:
+        name, own = self.source.own_id(class_id)
+        return binary_mask(self.labels.resized(key), own, self.source.own_ids(name, self.test_ids))
+
+    def _item(self, key: str, class_id: int, rng: np.random.Generator, crop: bool):
+        levels = [torch.from_numpy(np.asarray(lv, dtype=np.float32)) for lv in self.cache.levels(self.source.image_path(key))]
+        mask = torch.from_numpy(self._mask(key, class_id).astype(np.int64))
+        gh, gw = levels[0].shape[-2:]
+        mask = F.pad(mask, (0, 8 * gw - mask.shape[1], 0, 8 * gh - mask.shape[0]), value=IGNORE)
+        if self.augment and rng.random() < 0.5:
+            levels = [lv.flip(-1) for lv in levels]
+            mask = mask.flip(-1)
+        if crop:
+            scale = (rng.uniform(self.min_crop, 1.0), rng.uniform(self.min_crop, 1.0)) if self.augment else (1.0, 1.0)
+            ch = min(self.max_cells, max(1, int(round(gh * scale[0]))))
+            cw = min(self.max_cells, max(1, int(round(gw * scale[1]))))
+            y, x = int(rng.integers(0, gh - ch + 1)), int(rng.integers(0, gw - cw + 1))
+            levels = [lv[:, y:y + ch, x:x + cw] for lv in levels]
+            mask = mask[8 * y:8 * (y + ch), 8 * x:8 * (x + cw)]
+        g = min(self.grid, self.max_cells) if crop else self.grid
+        levels = [F.pad(lv, (0, g - lv.shape[-1], 0, g - lv.shape[-2])) for lv in levels]
+        mask = F.pad(mask, (0, 8 * g - mask.shape[1], 0, 8 * g - mask.shape[0]), value=IGNORE)
+        return levels, mask
+
+    def batch(self, step: int, rank: int = 0, world_size: int = 1) -> dict[str, Any]:
+        """The batch of optimiser step `step` (1-based) for process `rank`: support_levels [(B,K,C,G,G)] x 3,
+        support_masks (B,K,8G,8G), query_levels [(B,C,Q,Q)] x 3, query_mask (B,8Q,8Q); Q = min(G, max_cells)."""
+        first = ((step - 1) * world_size + rank) * self.batch_size
+        s_levels, s_masks, q_levels, q_masks = [], [], [], []
+        for index in range(first, first + self.batch_size):
+            spec = self.episodes.spec(index)
+            rng = episode_rng(self.seed, index, 1)
+            class_id = spec["class_ids"][0]
+            shots = [self._item(key, class_id, rng, crop=False) for key in spec["supports"][0]]
+            s_levels.append([torch.stack([lv[i] for lv, _ in shots]) for i in range(3)])
+            s_masks.append(torch.stack([m for _, m in shots]))
+            levels, mask = self._item(spec["query"], class_id, rng, crop=True)
+            q_levels.append(levels)
+            q_masks.append(mask)
+        return {"support_levels": [torch.stack([s[i] for s in s_levels]) for i in range(3)],
+                "support_masks": torch.stack(s_masks),
+                "query_levels": [torch.stack([q[i] for q in q_levels]) for i in range(3)],
+                "query_mask": torch.stack(q_masks)}
+
+
+@torch.no_grad()
+def predict_cached(model: nn.Module, source, spec: dict, cache: FeatureCache, labels: LabelMaps,
+                   fusion: str = "avg", with_prior: bool = False) -> dict[str, torch.Tensor]:
+    """Predict a 1-way test episode from cached levels, as `predict_batch` does from images.
+
+    model: any model with encode_levels (SG-One, PriorGuidedSGOne, single-scale PrototypeModel).
+    Each support keeps its own grid (shots of different sizes need no padding). Returns {"pred":
+    (H,W) long {0,1} at the query label's ORIGINAL size, "prob": (1,H,W), "similarity": (1,h,w),
+    "label": (H,W) long {0,1,255}}; with_prior and a PriorGuidedSGOne, also "prior_pred": the
+    training-free model's mask from the same prototypes (its "prior_logits").
+    """
+    from sgone.engine.evaluate import _foreground
+    from sgone.ops import fuse_shots, keep_foreground
+
+    if len(spec["class_ids"]) != 1:
+        raise SgoneError("cached evaluation is 1-way only")
+    name, own = source.own_id(spec["class_ids"][0])
+    label = torch.from_numpy(binary_mask(labels.original(spec["query"]), own).astype(np.int64))
+    query = model.encode_levels(cache.tensors(source.image_path(spec["query"])))
+    prototypes = []
+    for key in spec["supports"][0]:
+        mask = torch.from_numpy(binary_mask(labels.resized(key), own).astype(np.int64))[None]
+        encoded = model.encode_levels(cache.tensors(source.image_path(key)), need_side=False)
+        prototypes.append(model.support_prototype(encoded, mask))
+    size = tuple(label.shape)
+    prob, similarity = fuse_shots(prototypes, lambda p: model.segment(query, p), lambda lg: _foreground(lg, size),
+                                  model.fuse_prototypes, fusion)
+    keep = keep_foreground(prob, fusion, len(prototypes))
+    result = {"pred": keep[0].long(), "prob": prob.float(), "similarity": similarity.float(), "label": label}
+    if with_prior and getattr(model, "config", {}).get("arch") == "sgone-prior":
+        # the training-free model's answer, which PriorGuidedSGOne computes on the way
+        prior = lambda p: {"logits": model.segment(query, p)["prior_logits"], "similarity": similarity}
+        prior_prob, _ = fuse_shots(prototypes, prior, lambda lg: _foreground(lg, size), model.fuse_prototypes, fusion)
+        result["prior_pred"] = keep_foreground(prior_prob, fusion, len(prototypes))[0].long()
+    return result
+
+
+def score_cached(model: nn.Module, source, specs: list[dict], cache: FeatureCache, labels: LabelMaps,
+                 fusion: str = "avg", progress: bool = True, desc: str = "evaluate (cached)"):
+    """Score test episodes (`TestEpisodes.specs`) from cached features.
+
+    Returns (IoUAccumulator, foreground IoU per episode in list order).
+    """
+    from tqdm import tqdm
+
+    from sgone.engine.metrics import IoUAccumulator
+
+    acc = IoUAccumulator()
+    ious = []
+    for spec in tqdm(specs, desc=desc, disable=not progress, dynamic_ncols=True, leave=False):
+        out = predict_cached(model, source, spec, cache, labels, fusion)
+        ious.append(acc.add(out["pred"], out["label"], spec["class_ids"]))
+    return acc, ious

@@ -1,0 +1,134 @@
+"""MixSource: several voclike roots, prefixed colliding names, long-tail drop, class folds, split files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sgone.commands.data import root_from_args
+from sgone.data.mix import MixSource, fold_of_groups
+from sgone.data.registry import build_source
+from sgone.errors import SgoneError
+
+from conftest import label_map, random_image, save_jpg, save_palette
+
+BOX = (4, 4, 24, 30)
+
+
+def make_corpus(root: Path, classes: list[str], per_class: list[int], seed: int = 0) -> None:
+    """A voclike tree: class i (1-based) has per_class[i-1] images, each with one box of it."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text("\n".join(["background", *classes]) + "\n")
+    n = 0
+    for c, count in enumerate(per_class, start=1):
+        for _ in range(count):
+            n += 1
+            save_jpg(root / "JPEGImages" / f"im{n:03d}.jpg", random_image(seed + n))
+            save_palette(root / "SegmentationClass" / f"im{n:03d}.png", label_map([(c, BOX)]))
+
+
+@pytest.fixture
+def corpora(tmp_path) -> list[Path]:
+    a, b = tmp_path / "alpha", tmp_path / "beta"
+    make_corpus(a, ["car", "hat", "tree", "rare"], [6, 7, 6, 2], seed=100)
+    make_corpus(b, ["car", "dog", "sky", "cup", "pen"], [6, 6, 8, 6, 6], seed=200)
+    return [a, b]
+
+
+def test_names_prefixed_only_where_they_collide(corpora):
+    source = MixSource(corpora, min_images=6)
+    names = sorted(source.class_names.values())
+    assert names == sorted(["alpha/car", "hat", "tree", "beta/car", "dog", "sky", "cup", "pen"])
+    assert {source.class_source[c] for c in source.class_names} == {"alpha", "beta"}
+
+
+def test_small_classes_are_dropped_with_one_note(corpora):
+    source = MixSource(corpora, min_images=6)
+    assert "rare" not in source.class_names.values()
+    assert len(source.notes) == 1 and "dropped 1 class(es) with fewer than 6 images: rare (2)" in source.notes[0]
+    assert source.problems == [] and source.check(5) == []
+    kept = MixSource(corpora, min_images=2)
+    assert "rare" in kept.class_names.values() and not kept.notes
+
+
+def test_folds_partition_the_classes_and_keep_name_groups_together(corpora):
+    source = MixSource(corpora, folds=2)
+    tests = [set(source.classes(f, "test")) for f in range(2)]
+    assert tests[0].isdisjoint(tests[1]) and tests[0] | tests[1] == set(source.class_names)
+    for f in range(2):
+        assert set(source.classes(f, "train")) == set(source.class_names) - tests[f]
+    by_name = {source.class_names[c]: source.fold_of[c] for c in source.class_names}
+    assert by_name["alpha/car"] == by_name["beta/car"]  # never tested in one fold and trained in another
+
+
+def test_folds_do_not_depend_on_root_order(corpora):
+    one, two = MixSource(corpora), MixSource(list(reversed(corpora)))
+    fold = lambda s: {s.class_names[c]: s.fold_of[c] for c in s.class_names}
+    assert fold(one) == fold(two)
+    assert fold_of_groups(["a", "b", "c", "d", "e"], 4) == fold_of_groups(["e", "d", "c", "b", "a"], 4)
+
+
+def test_split_files_round_trip(corpora, tmp_path):
+    source = MixSource(corpora, folds=2)
+    paths = source.write_splits(tmp_path / "splits")
+    assert [p.name for p in paths] == ["fold0.txt", "fold1.txt"]
+    assert "beta\tcar" in (paths[0].read_text() + paths[1].read_text())
+    again = MixSource(corpora, folds=2, splits=tmp_path / "splits")
+    assert {again.class_names[c]: again.fold_of[c] for c in again.class_names} == \
+        {source.class_names[c]: source.fold_of[c] for c in source.class_names}
+    (tmp_path / "splits" / "fold1.txt").write_text("beta\tunicorn\n")
+    with pytest.raises(SgoneError, match="unknown class 'beta\\\\tunicorn'|unknown class"):
+        MixSource(corpora, folds=2, splits=tmp_path / "splits")
+
+
+def test_load_reads_the_right_corpus_and_class(corpora):
+    source = MixSource(corpora)
+    cid = next(c for c, n in source.class_names.items() if n == "beta/car")
+    key = source.items("train", cid)[0]
+    assert key.startswith("beta:")
+    image, mask = source.load(key, cid)
+    assert image.shape[:2] == mask.shape and mask[10, 10] == 1 and mask[35, 50] == 0
+    assert source.image_path(key).parent.parent.name == "beta"
+
+
+def test_bad_corpora_list_every_problem(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    make_corpus(a, ["x", "y"], [6, 6])
+    make_corpus(b, ["z"], [6])
+    save_jpg(a / "JPEGImages" / "nolabel.jpg", random_image(1))                      # no label map
+    save_palette(b / "SegmentationClass" / "im001.png", label_map([(1, BOX)], h=20, w=20))  # wrong size
+    save_palette(b / "SegmentationClass" / "im002.png", label_map([(7, BOX)]))     # id beyond classes.txt
+    source = MixSource([a, b], strict=False)
+    text = "\n".join(source.problems)
+    assert "nolabel.jpg: image has no label map" in text
+    assert "im001.png: mask is 20x20 but its image is 56x40" in text
+    assert "im002.png: label values [7] are not class ids" in text
+    with pytest.raises(SgoneError):
+        MixSource([a, b])
+
+
+def test_registry_and_repeated_root_flag(corpora):
+    source = build_source("mix", [str(p) for p in corpora], min_images=6)
+    assert len(source.class_names) == 8
+
+    class Args:
+        dataset, root = "mix", [str(p) for p in corpora]
+    assert root_from_args(Args) == [str(p) for p in corpora]
+    Args.dataset = "voclike"
+    with pytest.raises(SgoneError, match="takes one --root"):
+        root_from_args(Args)
+    Args.root = [str(corpora[0])]
+    assert root_from_args(Args) == str(corpora[0])
+
+
+def test_named_roots(corpora):
+    source = MixSource([f"first={corpora[0]}", f"second={corpora[1]}"])
+    assert {source.class_source[c] for c in source.class_names} == {"first", "second"}
+    assert np.all([k.split(":")[0] in ("first", "second") for c in source.class_names for k in source.items("val", c)])
+
+
+def test_no_holdout_trains_and_tests_every_class(corpora):
+    source = MixSource(corpora, folds=0)
+    assert source.folds == 1
+    assert source.classes(0, "train") == source.classes(0, "test") == sorted(source.class_names)

@@ -1,0 +1,270 @@
+"""Feature cache, training and evaluation on cached features, run-folder safety, timed and Ctrl-C checkpoints."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sgone.data.mix import MixSource
+from sgone.engine.cached_episodes import CachedTrainBatches, LabelMaps, predict_cached, score_cached
+from sgone.engine.checkpoint import load_checkpoint
+from sgone.engine.evaluate import predict_batch
+from sgone.engine.feature_cache import FeatureCache
+from sgone.engine.train import train
+from sgone.errors import SgoneError
+from sgone.io import write_label_png
+from sgone.models.prototype import PrototypeModel
+from sgone.models.sgone import PriorGuidedSGOne, guidance_loss
+
+from .helpers import COLOURS, TinyBackbone
+
+H, W = 40, 56
+
+
+def make_corpus(root: Path, classes: list[str], seed: int, per_class: int = 6) -> None:
+    """Voclike tree: each image holds a box of its class (own colour) and a box of the next class."""
+    root.mkdir(parents=True)
+    (root / "classes.txt").write_text("\n".join(["background", *classes]) + "\n")
+    rng = np.random.default_rng(seed)
+    n = 0
+    for c in range(1, len(classes) + 1):
+        for _ in range(per_class):
+            n += 1
+            image = rng.integers(0, 80, (H, W, 3)).astype(np.uint8)
+            labels = np.zeros((H, W), np.uint8)
+            y, x = int(rng.integers(0, 16)), int(rng.integers(0, 20))
+            labels[y:y + 20, x:x + 24] = c
+            other = c % len(classes) + 1
+            labels[30:38, 44:54] = other
+            for cid in (c, other):
+                image[labels == cid] = COLOURS[(cid + seed) % len(COLOURS)]
+            (root / "JPEGImages").mkdir(exist_ok=True)
+            Image.fromarray(image).save(root / "JPEGImages" / f"im{n:03d}.jpg", quality=95)
+            write_label_png(root / "SegmentationClass" / f"im{n:03d}.png", labels)
+
+
+@pytest.fixture
+def mix(tmp_path) -> MixSource:
+    make_corpus(tmp_path / "one", ["a", "b", "c", "d"], seed=1)
+    make_corpus(tmp_path / "two", ["e", "f", "g", "h"], seed=2)
+    return MixSource([tmp_path / "one", tmp_path / "two"], folds=2)
+
+
+def tiny_backbone(seed: int = 0) -> TinyBackbone:
+    torch.manual_seed(seed)
+    net = TinyBackbone().eval()
+    net.name = "tiny"
+    return net
+
+
+def test_cache_hit_equals_recomputation_and_is_memory_mapped(mix, tmp_path):
+    cache = FeatureCache(tmp_path / "cache", tiny_backbone(), size=48)
+    path = mix.image_path(mix.items("train", 1)[0])
+    first = cache.levels(path)  # computed and stored
+    assert cache.has(path) and (cache.dir / "meta.json").is_file()
+    again = cache.levels(path)  # read back
+    assert isinstance(again[0], np.memmap)
+    fresh = torch.cat([torch.from_numpy(np.asarray(a, np.float32)) for a in cache.levels(path)])
+    direct = torch.from_numpy(cache.compute(path).astype(np.float32))
+    torch.testing.assert_close(fresh, direct, atol=0, rtol=0)
+    assert [a.shape[0] for a in first] == [8, 16, 24] and first[0].shape == again[0].shape
+
+
+def test_cached_levels_equal_the_backbone_at_the_predictor_size(mix, tmp_path):
+    from sgone.io import read_image
+    from sgone.predictor import image_tensor, input_size
+
+    net = tiny_backbone()
+    cache = FeatureCache(tmp_path / "cache", net, size=48)
+    path = mix.image_path(mix.items("val", 2)[1])
+    image = read_image(path)
+    with torch.no_grad():
+        expected = net(image_tensor(image, input_size(*image.shape[:2], 48)))
+    for got, want in zip(cache.tensors(path), expected):
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, atol=2e-2, rtol=2e-3)  # float16 storage
+
+
+def test_changed_image_size_or_weights_are_never_reused(mix, tmp_path):
+    net = tiny_backbone()
+    cache = FeatureCache(tmp_path / "cache", net, size=48)
+    path = mix.image_path(mix.items("train", 1)[0])
+    before = cache.entry(path)
+    cache.levels(path)
+    Image.fromarray(np.full((H, W, 3), 200, np.uint8)).save(path, quality=95)  # the image changes
+    assert cache.entry(path) != before and not cache.has(path)
+    changed = torch.from_numpy(np.asarray(cache.levels(path)[2], np.float32))
+    assert not torch.equal(changed, torch.from_numpy(np.load(before)[-24:].astype(np.float32)))
+    assert FeatureCache(tmp_path / "cache", net, size=64).dir != cache.dir
+    assert FeatureCache(tmp_path / "cache", tiny_backbone(seed=5), size=48).dir != cache.dir
+
+
+def test_damaged_entry_is_recomputed_and_unreadable_images_are_listed(mix, tmp_path):
+    cache = FeatureCache(tmp_path / "cache", tiny_backbone(), size=48)
+    path = mix.image_path(mix.items("train", 1)[0])
+    cache.levels(path)
+    cache.entry(path).write_bytes(b"not an array")
+    assert cache.levels(path)[0].shape[0] == 8
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 this is not a jpeg")
+    problems = cache.fill([path, bad, tmp_path / "missing.jpg"], progress=False)
+    assert len(problems) == 2 and any("broken.jpg" in p for p in problems) and any("missing.jpg" in p for p in problems)
+
+
+def test_training_masks_ignore_the_folds_test_classes(mix, tmp_path):
+    cache = FeatureCache(tmp_path / "cache", tiny_backbone(), size=48)
+    batches = CachedTrainBatches(mix, 0, cache, shots=1, batch_size=4, seed=0, augment=False)
+    test_ids = set(mix.classes(0, "test"))
+    labels = LabelMaps(mix, 48)
+    for index in range(20):
+        spec = batches.episodes.spec(index)
+        assert spec["class_ids"][0] not in test_ids
+        resized = labels.resized(spec["query"])
+        name = spec["query"].split(":")[0]
+        ignored = mix.own_ids(name, sorted(test_ids))
+        mask = batches._mask(spec["query"], spec["class_ids"][0])
+        if ignored and np.isin(resized, ignored).any():
+            assert (mask[np.isin(resized, ignored)] == 255).all()
+    batch = batches.batch(1)
+    g = -(-48 // 8)
+    assert [t.shape for t in batch["query_levels"]] == [(4, 8, g, g), (4, 16, g, g), (4, 24, g, g)]  # g < max_cells
+    assert batch["support_masks"].shape == (4, 1, 8 * g, 8 * g) and batch["query_mask"].shape == (4, 8 * g, 8 * g)
+
+
+def test_untrained_prior_model_equals_the_training_free_model():
+    net = tiny_backbone()
+    guided = PriorGuidedSGOne(net, guidance_dim=16, side_dim=8).eval()
+    free = PrototypeModel(net, levels=("mid", "high")).eval()
+    torch.manual_seed(0)
+    s, q = torch.rand(1, 1, 3, 48, 64), torch.rand(1, 3, 48, 64)
+    m = torch.zeros(1, 1, 48, 64, dtype=torch.long)
+    m[..., 10:30, 10:40] = 1
+    with torch.no_grad():
+        torch.testing.assert_close(guided(s, m, q)["logits"], free(s, m, q)["logits"])
+        levels_s = [lv.unsqueeze(1) for lv in net(s[:, 0])]
+        from_levels = guided(levels_s, m, net(q), from_levels=True)["logits"]
+    torch.testing.assert_close(from_levels, free(s, m, q)["logits"])
+
+
+def test_guidance_loss_rewards_a_discriminative_map():
+    labels = torch.zeros(1, 16, 16, dtype=torch.long)
+    labels[:, :8] = 1
+    good = torch.tensor([[[0.9, 0.9], [0.1, 0.1]]])
+    flat = torch.full((1, 2, 2), 0.85)
+    assert guidance_loss(good, labels) < guidance_loss(flat, labels) - 0.5
+
+
+def cached_config(out, cache, **overrides) -> dict:
+    base = {"recipe": "real", "arch": "sgone-prior", "steps": 6, "batch_size": 2, "size": 48, "out": str(out),
+            "val_every": 3, "val_episodes": 4, "ckpt_every": 3, "device": "cpu", "progress": False,
+            "fold": 0, "seed": 3, "feature_cache": str(cache), "ckpt_minutes": 0}
+    base.update(overrides)
+    return base
+
+
+def prior_model(seed: int = 0) -> PriorGuidedSGOne:
+    net = tiny_backbone(0)
+    torch.manual_seed(seed)
+    model = PriorGuidedSGOne(net, guidance_dim=16, side_dim=8, background_prototypes=2, config={"backbone": "tiny"})
+    torch.nn.init.normal_(model.classifier.weight, std=0.01)  # a trained-looking head: the test sees its changes
+    return model
+
+
+def test_cached_training_runs_resumes_and_uses_the_cache(mix, tmp_path):
+    result = train(cached_config(tmp_path / "a", tmp_path / "cache"), source=mix, model=prior_model())
+    assert result["feature_cache"] is True and len(result["losses"]) == 6
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["feature_cache"] is True
+    assert "cached features" in result["validation"]
+    assert any((tmp_path / "cache").rglob("*.npy"))
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_5(step, record):
+        if step == 5:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(cached_config(tmp_path / "b", tmp_path / "cache"), source=mix, model=prior_model(), on_step=kill_at_5)
+    resumed = train(cached_config(tmp_path / "b", tmp_path / "cache", resume=True), source=mix, model=prior_model(7))
+    expected = dict(result["losses"])
+    assert [s for s, _ in resumed["losses"]] == [4, 5, 6]
+    for step, loss in resumed["losses"]:
+        assert loss == pytest.approx(expected[step], abs=1e-5)
+
+
+def test_existing_run_folder_is_refused_unless_resume_or_overwrite(mix, tmp_path):
+    train(cached_config(tmp_path / "run", tmp_path / "cache", steps=2, val_every=0), source=mix, model=prior_model())
+    with pytest.raises(SgoneError, match="holds a run .*--resume.*--overwrite"):
+        train(cached_config(tmp_path / "run", tmp_path / "cache", steps=2, val_every=0), source=mix, model=prior_model())
+    again = train(cached_config(tmp_path / "run", tmp_path / "cache", steps=2, val_every=0, overwrite=True),
+                  source=mix, model=prior_model())
+    assert [s for s, _ in again["losses"]] == [1, 2]
+    finished = train(cached_config(tmp_path / "run", tmp_path / "cache", steps=2, val_every=0, resume=True),
+                     source=mix, model=prior_model())
+    assert finished["losses"] == [] and finished["step"] == 2
+
+
+def test_checkpoint_by_wall_time(mix, tmp_path):
+    steps_saved = []
+
+    def watch(step, record):
+        steps_saved.append(load_checkpoint(tmp_path / "t" / "last.pt")["step"])
+
+    # ckpt_every far away: only the clock writes last.pt, after every step with a tiny period
+    train(cached_config(tmp_path / "t", tmp_path / "cache", steps=3, ckpt_every=1000, val_every=0,
+                        ckpt_minutes=1e-9), source=mix, model=prior_model(), on_step=watch)
+    assert steps_saved == [1, 2, 3]
+
+
+def test_ctrl_c_writes_last_pt_at_the_finished_step(mix, tmp_path):
+    def interrupt_at_2(step, record):
+        if step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cached_config(tmp_path / "c", tmp_path / "cache", steps=6, ckpt_every=1000, val_every=0),
+              source=mix, model=prior_model(), on_step=interrupt_at_2)
+    assert load_checkpoint(tmp_path / "c" / "last.pt")["step"] == 2
+
+
+def test_cached_prediction_matches_the_image_path(mix, tmp_path):
+    """predict_cached on cached levels = predict_batch on the images at the same size (float16 aside)."""
+    from sgone.data.sampler import TestEpisodes
+    from sgone.io import read_image
+    from sgone.predictor import image_tensor, input_size, mask_tensor
+
+    model = prior_model().eval()
+    cache = FeatureCache(tmp_path / "cache", model.backbone, size=48)
+    labels = LabelMaps(mix, 48)
+    specs = TestEpisodes(mix, 1, shots=2, episodes=4, seed=0).specs
+    for spec in specs:
+        got = predict_cached(model, mix, spec, cache, labels, "avg")
+        cid = spec["class_ids"][0]
+        own = mix.own_id(cid)[1]
+
+        def tensors(key):
+            image = read_image(mix.image_path(key))
+            hw = input_size(*image.shape[:2], 48)
+            return image_tensor(image, hw)[0], mask_tensor((labels.original(key) == own).astype(np.uint8), hw)[0]
+
+        supports = [tensors(k) for k in spec["supports"][0]]
+        query, _ = tensors(spec["query"])
+        batch = {"support_images": torch.stack([s for s, _ in supports])[None, None],
+                 "support_masks": torch.stack([m for _, m in supports])[None, None],
+                 "query_image": query[None], "query_mask_original": got["label"][None], "query_mask": got["label"][None]}
+        want = predict_batch(model, batch, "avg")
+        torch.testing.assert_close(got["prob"], want["prob"], atol=2e-3, rtol=0)
+    acc, ious = score_cached(model, mix, specs, cache, labels, progress=False)
+    assert len(ious) == 4 and 0.0 <= acc.miou() <= 1.0
+
+
+def test_training_path_refuses_sources_without_file_names(tmp_path):
+    from .helpers import TinySource
+
+    with pytest.raises(SgoneError, match="dataset 'mix'"):
+        CachedTrainBatches(TinySource(), 0, FeatureCache(tmp_path, tiny_backbone(), size=48))
