@@ -653,3 +653,14 @@ def test_demo_output_is_a_file(tmp_path, capsys):
     (tmp_path / "f").write_text("x")
     rc = main(["demo", "--output", str(tmp_path / "f")])
     assert_one_line_error(capsys, rc, "f", "not a folder", command="demo")
+
+
+@needs_weights
+def test_weights_flag_with_the_installed_file_gives_the_default_result(files, capsys, one_torch_thread):
+    from sgone.backbones.weights import find_weights
+
+    path = find_weights("mobilenet_v2")
+    assert main(segment_argv(files, size="96")) == 0
+    assert main(segment_argv(files, "--weights", str(path), size="96", out=files["dir"] / "w")) == 0
+    assert np.array_equal(np.asarray(Image.open(files["out"] / "query.png")),
+                          np.asarray(Image.open(files["dir"] / "w" / "query.png")))
