@@ -15,7 +15,7 @@ for fold in 0 1 2 3; do
 done
 for shots in 1 5; do
   $SG evaluate --checkpoint "runs/synthetic-fold{fold}/best.pt" --dataset synthetic --fold all \
-      --shots "$shots" --episodes "$EPISODES" --out "runs/eval-synthetic-sgone-${shots}shot" --device cpu
+      --shots "$shots" --episodes "$EPISODES" --size 0 --out "runs/eval-synthetic-sgone-${shots}shot" --device cpu
   $SG evaluate --model prototype-mobilenet_v2 --dataset synthetic --fold all \
-      --shots "$shots" --episodes "$EPISODES" --out "runs/eval-synthetic-prototype-${shots}shot" --device cpu
+      --shots "$shots" --episodes "$EPISODES" --size 0 --out "runs/eval-synthetic-prototype-${shots}shot" --device cpu
 done
