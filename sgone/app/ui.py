@@ -3,6 +3,7 @@ turns Gradio's network calls off before Gradio is imported)."""
 from __future__ import annotations
 
 import logging
+import threading
 import traceback
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,13 @@ def sentence(exc: BaseException) -> str:
     return f"**Error:** {text}"
 
 
+def _warm(cache: ModelCache, name: str) -> None:
+    try:
+        cache.get(name)
+    except Exception as exc:  # the page reports it when the model is used
+        log.warning("could not preload %s: %s", name, sentence(exc))
+
+
 def build_app(model: str | None = None, device: str = "cpu", size: int | None = 473,
               limits: Limits | None = None, workdir: str | Path | None = None):
     """The Gradio Blocks app (not launched). `workdir` holds session files and generated examples."""
@@ -60,6 +68,8 @@ def build_app(model: str | None = None, device: str = "cpu", size: int | None = 
     if default_model not in models:
         models.insert(0, default_model)  # a checkpoint path given on the command line
     cache = ModelCache(device)
+    # load the default model while the page opens, so the first click does not wait for it
+    threading.Thread(target=_warm, args=(cache, default_model), daemon=True).start()
     examples = make_examples(workdir)
     brush = gr.Brush(colors=["#ff0000"], default_color="#ff0000", color_mode="fixed", default_size=18)
 

@@ -44,9 +44,9 @@ def run(args: argparse.Namespace) -> int:
     from sgone.predictor import resolve_device
 
     resolve_device(args.device)  # a bad device fails here, before the server starts
-    if args.model:
-        from sgone.models.registry import load_model
+    from sgone.models.registry import MODELS, load_model
 
+    if args.model and args.model not in MODELS:
         load_model(args.model)  # an unknown name or broken checkpoint fails here, as one line
     limits = Limits(max_upload_mb=args.max_upload_mb, max_pixels=int(args.max_megapixels * 1e6))
     try:

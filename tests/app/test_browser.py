@@ -206,6 +206,9 @@ def test_example_mask_matches_the_predictor(server, browser):
         browser.execute_script("window.scrollTo(0, 0)")
         Path(shot).parent.mkdir(parents=True, exist_ok=True)
         browser.save_screenshot(shot)
+        with Image.open(shot) as im:  # 256 colours: a third of the size, same look
+            small = im.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT)
+        small.save(shot, optimize=True)
 
     # temporary files live under one folder that goes away when the app stops
     workdir = Path(urllib.parse.unquote(urllib.parse.urlparse(links[0]).path.split("file=", 1)[1])).parents[2]
