@@ -26,7 +26,7 @@ Put a **support** photo in the editor and paint the object with the brush (or up
 
 def make_examples(folder: Path) -> list[dict[str, Any]]:
     """The bundled sample, and the same photo's halves swapped with a flipped copy as a second query."""
-    from sgone.io import read_image, read_mask, save_image
+    from sgone.io import read_image, save_image
 
     s = sample_paths()
     flipped = folder / "support_flipped.jpg"
