@@ -216,3 +216,13 @@ def test_example_mask_matches_the_predictor(server, browser):
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=30)
     assert not workdir.exists()
+
+
+def test_a_missing_browser_fails_under_ci_and_skips_locally(monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", "/nonexistent/chromium")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="cannot run in CI: /nonexistent/chromium not found"):
+        _require_browser()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="/nonexistent/chromium not found"):
+        _require_browser()
