@@ -57,15 +57,20 @@ def serve(host: str = "127.0.0.1", port: int = 7860, model: str | None = None, d
     workdir = Path(tempfile.mkdtemp(prefix="sgone-app-"))
     _offline()
     os.environ["GRADIO_TEMP_DIR"] = str(workdir / "uploads")  # uploads and results go away with workdir
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _interrupt)  # `kill` also removes the temporary files
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main else None  # `kill` also cleans up
     try:
         app = build_app(model=model, device=device, size=size, limits=limits, workdir=workdir)
-        app.launch(server_name=host, server_port=port, share=False, inbrowser=False, quiet=True,
-                   show_error=False, max_file_size=f"{limits.max_upload_mb:g}mb", prevent_thread_lock=True,
-                   ssr_mode=False, footer_links=[])
-        url = f"http://{host}:{app.server_port}/"
-        (ready or (lambda u: print(f"sgone app: open {u} in a browser (Ctrl+C stops it)", flush=True)))(url)
-        app.block_thread()
+        app.launch(server_name=host, server_port=port, share=False, inbrowser=False, quiet=True, show_error=False,
+                   max_file_size=int(limits.max_upload_mb * 1024 * 1024),  # bytes: Gradio reads no "0.5mb"
+                   prevent_thread_lock=True, ssr_mode=False, footer_links=[])
+        try:
+            url = f"http://{host}:{app.server_port}/"
+            (ready or (lambda u: print(f"sgone app: open {u} in a browser (Ctrl+C stops it)", flush=True)))(url)
+            app.block_thread()
+        finally:
+            app.close()
     finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
         shutil.rmtree(workdir, ignore_errors=True)

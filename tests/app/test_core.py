@@ -187,3 +187,30 @@ def test_app_rejects_a_bad_port_before_serving(capsys):
         pytest.skip("gradio not installed: the missing extra is reported first")
     assert main(["app", "--port", "70000"]) == 2
     assert "--port 70000" in capsys.readouterr().err
+
+
+def test_serve_takes_a_fractional_upload_limit_and_removes_its_files(tmp_path, monkeypatch):
+    pytest.importorskip("gradio")
+    import socket
+    import tempfile
+
+    from sgone.app import serve
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the app's folder goes under tmp_path
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))  # restored afterwards
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def ready(url):
+        seen.append((url, sorted(p.name[:10] for p in tmp_path.iterdir())))
+        raise Stop
+
+    with pytest.raises(Stop):
+        serve(port=port, limits=Limits(max_upload_mb=0.5), ready=ready)
+    assert seen == [(f"http://127.0.0.1:{port}/", ["sgone-app-"])]
+    assert list(tmp_path.iterdir()) == []
