@@ -95,6 +95,21 @@ def load_mask(path: str | Path, image_hw: tuple[int, int], what: str = "the supp
     return (mask == 1).astype(np.uint8)
 
 
+def extra_supports(images: Sequence[str | Path] | None, masks: Sequence[str | Path] | None,
+                   limits: Limits) -> list[tuple[np.ndarray, np.ndarray]]:
+    """k-shot pairs from two uploads, images and masks paired in file-name order."""
+    images = sorted(images or [], key=display_name)
+    masks = sorted(masks or [], key=display_name)
+    if len(images) != len(masks):
+        raise SgoneError(f"{len(images)} extra support image(s) but {len(masks)} mask(s); give one mask per image "
+                         f"(paired in file-name order)")
+    pairs = []
+    for image_path, mask_path in zip(images, masks):
+        image = load_image(image_path, limits)
+        pairs.append((image, load_mask(mask_path, image.shape[:2], f"support {display_name(image_path)}")))
+    return pairs
+
+
 # --------------------------------------------------------------------------- the mask editor
 def rgb(image: np.ndarray) -> np.ndarray:
     """HxW, HxWx3 or HxWx4 uint8 -> HxWx3 uint8 (transparent pixels shown on white)."""

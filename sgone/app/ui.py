@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from sgone.app.core import (Limits, ModelCache, Session, editor_support, first_frame, load_image, load_mask,
-                            editor_image, usable_models)
+                            editor_image, extra_supports, usable_models)
 from sgone.commands.demo import sample_paths
 from sgone.errors import SgoneError
 from sgone.viz import overlay
@@ -97,17 +97,6 @@ def build_app(model: str | None = None, device: str = "cpu", size: int | None = 
                 [str(q) for q in ex["queries"]], overlay(image, mask),
                 f"Loaded {ex['label'].split(': ', 1)[1]}: press **Segment**.")
 
-    def extra_supports(images: list[str] | None, masks: list[str] | None):
-        images, masks = sorted(images or [], key=lambda p: Path(p).name), sorted(masks or [], key=lambda p: Path(p).name)
-        if len(images) != len(masks):
-            raise SgoneError(f"{len(images)} extra support image(s) but {len(masks)} mask(s); give one mask per image "
-                             f"(paired in file-name order)")
-        pairs = []
-        for image_path, mask_path in zip(images, masks):
-            image = load_image(image_path, limits)
-            pairs.append((image, load_mask(mask_path, image.shape[:2], f"support {Path(image_path).name}")))
-        return pairs
-
     def run(state, editor, mask_file, extra_images, extra_masks, queries, model_name, threshold, progress=gr.Progress()):
         session = session_of(state)
         nothing = ([], [], None, None, gr.update())
@@ -118,7 +107,7 @@ def build_app(model: str | None = None, device: str = "cpu", size: int | None = 
             progress(0.0, desc="reading the images")
             images = [(Path(q).name, load_image(q, limits)) for q in queries]
             supports = [editor_support(editor, uploaded_mask(editor, mask_file)),
-                        *extra_supports(extra_images, extra_masks)]
+                        *extra_supports(extra_images, extra_masks, limits)]
             result = session.segment(model_name, supports, images, threshold,
                                      progress=lambda f, text: progress(f, desc=text))
         except Exception as exc:

@@ -214,3 +214,24 @@ def test_serve_takes_a_fractional_upload_limit_and_removes_its_files(tmp_path, m
         serve(port=port, limits=Limits(max_upload_mb=0.5), ready=ready)
     assert seen == [(f"http://127.0.0.1:{port}/", ["sgone-app-"])]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_extra_supports_pair_images_and_masks_by_file_name(tmp_path):
+    from sgone.app.core import extra_supports
+
+    (tmp_path / "u1").mkdir()
+    (tmp_path / "u2").mkdir()
+    images, masks = [], []
+    for name, (h, w) in (("b", (30, 40)), ("a", (20, 24))):
+        image, disc = scene(h, w, h / 2, w / 2, 6, seed=len(name))
+        Image.fromarray(image).save(tmp_path / "u1" / f"{name}.png")
+        Image.fromarray(disc * 255).save(tmp_path / "u2" / f"{name}_mask.png")
+        images.append(tmp_path / "u1" / f"{name}.png")
+        masks.append(tmp_path / "u2" / f"{name}_mask.png")
+    pairs = extra_supports(images, list(reversed(masks)), Limits())  # upload order does not matter
+    assert [p[0].shape[:2] for p in pairs] == [(20, 24), (30, 40)]
+    assert all(p[1].shape == p[0].shape[:2] and p[1].any() for p in pairs)
+    with pytest.raises(SgoneError, match=r"2 extra support image\(s\) but 1 mask\(s\)"):
+        extra_supports(images, masks[:1], Limits())
+    with pytest.raises(SgoneError, match=r"b_mask.png: mask size 40x30 differs from support a.png's size 24x20"):
+        extra_supports(images[1:], masks[:1], Limits())
