@@ -6,7 +6,7 @@
 # Usage: bash scripts/train_real.sh [STEPS] [EPISODES] [DATA]   (DATA: the shared data folder)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STEPS=${1:-1500}
+STEPS=${1:-600}
 EPISODES=${2:-1000}
 DATA=${3:-../shared/data}
 SG=.venv/bin/sgone
@@ -20,3 +20,13 @@ done
 # the shipped model: every class of the three corpora
 $SG train --dataset mix "${ROOTS[@]}" --folds 0 --fold 0 --recipe real --steps "$STEPS" --val-every 0 \
     --out runs/real/all --overwrite
+# inference-only copy inside the package (no optimiser state): `--model sgone-mobilenet_v2-real`
+.venv/bin/python - <<'PY'
+from sgone.engine.checkpoint import export_for_inference
+
+export_for_inference("runs/real/all/last.pt", "sgone/checkpoints/sgone-mobilenet_v2-real.pt", card={
+    "name": "sgone-mobilenet_v2-real",
+    "data": "Clothing Co-Parsing, COCO-128, CamVid (voclike, every class with 6+ images); see the model card",
+    "recipe": "sgone train --dataset mix --folds 0 --recipe real (PriorGuidedSGOne, MobileNetV2 ImageNet frozen)",
+    "card": "sgone/checkpoints/sgone-mobilenet_v2-real.md"})
+PY

@@ -135,7 +135,9 @@ class FolderSource(_OwnData):
 class VocLikeSource(_OwnData):
     """JPEGImages + SegmentationClass label maps + a class-name file. Keys are file stems.
 
-    drop_small / min_pixels as in PascalSource (off by default). Label maps are scanned once
+    drop_small / min_pixels as in PascalSource (off by default). Classes with fewer than
+    `min_images` images (default 2: a 1-shot episode) are dropped with one note, not refused;
+    their pixels count as background for the other classes. Label maps are scanned once
     and the per-image class pixel counts cached as JSON beside the data (or in `cache_dir`).
     """
 
@@ -143,7 +145,7 @@ class VocLikeSource(_OwnData):
 
     def __init__(self, root: str | Path, class_names_file: str | Path | None = None,
                  test_classes: str | list[str] | None = None, drop_small: bool = False, min_pixels: int = 0,
-                 cache_dir: str | Path | None = None, strict: bool = True) -> None:
+                 cache_dir: str | Path | None = None, min_images: int = 2, strict: bool = True) -> None:
         self.root = Path(root)
         self.problems, self.notes = [], []
         self.class_names: dict[int, str] = {}
@@ -154,6 +156,7 @@ class VocLikeSource(_OwnData):
         self.cache_path: Path | None = None
         if self._layout(class_names_file):
             self._index(cache_dir)
+            self._drop_rare(int(min_images))
             self._pick_tests(test_classes, self.names_file)
         self.finish_init(strict)
 
@@ -205,6 +208,16 @@ class VocLikeSource(_OwnData):
             for cls, pixels in scan["counts"].get(stem, {}).items():
                 if pixels >= threshold:
                     self._keys[int(cls)].append(stem)
+
+    def _drop_rare(self, min_images: int) -> None:
+        """Classes with fewer than `min_images` images cannot make an episode: dropped with one note."""
+        rare = {c: len(self._keys.get(c, [])) for c in self.class_names if len(self._keys.get(c, [])) < min_images}
+        named = [f"{self.class_names[c]} ({n})" for c, n in rare.items() if n]
+        if named:
+            self.notes.append(f"dropped {len(named)} class(es) with fewer than {min_images} images: {', '.join(named)}")
+        for c in rare:
+            self.class_names.pop(c)
+            self._keys.pop(c, None)
 
     def load(self, key: str, class_id: int) -> tuple[np.ndarray, np.ndarray]:
         image = read_image(self.image_dir / f"{key}.jpg")

@@ -85,7 +85,8 @@ class MixSource(Source):
             if name in self.sources:
                 self.problems.append(f"{path}: two roots are named '{name}' (use NAME=PATH to tell them apart)")
                 continue
-            sub = VocLikeSource(path, class_names_file=class_names_file, cache_dir=cache_dir, strict=False)
+            sub = VocLikeSource(path, class_names_file=class_names_file, cache_dir=cache_dir, min_images=0,
+                                strict=False)
             self.problems += sub.problems
             if sub.image_dir.is_dir() and sub.mask_dir.is_dir():
                 labelled = {p.stem for p in sub.mask_dir.glob("*.png")}

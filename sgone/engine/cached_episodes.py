@@ -39,11 +39,14 @@ class LabelMaps:
     def __init__(self, source, size: int | None) -> None:
         self.source, self.size = source, size
         self._memo: dict[str, np.ndarray] = {}
+        self._originals: dict[str, np.ndarray] = {}
 
     def original(self, key: str) -> np.ndarray:
-        from sgone.io import read_label
+        if key not in self._originals:
+            from sgone.io import read_label
 
-        return read_label(self.source.label_path(key))
+            self._originals[key] = read_label(self.source.label_path(key))
+        return self._originals[key]
 
     def resized(self, key: str) -> np.ndarray:
         if key not in self._memo:
@@ -92,24 +95,34 @@ class CachedTrainBatches:
         return binary_mask(self.labels.resized(key), own, self.source.own_ids(name, self.test_ids))
 
     def _item(self, key: str, class_id: int, rng: np.random.Generator, crop: bool):
-        levels = [torch.from_numpy(np.asarray(lv, dtype=np.float32)) for lv in self.cache.levels(self.source.image_path(key))]
-        mask = torch.from_numpy(self._mask(key, class_id).astype(np.int64))
+        levels = self.cache.levels(self.source.image_path(key))  # float16 memmaps: cut before converting
+        mask = self._mask(key, class_id)
         gh, gw = levels[0].shape[-2:]
-        mask = F.pad(mask, (0, 8 * gw - mask.shape[1], 0, 8 * gh - mask.shape[0]), value=IGNORE)
-        if self.augment and rng.random() < 0.5:
-            levels = [lv.flip(-1) for lv in levels]
-            mask = mask.flip(-1)
+        mask = np.pad(mask, ((0, 8 * gh - mask.shape[0]), (0, 8 * gw - mask.shape[1])), constant_values=IGNORE)
+        flip = self.augment and rng.random() < 0.5
+        y, x, ch, cw = 0, 0, gh, gw
         if crop:
             scale = (rng.uniform(self.min_crop, 1.0), rng.uniform(self.min_crop, 1.0)) if self.augment else (1.0, 1.0)
             ch = min(self.max_cells, max(1, int(round(gh * scale[0]))))
             cw = min(self.max_cells, max(1, int(round(gw * scale[1]))))
             y, x = int(rng.integers(0, gh - ch + 1)), int(rng.integers(0, gw - cw + 1))
-            levels = [lv[:, y:y + ch, x:x + cw] for lv in levels]
-            mask = mask[8 * y:8 * (y + ch), 8 * x:8 * (x + cw)]
+            if flip:  # the window was drawn on the flipped grid
+                x = gw - x - cw
         g = min(self.grid, self.max_cells) if crop else self.grid
-        levels = [F.pad(lv, (0, g - lv.shape[-1], 0, g - lv.shape[-2])) for lv in levels]
-        mask = F.pad(mask, (0, 8 * g - mask.shape[1], 0, 8 * g - mask.shape[0]), value=IGNORE)
-        return levels, mask
+        out = []
+        for lv in levels:
+            part = np.asarray(lv[:, y:y + ch, x:x + cw], dtype=np.float32)
+            if flip:
+                part = part[:, :, ::-1]
+            padded = np.zeros((part.shape[0], g, g), np.float32)
+            padded[:, :ch, :cw] = part
+            out.append(torch.from_numpy(padded))
+        mask = mask[8 * y:8 * (y + ch), 8 * x:8 * (x + cw)]
+        if flip:
+            mask = mask[:, ::-1]
+        full = np.full((8 * g, 8 * g), IGNORE, np.int64)
+        full[:mask.shape[0], :mask.shape[1]] = mask
+        return out, torch.from_numpy(full)
 
     def batch(self, step: int, rank: int = 0, world_size: int = 1) -> dict[str, Any]:
         """The batch of optimiser step `step` (1-based) for process `rank`: support_levels [(B,K,C,G,G)] x 3,
@@ -163,7 +176,7 @@ def predict_cached(model: nn.Module, source, spec: dict, cache: FeatureCache, la
     result = {"pred": keep[0].long(), "prob": prob.float(), "similarity": similarity.float(), "label": label}
     if with_prior and getattr(model, "config", {}).get("arch") == "sgone-prior":
         # the training-free model's answer, which PriorGuidedSGOne computes on the way
-        prior = lambda p: {"logits": model.segment(query, p)["prior_logits"], "similarity": similarity}
+        prior = lambda p: {"logits": model.prior_logits(query, p), "similarity": similarity}
         prior_prob, _ = fuse_shots(prototypes, prior, lambda lg: _foreground(lg, size), model.fuse_prototypes, fusion)
         result["prior_pred"] = keep_foreground(prior_prob, fusion, len(prototypes))[0].long()
     return result

@@ -107,3 +107,15 @@ def restore_training_state(state: dict[str, Any], model: nn.Module, optimizer: t
         # one state per rank was saved; a different world size falls back to rank 0's
         set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0])
     return int(state.get("step", 0))
+
+
+def export_for_inference(src: str | Path, dst: str | Path, card: dict | None = None) -> Path:
+    """A training checkpoint -> a file for inference only: the weights and model config (plus `card`,
+    e.g. data and recipe), without optimiser, scheduler and RNG states. Written atomically."""
+    state = load_checkpoint(src)
+    slim = {"model": state["model"], "model_config": state.get("model_config", {}), "step": state.get("step", 0),
+            "config": state.get("config", {}), "card": dict(card or {})}
+    buffer = io.BytesIO()
+    torch.save(slim, buffer)
+    atomic_write(dst, buffer.getvalue())
+    return Path(dst)

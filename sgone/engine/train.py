@@ -57,15 +57,15 @@ from sgone.errors import SgoneError
 RECIPES: dict[str, dict[str, Any]] = {
     "published": {"optimizer": "sgd", "lr": 1e-5, "momentum": 0.99, "weight_decay": 5e-4, "batch_size": 1,
                   "size": None, "freeze": "bn", "schedule": "constant", "warmup": 0.0, "arch": "sgone",
-                  "aux_weight": 0.0, "backbone_options": {}},
+                  "aux_weight": 0.0, "dice_weight": 0.0, "backbone_options": {}},
     "modern": {"optimizer": "adamw", "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4, "batch_size": 8,
                "size": 321, "freeze": "all", "schedule": "cosine", "warmup": 0.05, "arch": "sgone",
-               "aux_weight": 0.0, "backbone_options": {}},
+               "aux_weight": 0.0, "dice_weight": 0.0, "backbone_options": {}},
     # SG-One with the training-free prior (PriorGuidedSGOne) on cached frozen features: the recipe
     # that trains on real photos on 2 CPU cores (docs/results.md, "SG-One on real photos")
     "real": {"optimizer": "adamw", "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4, "batch_size": 8,
              "size": 353, "freeze": "all", "schedule": "cosine", "warmup": 0.05, "arch": "sgone-prior",
-             "aux_weight": 0.5, "backbone_options": {"high_stride": 16}},
+             "aux_weight": 0.5, "dice_weight": 1.0, "backbone_options": {"high_stride": 16}},
 }
 FREEZE = ("all", "bn", "none")
 VAL_SEED_OFFSET = 1_000_003  # validation episodes use another seed than the training stream
@@ -82,6 +82,7 @@ class TrainConfig:
     arch: str | None = None             # "sgone" | "sgone-prior" (recipe default)
     backbone_options: dict | None = None  # e.g. {"high_stride": 16} (recipe default)
     aux_weight: float | None = None     # weight of the guidance loss (sgone-prior; recipe default)
+    dice_weight: float | None = None    # weight of the Dice loss added to cross-entropy (recipe default)
     variant: str = "fixed"
     weights: str | None = "auto"        # backbone init: "auto" (ImageNet, offline), None (random), or a path
     shots: int = 1
@@ -130,7 +131,7 @@ class TrainConfig:
         recipe = RECIPES[self.recipe]
         cfg = TrainConfig.from_any(self)
         for key in ("lr", "weight_decay", "momentum", "optimizer", "schedule", "warmup", "freeze", "batch_size",
-                    "arch", "aux_weight", "backbone_options"):
+                    "arch", "aux_weight", "dice_weight", "backbone_options"):
             if getattr(cfg, key) is None:
                 setattr(cfg, key, recipe[key])
         if cfg.size == -1:
@@ -236,6 +237,21 @@ def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor, variant: str = 
     if not (masks != 255).any():
         return logits.sum() * 0.0  # an all-ignore batch: no signal, but keep the graph for DDP
     return F.cross_entropy(logits, masks.long(), ignore_index=255)
+
+
+def dice_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """1 - soft Dice of the foreground per episode (255 ignored), averaged: logits (B,2,h,w), masks (B,H,W).
+
+    Cross-entropy alone is dominated by the background and lets a head trade small objects for
+    a safe background; Dice weighs every episode's object the same, whatever its size.
+    """
+    logits = F.interpolate(logits.float(), size=masks.shape[-2:], mode="bilinear", align_corners=False)
+    prob = logits.softmax(dim=1)[:, 1]
+    valid = (masks != 255).float()
+    target = (masks == 1).float()
+    inter = (prob * target * valid).flatten(1).sum(1)
+    total = ((prob + target) * valid).flatten(1).sum(1)
+    return (1 - (2 * inter + 1) / (total + 1)).mean()
 
 
 def autocast_settings(device: torch.device, amp: bool | None) -> tuple[bool, torch.dtype]:
@@ -502,6 +518,8 @@ def train(config: TrainConfig | dict[str, Any], *, model: nn.Module | None = Non
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_enabled):
                 out_dict = train_model(*inputs, from_levels=True) if cached else train_model(*inputs)
             loss = segmentation_loss(out_dict["logits"], labels, variant)
+            if cfg.dice_weight:
+                loss = loss + cfg.dice_weight * dice_loss(out_dict["logits"], labels)
             if aux:
                 from sgone.models.sgone import guidance_loss
 
@@ -637,7 +655,7 @@ def _cached_data(cfg: TrainConfig, model: nn.Module, source: Any, start: int, in
 
 def _check_resume(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
     """Refuse to resume with settings that change what the steps compute."""
-    keys = ("dataset", "fold", "backbone", "arch", "variant", "shots", "recipe", "steps", "batch_size", "aux_weight",
+    keys = ("dataset", "fold", "backbone", "arch", "variant", "shots", "recipe", "steps", "batch_size", "aux_weight", "dice_weight",
             "size", "lr", "weight_decay", "optimizer", "schedule", "warmup", "freeze", "seed")
     if cfg.schedule == "constant" and not cfg.warmup:
         keys = tuple(k for k in keys if k != "steps")  # nothing depends on the total: a run may be extended

@@ -131,21 +131,30 @@ class PriorGuidedSGOne(SGOne):
     learnt guidance (`similarity`) gets an auxiliary loss in training (`guidance_loss`).
 
     Layers (stride 8, channels of backbone levels low/mid/high = c_low, c_mid, c_high):
-    guide = 1x1 conv MLP on concat(mid, high) -> guidance_dim; side branch as SG-One at side_dim;
+    guide = 1x1 conv MLP on concat(mid, high) -> guidance_dim; side branch: three 3x3 convs at
+    side_dim on the low level (side_levels "low"), or SG-One's over low, mid and high ("all");
     head = 3x3 conv (side_dim + 3) -> side_dim, 3x3 dilated-2 conv, 1x1 conv -> 2 (zero init).
     """
 
     def __init__(self, backbone: nn.Module, guidance_dim: int = 256, side_dim: int = 64,
-                 background_prototypes: int = 8, temperature: float = 10.0, config: dict | None = None) -> None:
+                 background_prototypes: int = 8, temperature: float = 10.0, side_levels: str = "low",
+                 config: dict | None = None) -> None:
         nn.Module.__init__(self)
+        if side_levels not in ("low", "all"):
+            raise ValueError(f"side_levels must be 'low' or 'all', got {side_levels!r}")
         self.variant = "fixed"
         self.backbone = backbone
+        self.side_levels = side_levels
         c_low, c_mid, c_high = backbone.channels
         self.guidance = nn.Sequential(nn.Conv2d(c_mid + c_high, guidance_dim, 1), nn.ReLU(inplace=True),
                                       nn.Conv2d(guidance_dim, guidance_dim, 1))
         self.side3 = _conv3x3(c_low, side_dim, relu=True)
-        self.side4 = _conv3x3(side_dim + c_mid, side_dim, relu=True)
-        self.side5 = _conv3x3(side_dim + c_high, side_dim, relu=False)
+        if side_levels == "all":  # SG-One's branch over low, mid and high
+            self.side4 = _conv3x3(side_dim + c_mid, side_dim, relu=True)
+            self.side5 = _conv3x3(side_dim + c_high, side_dim, relu=False)
+        else:  # low-level detail only: the deeper levels carry class identity, which overfits the seen classes
+            self.side4 = _conv3x3(side_dim, side_dim, relu=True)
+            self.side5 = _conv3x3(side_dim, side_dim, relu=False)
         self.fuse = nn.Sequential(
             nn.Conv2d(side_dim + 3, side_dim, 3, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(side_dim, side_dim, 3, padding=2, dilation=2), nn.ReLU(inplace=True))
@@ -157,7 +166,12 @@ class PriorGuidedSGOne(SGOne):
         self.temperature = temperature
         self.config = dict(config or {}, arch="sgone-prior", variant="fixed", guidance_dim=guidance_dim,
                            side_dim=side_dim, background_prototypes=background_prototypes,
-                           temperature=temperature)
+                           temperature=temperature, side_levels=side_levels)
+
+    def _side(self, levels: list[torch.Tensor]) -> torch.Tensor:
+        if self.side_levels == "all":
+            return super()._side(levels)
+        return self.side5(self.side4(self.side3(levels[0])))
 
     def _heads(self, levels: list[torch.Tensor], need_side: bool) -> dict[str, torch.Tensor]:
         _, mid, high = levels
@@ -185,13 +199,24 @@ class PriorGuidedSGOne(SGOne):
     def segment(self, encoded: dict[str, torch.Tensor], prototype: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """-> {"logits": (B,2,h,w), "similarity": (B,h,w) learnt guidance, "prior_logits": (B,2,h,w)}."""
         similarity = ops.cosine_similarity_map(prototype["vector"], encoded["guide"])
-        prior_fg = ops.cosine_similarity_map(prototype["prior_fg"], encoded["prior"])
-        prior_bg = ops.cosine_similarity_map(prototype["background_set"], encoded["prior"]).amax(dim=1)
+        prior_fg, prior_bg = self._prior(encoded, prototype)
         x = torch.cat([encoded["side"] * similarity.unsqueeze(1), similarity.unsqueeze(1),
                        prior_fg.unsqueeze(1), prior_bg.unsqueeze(1)], dim=1)
         prior_logits = self.temperature * torch.stack([prior_bg, prior_fg], dim=1)
         logits = prior_logits + self.classifier(self.fuse(x))
         return {"logits": logits, "similarity": similarity, "prior_logits": prior_logits}
+
+    @staticmethod
+    def _prior(encoded: dict[str, torch.Tensor], prototype: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cosine to the object prototype, best cosine among the background parts), each (B,h,w)."""
+        fg = ops.cosine_similarity_map(prototype["prior_fg"], encoded["prior"])
+        bg = ops.cosine_similarity_map(prototype["background_set"], encoded["prior"]).amax(dim=1)
+        return fg, bg
+
+    def prior_logits(self, encoded: dict[str, torch.Tensor], prototype: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The training-free model's logits (B,2,h,w) from the same prototypes (no learnt layer)."""
+        fg, bg = self._prior(encoded, prototype)
+        return self.temperature * torch.stack([bg, fg], dim=1)
 
     def forward(self, support_images, support_masks: torch.Tensor, query_images,
                 from_levels: bool = False) -> dict[str, torch.Tensor]:

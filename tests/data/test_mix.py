@@ -132,3 +132,11 @@ def test_no_holdout_trains_and_tests_every_class(corpora):
     source = MixSource(corpora, folds=0)
     assert source.folds == 1
     assert source.classes(0, "train") == source.classes(0, "test") == sorted(source.class_names)
+
+
+def test_voclike_drops_rare_classes_with_one_note(corpora):
+    source = build_source("voclike", corpora[0], class_names_file="classes.txt", min_images=6)
+    assert "rare" not in source.class_names.values() and "car" in source.class_names.values()
+    assert source.notes == ["dropped 1 class(es) with fewer than 6 images: rare (2)"]
+    assert source.check(1) == []
+    assert "rare" in build_source("voclike", corpora[0], class_names_file="classes.txt").class_names.values()

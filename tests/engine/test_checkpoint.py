@@ -40,3 +40,17 @@ def test_unreadable_checkpoints_are_user_errors(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(SgoneError, match="cannot read"):
         load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_export_for_inference_keeps_only_what_loading_needs(tmp_path):
+    from sgone.engine.checkpoint import export_for_inference
+
+    model = tiny_model()
+    optimizer = torch.optim.AdamW(model.parameters())
+    save_checkpoint(tmp_path / "last.pt", model, optimizer=optimizer, step=7, config={"recipe": "real"})
+    out = export_for_inference(tmp_path / "last.pt", tmp_path / "ship.pt", card={"data": "tiny"})
+    slim = torch.load(out, weights_only=False)
+    assert set(slim) == {"model", "model_config", "step", "config", "card"} and slim["card"] == {"data": "tiny"}
+    assert out.stat().st_size < (tmp_path / "last.pt").stat().st_size
+    for key, value in model.state_dict().items():
+        assert torch.equal(slim["model"][key], value)

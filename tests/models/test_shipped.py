@@ -1,0 +1,56 @@
+"""The shipped real-photo checkpoint: present, small, loads offline by name, segments the sample."""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sgone.models.registry import load_model, shipped_checkpoints
+
+NAME = "sgone-mobilenet_v2-real"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def test_checkpoint_ships_with_a_model_card_and_fits_the_size_limit():
+    path = shipped_checkpoints()[NAME]
+    assert path.stat().st_size < 25 * 2**20
+    assert (path.parent / f"{NAME}.md").is_file()
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    assert "optimizer" not in state and state["model_config"]["arch"] == "sgone-prior"
+
+
+def test_loads_by_name_as_a_trained_prior_guided_sgone():
+    from sgone.models.sgone import PriorGuidedSGOne
+
+    model = load_model(NAME)
+    assert isinstance(model, PriorGuidedSGOne) and not model.training
+    # trained: the head's last conv left zero (where an untrained head starts)
+    assert model.classifier.weight.abs().sum() > 0
+
+
+def test_segments_the_bundled_sample():
+    from sgone.io import read_image, read_mask
+    from sgone.predictor import Predictor
+
+    samples = resources.files("sgone") / "samples"
+    predictor = Predictor(NAME)
+    predictor.set_support([read_image(samples / "support.jpg")], [read_mask(samples / "support_mask.png")])
+    result = predictor.predict(read_image(samples / "query.jpg"))
+    truth = read_mask(samples / "query_mask.png") == 1
+    iou = (result.mask.astype(bool) & truth).sum() / (result.mask.astype(bool) | truth).sum()
+    assert iou > 0.5  # 0.583 measured; the training-free default gets 0.619 on this one photo
+
+
+@pytest.mark.skipif(not (SHARED / "ccp").is_dir(), reason=f"{SHARED} not present (the shared real corpora)")
+def test_documented_folds_are_the_folds_of_the_shared_corpora():
+    from sgone.data.mix import MixSource
+
+    roots = [SHARED / name for name in ("ccp", "coco128", "camvid")]
+    docs = Path(__file__).resolve().parents[2] / "docs" / "splits" / "real-mix"
+    computed, documented = MixSource(roots), MixSource(roots, splits=docs)
+    assert len(computed.class_names) == 76
+    assert computed.fold_of == documented.fold_of
+    assert np.bincount(list(computed.fold_of.values())).tolist() == [19, 19, 20, 18]
