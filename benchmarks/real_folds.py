@@ -26,7 +26,8 @@ from sgone.data.sampler import TestEpisodes
 from sgone.engine.cached_episodes import LabelMaps, predict_cached
 from sgone.engine.feature_cache import FeatureCache
 from sgone.engine.metrics import IoUAccumulator
-from sgone.models.registry import build_model, load_model
+from sgone.io import atomic_write
+from sgone.models.registry import build_model, load_model, read_checkpoint
 
 
 def score(model, source, specs, cache, labels, progress: str):
@@ -113,7 +114,13 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     results = {"size": args.size, "episodes": args.episodes, "seed": 0, "folds": {}}
     for fold in [int(f) for f in args.folds.split(",")]:
-        trained = load_model(Path(args.runs) / f"fold{fold}" / args.checkpoint).eval()
+        path = Path(args.runs) / f"fold{fold}" / args.checkpoint
+        trained_with = read_checkpoint(path).get("config", {})
+        if trained_with.get("fold") != fold or trained_with.get("source_options", {}).get("folds", 4) != 4 \
+                or set(trained_with.get("source_options", {})) - {"folds", "cache_dir"}:
+            sys.exit(f"{path}: trained on fold {trained_with.get('fold')} with data options "
+                     f"{trained_with.get('source_options')}; this script scores the default 4 folds")
+        trained = load_model(path).eval()
         if FeatureCache(cache.dir.parent, trained.backbone, args.size).tag != cache.tag:
             sys.exit(f"fold {fold}: the checkpoint's backbone differs from the ImageNet one; cached features do not apply")
         test = source.classes(fold, "test")
@@ -140,7 +147,7 @@ def main() -> None:
                     save_extremes(trained, source, specs, ious, cache, labels, out / f"fold{fold}_best_worst.png")
             print(f"  ({ms:.0f} ms per episode for both models)", flush=True)
         results["folds"][fold] = row
-        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        atomic_write(out / "results.json", json.dumps(results, indent=2) + "\n")
     print_table(results)
 
 

@@ -89,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("\nno problems found")
     if args.write_splits:
+        if source.problems or not source.class_names:
+            raise SgoneError("--write-splits: the data set has problems (listed above); no split written")
         if not hasattr(source, "write_splits"):
             raise SgoneError(f"--write-splits: data set '{args.dataset}' has fixed folds (only mix writes them)")
         for path in source.write_splits(args.write_splits):

@@ -59,6 +59,7 @@ class MixSource(Source):
     """Voclike roots as one source. Class ids 1..N in (source, class id) order; keys "source:stem"."""
 
     name = "mix"
+    val_is_train = True  # both image splits list every image (see the module docstring)
 
     def __init__(self, root: str | Path | list, folds: int = 4, min_images: int = MIN_IMAGES,
                  split_seed: int = 0, splits: str | Path | None = None, class_names_file: str = "classes.txt",
@@ -76,6 +77,7 @@ class MixSource(Source):
         self.plain_names: dict[int, str] = {}
         self.sources: dict[str, VocLikeSource] = {}
         self._members: dict[int, tuple[str, int]] = {}  # mixed id -> (source name, its own id)
+        self._plain_of: dict[tuple[str, int], str] = {}  # (source, own id) -> plain name, dropped classes too
         self._keys: dict[int, list[str]] = {}
         self.fold_of: dict[int, int] = {}
         if int(folds) < 0:
@@ -107,6 +109,7 @@ class MixSource(Source):
         dropped = []
         for source_name, sub in self.sources.items():
             for c, plain in sorted(sub.class_names.items()):
+                self._plain_of[(source_name, c)] = plain
                 keys = [f"{source_name}:{k}" for k in sub.items("train", c)]
                 label = plain if counts[plain] == 1 else f"{source_name}/{plain}"
                 if len(keys) < min_images:
@@ -192,8 +195,11 @@ class MixSource(Source):
         return self._members[class_id]
 
     def own_ids(self, source_name: str, class_ids: list[int]) -> list[int]:
-        """The label-map ids, in `source_name`, of those of `class_ids` that belong to it."""
-        return [self._members[c][1] for c in class_ids if self._members[c][0] == source_name]
+        """The label-map ids, in `source_name`, of `class_ids` and of every class of that source that
+        shares a plain name with one of them (a dropped rare class included), so that holding out
+        `class_ids` holds out those names in every corpus."""
+        names = {self.plain_names[c] for c in class_ids}
+        return sorted(own for (name, own), plain in self._plain_of.items() if name == source_name and plain in names)
 
     def write_splits(self, folder: str | Path) -> list[Path]:
         """fold<F>.txt per fold: the fold's test classes, one "source<TAB>class" a line (atomic writes)."""

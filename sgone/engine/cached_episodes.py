@@ -36,15 +36,18 @@ from sgone.errors import SgoneError
 class LabelMaps:
     """Label maps of a MixSource's images, resized (nearest) to the cache's input size; kept in memory."""
 
-    def __init__(self, source, size: int | None) -> None:
+    def __init__(self, source, size: int | None, keep_originals: int = 64) -> None:
         self.source, self.size = source, size
         self._memo: dict[str, np.ndarray] = {}
-        self._originals: dict[str, np.ndarray] = {}
+        self._originals: dict[str, np.ndarray] = {}  # the last `keep_originals` read (a k-shot episode reuses them)
+        self.keep_originals = keep_originals
 
     def original(self, key: str) -> np.ndarray:
         if key not in self._originals:
             from sgone.io import read_label
 
+            if len(self._originals) >= self.keep_originals:
+                self._originals.pop(next(iter(self._originals)))
             self._originals[key] = read_label(self.source.label_path(key))
         return self._originals[key]
 
@@ -98,6 +101,9 @@ class CachedTrainBatches:
         levels = self.cache.levels(self.source.image_path(key))  # float16 memmaps: cut before converting
         mask = self._mask(key, class_id)
         gh, gw = levels[0].shape[-2:]
+        if mask.shape[0] > 8 * gh or mask.shape[1] > 8 * gw or -(-mask.shape[0] // 8) != gh or -(-mask.shape[1] // 8) != gw:
+            raise SgoneError(f"{self.source.label_path(key)}: label map {mask.shape[1]}x{mask.shape[0]} at the cache size "
+                             f"does not fit its image's {gw}x{gh} feature grid (rotated photo? other size?)")
         mask = np.pad(mask, ((0, 8 * gh - mask.shape[0]), (0, 8 * gw - mask.shape[1])), constant_values=IGNORE)
         flip = self.augment and rng.random() < 0.5
         y, x, ch, cw = 0, 0, gh, gw
@@ -162,23 +168,25 @@ def predict_cached(model: nn.Module, source, spec: dict, cache: FeatureCache, la
     if len(spec["class_ids"]) != 1:
         raise SgoneError("cached evaluation is 1-way only")
     name, own = source.own_id(spec["class_ids"][0])
+    device = next(model.parameters()).device
     label = torch.from_numpy(binary_mask(labels.original(spec["query"]), own).astype(np.int64))
-    query = model.encode_levels(cache.tensors(source.image_path(spec["query"])))
+    query = model.encode_levels(cache.tensors(source.image_path(spec["query"]), device))
     prototypes = []
     for key in spec["supports"][0]:
-        mask = torch.from_numpy(binary_mask(labels.resized(key), own).astype(np.int64))[None]
-        encoded = model.encode_levels(cache.tensors(source.image_path(key)), need_side=False)
+        mask = torch.from_numpy(binary_mask(labels.resized(key), own).astype(np.int64))[None].to(device)
+        encoded = model.encode_levels(cache.tensors(source.image_path(key), device), need_side=False)
         prototypes.append(model.support_prototype(encoded, mask))
     size = tuple(label.shape)
     prob, similarity = fuse_shots(prototypes, lambda p: model.segment(query, p), lambda lg: _foreground(lg, size),
                                   model.fuse_prototypes, fusion)
     keep = keep_foreground(prob, fusion, len(prototypes))
-    result = {"pred": keep[0].long(), "prob": prob.float(), "similarity": similarity.float(), "label": label}
+    result = {"pred": keep[0].long().cpu(), "prob": prob.float().cpu(), "similarity": similarity.float().cpu(),
+              "label": label}
     if with_prior and getattr(model, "config", {}).get("arch") == "sgone-prior":
         # the training-free model's answer, which PriorGuidedSGOne computes on the way
         prior = lambda p: {"logits": model.prior_logits(query, p), "similarity": similarity}
         prior_prob, _ = fuse_shots(prototypes, prior, lambda lg: _foreground(lg, size), model.fuse_prototypes, fusion)
-        result["prior_pred"] = keep_foreground(prior_prob, fusion, len(prototypes))[0].long()
+        result["prior_pred"] = keep_foreground(prior_prob, fusion, len(prototypes))[0].long().cpu()
     return result
 
 

@@ -311,6 +311,9 @@ def validation_episodes(source, cfg: TrainConfig) -> tuple[Any, str]:
 
     transform = EvalTransform(cfg.size)
     common = dict(shots=cfg.shots, ways=1, episodes=cfg.val_episodes, style="hsnet", transform=transform)
+    if getattr(source, "val_is_train", False):  # e.g. mix: one image list for both splits
+        eps = TestEpisodes(_ValidationView(source, "train"), cfg.fold, seed=cfg.seed + VAL_SEED_OFFSET, **common)
+        return eps, "seen classes, train images (the data set has no val split: measures fit)"
     try:
         eps = TestEpisodes(_ValidationView(source, "val"), cfg.fold, seed=cfg.seed + VAL_SEED_OFFSET, **common)
         return eps, "seen classes, val split"
@@ -408,14 +411,22 @@ def check_run_folder(out: Path, resume: bool | str, overwrite: bool) -> None:
     if not overwrite:
         raise SgoneError(f"{out}: holds a run ({', '.join(marks)}); use --resume to continue it or "
                          "--overwrite to start again")
+
+
+def clear_run_folder(out: Path) -> None:
+    """--overwrite, once the new run is ready to start: the old run's checkpoints and events go."""
+    import shutil
+
     for name in ("last.pt", "best.pt"):
         (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / "tensorboard", ignore_errors=True)
 
 
 def uses_feature_cache(cfg: TrainConfig, model: nn.Module, source: Any) -> bool:
     """Frozen backbone + a model that runs from backbone outputs + a source that names its files."""
     return (cfg.feature_cache is not None and cfg.freeze == "all" and hasattr(unwrap(model), "encode_levels")
-            and hasattr(source, "image_path") and cfg.size is not None)
+            and hasattr(source, "image_path") and cfg.size is not None
+            and getattr(unwrap(model), "variant", "fixed") == "fixed")  # "published" reads 255 as object
 
 
 def feature_cache_folder(setting: str) -> Path:
@@ -488,16 +499,22 @@ def train(config: TrainConfig | dict[str, Any], *, model: nn.Module | None = Non
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
     cached = uses_feature_cache(cfg, model, source)
+    if not cached and getattr(source, "val_is_train", False):
+        # the rule that keeps a fold's test classes out of training (255 in every mask) lives in the cached path
+        raise SgoneError(f"{cfg.dataset}: trains only with the frozen backbone's feature cache (--freeze all, a "
+                         "--size, --variant fixed, --feature-cache not none), which keeps the fold's test classes out")
     if cached:
         stream, validate, val_kind = _cached_data(cfg, model, source, start, info)
     else:
         stream, validate, val_kind = _image_data(cfg, model, source, start, info, device)
 
+    if cfg.overwrite and resume_state is None and info.is_main:
+        clear_run_folder(out)
     logger = Logger(out, start if resume_state is not None else None, enabled=info.is_main)
     if info.is_main:
         from sgone.io import atomic_write
 
-        atomic_write(out / "config.json", json.dumps({**asdict(cfg), "validation": val_kind, "feature_cache": cached,
+        atomic_write(out / "config.json", json.dumps({**asdict(cfg), "validation": val_kind, "feature_cache_used": cached,
                                                       "world_size": info.world_size}, indent=2) + "\n")
 
     def checkpoint(step: int, path: Path) -> None:
@@ -515,6 +532,7 @@ def train(config: TrainConfig | dict[str, Any], *, model: nn.Module | None = Non
     losses: list[tuple[int, float]] = []
     step = done = saved = start
     tick = last_save = time.perf_counter()
+    interrupted = _defer_interrupts()
     try:
         for step, inputs, labels in stream:
             set_train_mode(train_model, cfg.freeze)
@@ -560,11 +578,15 @@ def train(config: TrainConfig | dict[str, Any], *, model: nn.Module | None = Non
                     best = miou
                     checkpoint(step, out / "best.pt")
             timed = cfg.ckpt_minutes > 0 and time.perf_counter() - last_save >= 60 * cfg.ckpt_minutes
+            if info.enabled and cfg.ckpt_minutes > 0:  # checkpoint() is collective: every rank must agree
+                timed = bool(distributed.broadcast_object(timed))
             if step % cfg.ckpt_every == 0 or step == cfg.steps or timed:
                 checkpoint(step, out / "last.pt")
                 saved, last_save = step, time.perf_counter()
             if on_step is not None:
                 on_step(step, record)
+            if interrupted():
+                raise KeyboardInterrupt
             tick = time.perf_counter()
     except KeyboardInterrupt:
         # keep what was learnt: the state after the last finished step resumes exactly
@@ -573,6 +595,7 @@ def train(config: TrainConfig | dict[str, Any], *, model: nn.Module | None = Non
             bar.write(f"interrupted: wrote {out / 'last.pt'} at step {done} (continue with --resume)")
         raise
     finally:
+        interrupted.restore()
         bar.close()
         logger.close()
     distributed.broadcast_buffers(model)  # every rank returns the model that rank 0 saved
@@ -583,6 +606,32 @@ def train(config: TrainConfig | dict[str, Any], *, model: nn.Module | None = Non
     return {"out": str(out), "step": step, "best_metric": best, "losses": losses, "val": val_history,
             "validation": val_kind, "world_size": info.world_size, "rank": info.rank, "feature_cache": cached,
             "start": start}
+
+
+class _defer_interrupts:
+    """Ctrl-C (SIGINT) during a step only sets a flag, read at the end of the step, so the Ctrl-C
+    checkpoint never holds a half-applied update. Main thread only; `restore()` puts the old handler back."""
+
+    def __init__(self) -> None:
+        import signal
+        import threading
+
+        self.flag, self.old = False, None
+        if threading.current_thread() is threading.main_thread():
+            self.old = signal.signal(signal.SIGINT, self._set)
+
+    def _set(self, signum, frame) -> None:
+        self.flag = True
+
+    def __call__(self) -> bool:
+        return self.flag
+
+    def restore(self) -> None:
+        import signal
+
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)
+            self.old = None
 
 
 def _to(x: Any, device: torch.device) -> Any:
@@ -660,7 +709,8 @@ def _cached_data(cfg: TrainConfig, model: nn.Module, source: Any, start: int, in
 
 def _check_resume(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
     """Refuse to resume with settings that change what the steps compute."""
-    keys = ("dataset", "fold", "backbone", "arch", "variant", "shots", "recipe", "steps", "batch_size", "aux_weight", "dice_weight",
+    keys = ("dataset", "root", "source_options", "backbone_options", "fold", "backbone", "arch", "variant", "shots",
+            "recipe", "steps", "batch_size", "aux_weight", "dice_weight",
             "size", "lr", "weight_decay", "optimizer", "schedule", "warmup", "freeze", "seed")
     if cfg.schedule == "constant" and not cfg.warmup:
         keys = tuple(k for k in keys if k != "steps")  # nothing depends on the total: a run may be extended

@@ -57,6 +57,8 @@ def build_model_from_config(config: dict, weights: str | Path | None = None) -> 
         keys = ("levels", "temperature", "refine_steps", "refine_confidence", "refine_weight",
                 "background_prototypes", "foreground_prototypes", "scales")
     options = {k: config[k] for k in keys if k in config}
+    if arch == "sgone-prior":
+        options.setdefault("side_levels", "all")  # checkpoints from before the option had SG-One's full branch
     for key in ("levels", "scales"):
         if key in options:
             options[key] = tuple(options[key])

@@ -140,3 +140,22 @@ def test_voclike_drops_rare_classes_with_one_note(corpora):
     assert source.notes == ["dropped 1 class(es) with fewer than 6 images: rare (2)"]
     assert source.check(1) == []
     assert "rare" in build_source("voclike", corpora[0], class_names_file="classes.txt").class_names.values()
+
+
+def test_holding_out_a_name_covers_its_dropped_namesakes(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    make_corpus(a, ["car", "hat"], [6, 6])
+    make_corpus(b, ["car", "dog"], [3, 6])  # b's car is dropped (3 < 6 images)
+    source = MixSource([a, b], folds=2)
+    car = next(c for c, n in source.class_names.items() if n == "a/car")  # prefixed: b has a car class too
+    assert source.own_ids("a", [car]) == [1] and source.own_ids("b", [car]) == [1]
+    dog = next(c for c, n in source.class_names.items() if n == "dog")
+    assert source.own_ids("a", [dog]) == [] and source.own_ids("b", [dog]) == [2]
+
+
+def test_write_splits_refuses_a_broken_data_set(tmp_path, capsys):
+    from sgone.cli import main
+
+    assert main(["data", "--dataset", "mix", "--root", str(tmp_path / "missing"), "--write-splits",
+                 str(tmp_path / "splits")]) == 2
+    assert not (tmp_path / "splits").exists()

@@ -120,6 +120,7 @@ def test_training_masks_ignore_the_folds_test_classes(mix, tmp_path):
     batches = CachedTrainBatches(mix, 0, cache, shots=1, batch_size=4, seed=0, augment=False)
     test_ids = set(mix.classes(0, "test"))
     labels = LabelMaps(mix, 48)
+    hits = 0
     for index in range(20):
         spec = batches.episodes.spec(index)
         assert spec["class_ids"][0] not in test_ids
@@ -128,7 +129,9 @@ def test_training_masks_ignore_the_folds_test_classes(mix, tmp_path):
         ignored = mix.own_ids(name, sorted(test_ids))
         mask = batches._mask(spec["query"], spec["class_ids"][0])
         if ignored and np.isin(resized, ignored).any():
+            hits += 1
             assert (mask[np.isin(resized, ignored)] == 255).all()
+    assert hits > 0  # the corpus puts a box of the next class in every image: some are test classes
     batch = batches.batch(1)
     g = -(-48 // 8)
     assert [t.shape for t in batch["query_levels"]] == [(4, 8, g, g), (4, 16, g, g), (4, 24, g, g)]  # g < max_cells
@@ -177,8 +180,8 @@ def prior_model(seed: int = 0) -> PriorGuidedSGOne:
 def test_cached_training_runs_resumes_and_uses_the_cache(mix, tmp_path):
     result = train(cached_config(tmp_path / "a", tmp_path / "cache"), source=mix, model=prior_model())
     assert result["feature_cache"] is True and len(result["losses"]) == 6
-    assert json.loads((tmp_path / "a" / "config.json").read_text())["feature_cache"] is True
-    assert "cached features" in result["validation"]
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["feature_cache_used"] is True
+    assert "cached features" in result["validation"] and "measures fit" in result["validation"]
     assert any((tmp_path / "cache").rglob("*.npy"))
 
     class Killed(Exception):
@@ -268,3 +271,33 @@ def test_training_path_refuses_sources_without_file_names(tmp_path):
 
     with pytest.raises(SgoneError, match="dataset 'mix'"):
         CachedTrainBatches(TinySource(), 0, FeatureCache(tmp_path, tiny_backbone(), size=48))
+
+
+def test_ctrl_c_during_a_step_waits_for_the_step_to_finish(mix, tmp_path):
+    import os
+    import signal
+
+    def sigint_at_2(step, record):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C: deferred to the end of the step, then raised
+
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        train(cached_config(tmp_path / "s", tmp_path / "cache", steps=6, ckpt_every=1000, val_every=0),
+              source=mix, model=prior_model(), on_step=sigint_at_2)
+    assert load_checkpoint(tmp_path / "s" / "last.pt")["step"] == 2
+    assert signal.getsignal(signal.SIGINT) is before  # the handler is put back
+
+
+def test_mix_without_the_feature_cache_is_refused(mix, tmp_path):
+    for change in ({"feature_cache": None}, {"freeze": "bn"}):
+        with pytest.raises(SgoneError, match="feature cache"):
+            train(cached_config(tmp_path / "n", tmp_path / "cache", steps=2, val_every=0, **change),
+                  source=mix, model=prior_model())
+
+
+def test_resume_refuses_other_data_settings(mix, tmp_path):
+    train(cached_config(tmp_path / "r", tmp_path / "cache", steps=2, val_every=0), source=mix, model=prior_model())
+    with pytest.raises(SgoneError, match="source_options"):
+        train(cached_config(tmp_path / "r", tmp_path / "cache", steps=2, val_every=0, resume=True,
+                            source_options={"min_images": 2}), source=mix, model=prior_model())

@@ -118,3 +118,30 @@ def test_evaluate_all_folds_checks_every_checkpoint_first(trained, tmp_path, cap
     (tmp_path / "f3.pt").write_bytes(b"not a checkpoint")
     assert main(args) == 2
     assert "f3.pt" in capsys.readouterr().err and not out.exists()
+
+
+TRAIN_ARGS = ["train", "--dataset", "synthetic", "--fold", "0", "--steps", "2", "--batch-size", "2", "--size", "64",
+              "--weights", "none", "--val-every", "2", "--val-episodes", "2", "--ckpt-every", "2", "--device", "cpu"]
+
+
+def test_resuming_a_finished_run_says_so_without_nan(trained, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    capsys.readouterr()
+    assert main(TRAIN_ARGS + ["--out", str(run), "--quiet", "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "already trained to step 2" in out and "nan" not in out
+
+
+def test_a_run_folder_is_refused_and_validation_shows_progress(trained, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    assert main(TRAIN_ARGS + ["--out", str(run), "--quiet"]) == 2
+    assert "holds a run" in capsys.readouterr().err
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(TRAIN_ARGS + ["--out", str(run), "--overwrite"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert "validate" in capsys.readouterr().err  # the validation pass has its own progress bar
