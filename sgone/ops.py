@@ -119,6 +119,18 @@ def fuse_vectors(vectors: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
     return vectors.mean(dim=0)
 
 
+def fuse_prototype_dicts(prototypes: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """k shots' prototypes -> one: vectors (B,C) averaged, sets of parts (keys ending "_set", (B,N,C)) pooled to (B,kN,C)."""
+    return {key: torch.cat([p[key] for p in prototypes], dim=1) if key.endswith("_set")
+            else fuse_vectors([p[key] for p in prototypes]) for key in prototypes[0]}
+
+
+def fuse_prototype_batch(prototypes: dict[str, torch.Tensor], b: int, k: int) -> dict[str, torch.Tensor]:
+    """The same for a batch whose B*K shots lie along dim 0 (shot-major within each episode) -> per episode."""
+    return {key: value.reshape(b, -1, value.shape[-1]) if key.endswith("_set")
+            else value.view(b, k, -1).mean(dim=1) for key, value in prototypes.items()}
+
+
 def fuse_predictions(probs: torch.Tensor, mode: str = "max", threshold: float = 0.5) -> torch.Tensor:
     """k-shot fusion of k one-shot foreground probabilities (K,B,H,W) -> (B,H,W).
 

@@ -123,10 +123,14 @@ class Source:
             raise SgoneError(self.problems[0])
 
 
-def binary_from_labels(labels: np.ndarray, class_id: int) -> np.ndarray:
-    """Class-id label map -> mask {0, 1 = class_id, 255 = ignore (kept from the label)}."""
+def binary_from_labels(labels: np.ndarray, class_id: int, ignored_ids=()) -> np.ndarray:
+    """Class-id label map -> mask {0, 1 = class_id, 255 = ignore (kept from the label, and where the
+    label is one of `ignored_ids`, e.g. classes held out of training)}."""
     mask = (labels == class_id).astype(np.uint8)
-    mask[labels == IGNORE] = IGNORE
+    ignore = labels == IGNORE
+    if len(ignored_ids):
+        ignore |= np.isin(labels, np.asarray(ignored_ids)) & (mask == 0)
+    mask[ignore] = IGNORE
     return mask
 
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sgone.data.episode import IGNORE
+from sgone.data.episode import IGNORE, binary_from_labels
 from sgone.data.sampler import TrainEpisodes, episode_rng
 from sgone.engine.feature_cache import FeatureCache
 from sgone.errors import SgoneError
@@ -61,16 +61,6 @@ class LabelMaps:
         return self._memo[key]
 
 
-def binary_mask(labels: np.ndarray, own_id: int, ignored_ids: list[int] = ()) -> np.ndarray:
-    """Label map -> {0, 1 = own_id, 255 = ignore or any of `ignored_ids`}."""
-    mask = (labels == own_id).astype(np.uint8)
-    ignore = labels == IGNORE
-    if len(ignored_ids):
-        ignore |= np.isin(labels, np.asarray(ignored_ids))
-    mask[ignore & (mask == 0)] = IGNORE
-    return mask
-
-
 class CachedTrainBatches:
     """Step -> batch of cached levels for `fold`'s seen classes of a MixSource (see module docstring)."""
 
@@ -95,7 +85,7 @@ class CachedTrainBatches:
 
     def _mask(self, key: str, class_id: int) -> np.ndarray:
         name, own = self.source.own_id(class_id)
-        return binary_mask(self.labels.resized(key), own, self.source.own_ids(name, self.test_ids))
+        return binary_from_labels(self.labels.resized(key), own, self.source.own_ids(name, self.test_ids))
 
     def _item(self, key: str, class_id: int, rng: np.random.Generator, crop: bool):
         levels = self.cache.levels(self.source.image_path(key))  # float16 memmaps: cut before converting
@@ -169,11 +159,11 @@ def predict_cached(model: nn.Module, source, spec: dict, cache: FeatureCache, la
         raise SgoneError("cached evaluation is 1-way only")
     name, own = source.own_id(spec["class_ids"][0])
     device = next(model.parameters()).device
-    label = torch.from_numpy(binary_mask(labels.original(spec["query"]), own).astype(np.int64))
+    label = torch.from_numpy(binary_from_labels(labels.original(spec["query"]), own).astype(np.int64))
     query = model.encode_levels(cache.tensors(source.image_path(spec["query"]), device))
     prototypes = []
     for key in spec["supports"][0]:
-        mask = torch.from_numpy(binary_mask(labels.resized(key), own).astype(np.int64))[None].to(device)
+        mask = torch.from_numpy(binary_from_labels(labels.resized(key), own).astype(np.int64))[None].to(device)
         encoded = model.encode_levels(cache.tensors(source.image_path(key), device), need_side=False)
         prototypes.append(model.support_prototype(encoded, mask))
     size = tuple(label.shape)

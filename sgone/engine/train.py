@@ -532,7 +532,7 @@ def train(config: TrainConfig | dict[str, Any], *, model: nn.Module | None = Non
     losses: list[tuple[int, float]] = []
     step = done = saved = start
     tick = last_save = time.perf_counter()
-    interrupted = _defer_interrupts()
+    interrupted = _InterruptAtStepEnd()
     try:
         for step, inputs, labels in stream:
             set_train_mode(train_model, cfg.freeze)
@@ -608,7 +608,7 @@ def train(config: TrainConfig | dict[str, Any], *, model: nn.Module | None = Non
             "start": start}
 
 
-class _defer_interrupts:
+class _InterruptAtStepEnd:
     """Ctrl-C (SIGINT) during a step only sets a flag, read at the end of the step, so the Ctrl-C
     checkpoint never holds a half-applied update. Main thread only; `restore()` puts the old handler back."""
 

@@ -102,8 +102,7 @@ class PrototypeModel(nn.Module):
     @staticmethod
     def fuse_prototypes(prototypes: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """k shots -> one: vectors averaged, sets of parts pooled (B, k*N, C)."""
-        return {key: torch.cat([p[key] for p in prototypes], dim=1) if key.endswith("_set")
-                else ops.fuse_vectors([p[key] for p in prototypes]) for key in prototypes[0]}
+        return ops.fuse_prototype_dicts(prototypes)
 
     def _score(self, guide: torch.Tensor, fg: torch.Tensor, bg: torch.Tensor,
                fg_set: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,8 +147,7 @@ class PrototypeModel(nn.Module):
         b, k = support_images.shape[:2]
         support = self.encode(support_images.flatten(0, 1))
         protos = self.support_prototype(support, support_masks.flatten(0, 1))
-        fused = {key: value.reshape(b, -1, value.shape[-1]) if key.endswith("_set")
-                 else value.view(b, k, -1).mean(dim=1) for key, value in protos.items()}
+        fused = ops.fuse_prototype_batch(protos, b, k)
         return self.segment(self.encode(query_images), fused)
 
 

@@ -193,8 +193,7 @@ class PriorGuidedSGOne(SGOne):
     @staticmethod
     def fuse_prototypes(prototypes: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """k shots -> one: vectors averaged, background parts pooled (B, k*N, C)."""
-        return {key: torch.cat([p[key] for p in prototypes], dim=1) if key.endswith("_set")
-                else ops.fuse_vectors([p[key] for p in prototypes]) for key in prototypes[0]}
+        return ops.fuse_prototype_dicts(prototypes)
 
     def segment(self, encoded: dict[str, torch.Tensor], prototype: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """-> {"logits": (B,2,h,w), "similarity": (B,h,w) learnt guidance, "prior_logits": (B,2,h,w)}."""
@@ -230,8 +229,7 @@ class PriorGuidedSGOne(SGOne):
         support = self._heads([lv.flatten(0, 1) for lv in support_images], need_side=False)
         query = self._heads(list(query_images), need_side=True)
         protos = self.support_prototype(support, support_masks.flatten(0, 1))
-        fused = {key: value.reshape(b, -1, value.shape[-1]) if key.endswith("_set")
-                 else value.view(b, k, -1).mean(dim=1) for key, value in protos.items()}
+        fused = ops.fuse_prototype_batch(protos, b, k)
         return self.segment(query, fused)
 
 
