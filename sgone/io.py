@@ -5,6 +5,7 @@ Every reader raises `SgoneError("path: problem")` for a missing, unreadable or t
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 import threading
@@ -287,6 +288,15 @@ def list_images(folder: str | Path) -> list[Path]:
         raise SgoneError(f"{folder}: folder not found")
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
+
+
+def file_digest(path: str | Path, algorithm: str = "sha1") -> str:
+    """Hex digest of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:

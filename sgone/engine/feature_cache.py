@@ -28,17 +28,9 @@ import torch
 from torch import nn
 
 from sgone.errors import SgoneError
+from sgone.io import file_digest
 
 FORMAT = 1
-
-
-def file_digest(path: str | Path) -> str:
-    """SHA-1 of a file's bytes."""
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def state_digest(module: nn.Module) -> str:
@@ -164,3 +156,21 @@ class FeatureCache:
         """levels() as float32 tensors (1,C,h,w) on `device`."""
         return [torch.from_numpy(np.ascontiguousarray(lv, dtype=np.float32)).unsqueeze(0).to(device)
                 for lv in self.levels(path)]
+
+
+class JointFeatureCache:
+    """Several caches of the same images read as one: `tensors(path)` is their levels in turn
+    (e.g. DINOv2's three then MobileNetV2's three, for `FusedPrototypeModel.encode_levels`)."""
+
+    def __init__(self, caches: list[FeatureCache]) -> None:
+        self.caches = list(caches)
+
+    def fill(self, paths: list[str | Path], progress: bool = True, desc: str = "caching features") -> list[str]:
+        problems: list[str] = []
+        for cache in self.caches:
+            problems += [p for p in cache.fill(paths, progress, f"{desc} ({cache.identity['backbone']})")
+                         if p not in problems]
+        return problems
+
+    def tensors(self, path: str | Path, device: str | torch.device = "cpu") -> list[torch.Tensor]:
+        return [t for cache in self.caches for t in cache.tensors(path, device)]

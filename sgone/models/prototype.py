@@ -144,11 +144,16 @@ class PrototypeModel(nn.Module):
     def forward(self, support_images: torch.Tensor, support_masks: torch.Tensor,
                 query_images: torch.Tensor) -> dict[str, torch.Tensor]:
         """support_images (B,K,3,H,W), support_masks (B,K,H,W), query_images (B,3,H,W)."""
-        b, k = support_images.shape[:2]
-        support = self.encode(support_images.flatten(0, 1))
-        protos = self.support_prototype(support, support_masks.flatten(0, 1))
-        fused = ops.fuse_prototype_batch(protos, b, k)
-        return self.segment(self.encode(query_images), fused)
+        return episode_forward(self, support_images, support_masks, query_images)
+
+
+def episode_forward(model: nn.Module, support_images: torch.Tensor, support_masks: torch.Tensor,
+                    query_images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One batch of k-shot episodes through a training-free model's encode/support_prototype/segment."""
+    b, k = support_images.shape[:2]
+    support = model.encode(support_images.flatten(0, 1))
+    protos = model.support_prototype(support, support_masks.flatten(0, 1))
+    return model.segment(model.encode(query_images), ops.fuse_prototype_batch(protos, b, k))
 
 
 def _weighted_mean(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

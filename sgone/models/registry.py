@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from sgone.errors import SgoneError
 
-ARCHS = ("sgone", "sgone-prior", "prototype")
+ARCHS = ("sgone", "sgone-prior", "prototype", "prototype-fused")
 
 
 def build_model(arch: str = "sgone", backbone: str = "mobilenet_v2", variant: str = "fixed",
@@ -26,6 +26,8 @@ def build_model(arch: str = "sgone", backbone: str = "mobilenet_v2", variant: st
 
     if arch not in ARCHS:
         raise SgoneError(f"unknown architecture {arch!r}: use one of {', '.join(ARCHS)}")
+    if arch == "prototype-fused":
+        return build_fused(weights=weights, **options)
     backbone_options = dict(backbone_options or {})
     config: dict = {"backbone": backbone}
     if backbone_options:
@@ -44,10 +46,22 @@ def build_model(arch: str = "sgone", backbone: str = "mobilenet_v2", variant: st
     return PrototypeModel(net, config=config, **options)
 
 
+def build_fused(semantic: dict, detail: dict, weight: float = 0.5, weights: str | Path | None = "auto") -> nn.Module:
+    """Two training-free prototype models fused (`sgone.models.fused`); `semantic`/`detail` are their
+    configs (as `build_model_from_config` takes). A weights path goes to the semantic backbone."""
+    from sgone.models.fused import FusedPrototypeModel
+
+    auto = None if weights is None else "auto"
+    return FusedPrototypeModel(build_model_from_config(semantic, weights=weights),
+                               build_model_from_config(detail, weights=auto), weight=weight)
+
+
 def build_model_from_config(config: dict, weights: str | Path | None = None) -> nn.Module:
     """Rebuild a model from its `config` dict (as stored in checkpoints)."""
     config = dict(config)
     arch = config.pop("arch", "sgone")
+    if arch == "prototype-fused":
+        return build_fused(config["semantic"], config["detail"], config.get("weight", 0.5), weights=weights)
     backbone = config.pop("backbone", "mobilenet_v2")
     if arch == "sgone":
         keys = ("variant", "guidance_dim", "side_dim")
@@ -65,7 +79,7 @@ def build_model_from_config(config: dict, weights: str | Path | None = None) -> 
     return build_model(arch, backbone, weights=weights, backbone_options=config.get("backbone_options"), **options)
 
 
-TRAINING_FREE_ARCHS = ("prototype",)  # every other architecture has a head that must be trained
+TRAINING_FREE_ARCHS = ("prototype", "prototype-fused")  # every other architecture has a head that must be trained
 
 
 def _named(arch: str, backbone: str, **options) -> Callable[..., nn.Module]:
@@ -76,6 +90,13 @@ def _named(arch: str, backbone: str, **options) -> Callable[..., nn.Module]:
     builder.untrained_head = arch not in TRAINING_FREE_ARCHS  # type: ignore[attr-defined]
     return builder
 
+
+DINO_PROTOTYPE: dict = {"levels": ("low",)}
+FUSED_DINO_MOBILENET: dict = {
+    "semantic": {"arch": "prototype", "backbone": "dinov2_s14", **DINO_PROTOTYPE},
+    "detail": {"arch": "prototype", "backbone": "mobilenet_v2", "backbone_options": {"high_stride": 16}},
+    "weight": 0.5,
+}
 
 # Registered names. "prototype-*" run with ImageNet weights alone; "sgone-*" have an untrained
 # head (for training and benchmarks) unless loaded from a checkpoint.
@@ -90,6 +111,10 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "prototype-efficientnet_lite0": _named("prototype", "efficientnet_lite0"),
     "prototype-vgg16": _named("prototype", "vgg16"),
     "prototype-resnet50": _named("prototype", "resnet50"),
+    # DINOv2 ViT-S/14 (ONNX, block 9, tiled to a 32-patch longer side) and its fusion with the
+    # default's MobileNetV2; options chosen on fold 0 of the real corpora (docs/results.md, DINOv2)
+    "prototype-dinov2_s14": _named("prototype", "dinov2_s14", **DINO_PROTOTYPE),
+    "prototype-dinov2_s14-mobilenet_v2": _named("prototype-fused", "", **FUSED_DINO_MOBILENET),
     "sgone-mobilenet_v2": _named("sgone", "mobilenet_v2"),
     "sgone-efficientnet_lite0": _named("sgone", "efficientnet_lite0"),
     "sgone-vgg16": _named("sgone", "vgg16"),

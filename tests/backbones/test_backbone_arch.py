@@ -20,7 +20,8 @@ EXPECTED_CHANNELS = {
 }
 
 
-@pytest.mark.parametrize("name", list(BACKBONES))
+# the CNNs; dinov2_s14 returns its patch grid and needs its ONNX file (tests/backbones/test_dinov2.py)
+@pytest.mark.parametrize("name", [n for n in BACKBONES if n != "dinov2_s14"])
 def test_three_taps_at_stride_8(name):
     torch.manual_seed(0)
     b = build_backbone(name, weights=None).eval()

@@ -1,0 +1,62 @@
+"""Time of a user's 1-shot episode (set_support + predict through `Predictor`, longer side 473) for
+the default, DINOv2 at several tiling settings, and the fused model, side by side in one run.
+Median of --repeats; the ratio column is against the default measured in the same run.
+
+Run: python benchmarks/dinov2_speed.py [--repeats 5]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from sgone.commands.demo import sample_paths
+from sgone.io import read_image, read_mask
+from sgone.models.fused import FusedPrototypeModel
+from sgone.models.registry import DEFAULT_MODEL, build_model, load_model
+from sgone.predictor import Predictor
+
+# (label, tiled canvas's longer side, tile stride); 224 = the global view alone
+TILINGS = (("224 (one tile)", 224, 224), ("448 / stride 224", 448, 224), ("448 / stride 112", 448, 112),
+           ("672 / stride 224", 672, 224))
+
+
+def episode_ms(model, support, mask, query, repeats: int) -> float:
+    predictor = Predictor(model, size=473)
+    predictor.set_support([support], [mask])
+    predictor.predict(query)  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        predictor.set_support([support], [mask])
+        predictor.predict(query)
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    paths = sample_paths()
+    support, mask, query = read_image(paths["support"]), read_mask(paths["support_mask"]), read_image(paths["query"])
+    models = {DEFAULT_MODEL: load_model(DEFAULT_MODEL)}
+    for label, resolution, stride in TILINGS:
+        options = {"resolution": resolution, "tile_stride": stride}
+        models[f"prototype-dinov2_s14, {label}"] = build_model("prototype", "dinov2_s14", levels=("low",),
+                                                               backbone_options=options)
+    for name in ("prototype-dinov2_s14", "prototype-dinov2_s14-mobilenet_v2"):
+        models[name] = load_model(name)
+    print(f"| model | grid (patches) | 1-shot episode, median ms | x default |\n|---|---|---|---|")
+    base = None
+    for name, model in models.items():
+        ms = episode_ms(model, support, mask, query, args.repeats)
+        base = base or ms
+        dino = model.semantic.backbone if isinstance(model, FusedPrototypeModel) else model.backbone
+        grid = f"{dino.resolution // 14}" if dino.name == "dinov2_s14" else "-"
+        print(f"| {name} | {grid} | {ms:.0f} | {ms / base:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""The fusion of a semantic and a detail prototype model: the rule on hand-made maps, and the model's plumbing."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sgone.models.fused import FusedPrototypeModel, fuse_logits
+from sgone.models.prototype import PrototypeModel
+from sgone.models.registry import MODELS, build_model, build_model_from_config
+
+
+def test_fuse_logits_weights_and_resizes():
+    semantic = torch.tensor([[[[0.0, 4.0], [2.0, -2.0]], [[1.0, 0.0], [0.0, 2.0]]]])  # (1,2,2,2)
+    detail = torch.zeros(1, 2, 4, 4)
+    assert fuse_logits(semantic, detail, 1.0).shape == (1, 2, 4, 4)
+    torch.testing.assert_close(fuse_logits(semantic, detail, 0.0), detail)
+    same = fuse_logits(semantic, semantic, 0.3)
+    torch.testing.assert_close(same, semantic)  # equal grids: no resize, a convex mix of equals
+
+
+def test_fused_two_class_probability_is_the_product_rule():
+    # softmax of summed logits = p_s p_d / (p_s p_d + (1-p_s)(1-p_d)) (weight 1/2 and logits doubled)
+    torch.manual_seed(0)
+    a, b = torch.randn(1, 2, 3, 3), torch.randn(1, 2, 3, 3)
+    p_a, p_b = a.softmax(1)[:, 1], b.softmax(1)[:, 1]
+    fused = fuse_logits(2 * a, 2 * b, 0.5).softmax(1)[:, 1]
+    torch.testing.assert_close(fused, p_a * p_b / (p_a * p_b + (1 - p_a) * (1 - p_b)))
+
+
+def test_pixel_is_object_only_where_the_weighted_evidence_says_so():
+    # semantic says object (margin 2), detail says background (margin 1): weight decides
+    semantic = torch.tensor([0.0, 2.0]).view(1, 2, 1, 1)
+    detail = torch.tensor([1.0, 0.0]).view(1, 2, 1, 1)
+    assert fuse_logits(semantic, detail, 0.5).argmax(1).item() == 1
+    assert fuse_logits(semantic, detail, 0.25).argmax(1).item() == 0
+
+
+def _small_fused(weight: float) -> FusedPrototypeModel:
+    torch.manual_seed(0)
+    semantic = build_model("prototype", "mobilenet_v2", weights=None, levels=("high",))
+    detail = build_model("prototype", "mobilenet_v2", weights=None, backbone_options={"high_stride": 16})
+    return FusedPrototypeModel(semantic.eval(), detail.eval(), weight=weight).eval()
+
+
+@torch.no_grad()
+def test_fused_model_with_weight_zero_is_the_detail_model():
+    model = _small_fused(0.0)
+    s_img, q_img = torch.rand(1, 2, 3, 96, 96), torch.rand(1, 3, 96, 96)
+    masks = torch.zeros(1, 2, 96, 96, dtype=torch.long)
+    masks[:, :, 30:70, 20:60] = 1
+    fused = model(s_img, masks, q_img)
+    alone = model.detail(s_img, masks, q_img)
+    torch.testing.assert_close(fused["logits"], alone["logits"])
+    torch.testing.assert_close(fused["similarity"], alone["similarity"])
+    semantic = _small_fused(1.0)(s_img, masks, q_img)["logits"]
+    assert not torch.allclose(semantic, alone["logits"])
+
+
+@torch.no_grad()
+def test_fused_prototypes_keep_each_part_and_fuse_k_shots():
+    model = _small_fused(0.5)
+    x, masks = torch.rand(1, 3, 64, 64), torch.zeros(1, 64, 64, dtype=torch.long)
+    masks[:, 10:40, 10:40] = 1
+    proto = model.support_prototype(model.encode(x), masks)
+    assert {"semantic.vector", "semantic.background_set", "detail.vector", "detail.background_set"} <= set(proto)
+    two = model.fuse_prototypes([proto, proto])
+    assert two["detail.background_set"].shape[1] == 2 * proto["detail.background_set"].shape[1]
+    torch.testing.assert_close(two["semantic.vector"], proto["semantic.vector"])
+
+
+def test_fused_config_rebuilds_the_same_model():
+    model = _small_fused(0.4)
+    again = build_model_from_config(model.config, weights=None)
+    assert isinstance(again, FusedPrototypeModel) and again.weight == 0.4
+    assert again.semantic.levels == ("high",) and again.detail.backbone.high_stride == 16
+    with pytest.raises(ValueError, match="weight"):
+        FusedPrototypeModel(model.semantic, model.detail, weight=1.5)
+
+
+def test_dinov2_models_are_registered_training_free():
+    for name in ("prototype-dinov2_s14", "prototype-dinov2_s14-mobilenet_v2"):
+        assert name in MODELS and not MODELS[name].untrained_head
+
+
+def _dinov2_ready() -> bool:
+    from sgone.backbones.weights import candidate_paths
+
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return any(p.is_file() for p in candidate_paths("dinov2_s14"))
+
+
+@pytest.mark.skipif(not _dinov2_ready(), reason="onnxruntime or the DINOv2 ONNX file is absent (see README setup)")
+def test_fused_dinov2_model_segments_the_sample_photo(tmp_path, monkeypatch):
+    from sgone.io import read_mask
+    from sgone.predictor import Predictor
+
+    monkeypatch.setenv("SGONE_CACHE_DIR", str(tmp_path))
+    predictor = Predictor("prototype-dinov2_s14-mobilenet_v2", size=321)
+    predictor.set_support("sgone/samples/support.jpg", "sgone/samples/support_mask.png")
+    result = predictor.predict("sgone/samples/query.jpg")
+    truth = read_mask("sgone/samples/query_mask.png") > 0
+    mask = result.mask > 0
+    assert mask.shape == truth.shape
+    assert np.logical_and(mask, truth).sum() / np.logical_or(mask, truth).sum() > 0.3
