@@ -248,11 +248,11 @@ def test_evaluate_davis_excludes_first_and_last_frames(tmp_path):
     (root / "ImageSets" / "2016").mkdir(parents=True)
     (root / "ImageSets" / "2016" / "val.txt").write_text("seqa\nseqb\n")
     # the last frame (5) is wrong: the protocol does not score it
-    res = evaluate_davis(OraclePredictor(masks, wrong={5}), root, tmp_path / "out", progress=False)
+    res = evaluate_davis(OraclePredictor(masks, wrong={5}), root, tmp_path / "out", progress=False, mode="independent")
     assert res["overall"]["J"]["mean"] == 1.0 and res["overall"]["F"]["mean"] == 1.0
     assert res["sequences"]["seqa"]["frames_scored"] == 4  # frames 1..4 of 0..5
     # a wrong middle frame is scored: J = 3/4 per sequence, recall 3/4
-    res = evaluate_davis(OraclePredictor(masks, wrong={2}), root, tmp_path / "out2", progress=False)
+    res = evaluate_davis(OraclePredictor(masks, wrong={2}), root, tmp_path / "out2", progress=False, mode="independent")
     assert res["overall"]["J"]["mean"] == pytest.approx(0.75)
     assert res["overall"]["J"]["recall"] == pytest.approx(0.75)
     assert res["overall"]["F"]["mean"] == pytest.approx(0.75)
@@ -265,7 +265,7 @@ def test_evaluate_davis_excludes_first_and_last_frames(tmp_path):
 def test_evaluate_davis_sequences_and_masks(tmp_path):
     root = tmp_path / "DAVIS"
     masks = make_davis(root, ["only"], n_frames=4, year2017=True)  # instance-id annotations
-    res = evaluate_davis(OraclePredictor(masks), root, tmp_path / "out", sequences=["only"], save_masks=True, progress=False)
+    res = evaluate_davis(OraclePredictor(masks), root, tmp_path / "out", sequences=["only"], save_masks=True, progress=False, mode="independent")
     assert res["overall"]["J"]["mean"] == 1.0
     written = sorted(p.name for p in (tmp_path / "out" / "masks" / "only").iterdir())
     assert written == ["00001.png", "00002.png", "00003.png"]
