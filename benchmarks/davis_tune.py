@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sequences", required=True, help="tuning clips: a file (one name a line) or a comma list")
     parser.add_argument("--size", type=int, default=None, help="network input size (default: sgone video's)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="start from these settings instead of TemporalConfig's defaults (repeatable)")
+    parser.add_argument("--no-search", action="store_true", help="score the starting settings only")
     parser.add_argument("--json", default=None, help="also write every setting tried and its score here")
     args = parser.parse_args(argv)
 
@@ -88,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         return float(np.mean(js)), float(np.mean(fs)), float((np.mean(js) + np.mean(fs)) / 2), per
 
     best = TemporalConfig()
+    for item in args.set:
+        key, _, value = item.partition("=")
+        best = replace(best, **{key: type(getattr(best, key))(value)})
     tried: list[dict] = []
     cache_scores: dict[str, tuple] = {}
 
@@ -104,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         return cache_scores[key]
 
     best_score = run(best)[2]
-    for field, values in GRID:
+    for field, values in [] if args.no_search else GRID:
         for value in values:
             candidate = replace(best, **{field: value})
             jf = run(candidate)[2]

@@ -283,7 +283,8 @@ class PreviewWriter:
             if fmt == "WEBP":
                 options.update(quality=80, method=4)
             else:
-                images = [im.quantize(colors=255, method=Image.Quantize.MEDIANCUT) for im in images]
+                # fast octree: ~100x faster than median cut (0.46 s a frame on the shared machine), previews only
+                images = [im.quantize(colors=255, method=Image.Quantize.FASTOCTREE) for im in images]
                 options["append_images"] = images[1:]
                 options["disposal"] = 1
             images[0].save(tmp, format=fmt, **options)
