@@ -41,6 +41,10 @@ def register(subparsers) -> None:
     p.add_argument("--update-weight", type=float, default=None, metavar="W",
                    help="propagate: weight of a frame's prototype in the online update (default 0.2, lowered over "
                         "time as w / (1 + w t) so the first frame keeps its share)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch threads for the model (default: one less than the CPU cores, at least 1: the spare "
+                        "core decodes frames and encodes the MP4; on a busy 2-core machine 2 threads ran 5-8x "
+                        "slower than 1, docs/results.md)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_arguments(p)
     p.set_defaults(func=run)
@@ -72,7 +76,11 @@ def run(args: argparse.Namespace) -> int:
     # fail on a bad input or first-frame mask before the model loads or any folder is made
     check_first_frame(args.input, mask, args.resize_masks)
     check_output_folder(output)
-    # imports torch: only once the inputs look fine
+    if args.threads is not None and args.threads < 1:
+        raise SgoneError(f"--threads {args.threads}: must be at least 1")
+    import torch  # only once the inputs look fine
+
+    torch.set_num_threads(args.threads or default_threads())
     predictor = video_predictor(args.model, device=args.device, size=args.size, threshold=args.threshold)
     summary = run_video(
         predictor, args.input, mask, output, mode=args.mode, every=args.every, on_bad_frame=args.on_bad_frame,
@@ -86,3 +94,11 @@ def run(args: argparse.Namespace) -> int:
         if key in summary.outputs:
             print(f"{key}: {summary.outputs[key]}")
     return 0
+
+
+def default_threads() -> int:
+    """One less than the usable CPU cores, at least 1 (the spare core decodes and encodes)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - 1)

@@ -9,8 +9,12 @@ Per frame (network grid = stride 8 of the input at `--size`):
    frame within a window), sigmoid(temperature x (object score - background score));
 3. their weighted mean, times the location prior of the previous mask (`refine.location_prior`),
    which is dropped (reset) when the previous mask lost the object;
-4. upsampled to the frame and filtered by the guided filter on the frame's grey levels, then
-   thresholded.
+4. upsampled to the frame (bilinear), its logit shifted by the colour log-likelihood ratio of
+   object and background colour models (RGB histograms from the first mask, then following the
+   clip's confident pixels), filtered by the guided filter on the frame's grey levels, and
+   thresholded at the predictor's threshold.
+The memory keeps frames by the rule of `FrameMemory` (confidence, area, spacing, capacity); every
+kept frame counts alike (best match over all), without weights by age.
 """
 from __future__ import annotations
 
@@ -30,20 +34,20 @@ class TemporalConfig:
     """Settings of the temporal mode; defaults chosen on the tuning clips (docs/splits/davis2016-tune.txt)."""
 
     match_weight: float = 0.3  # share of the matching probability (the rest: prototypes)
-    temperature: float = 10.0  # of the matching score difference
+    temperature: float = 20.0  # of the matching score difference
     match_cells: int = 600  # the network grid is pooled by the smallest factor leaving at most this many cells to match (speed)
-    window: float = 0.15  # previous-frame matching radius, fraction of the grid's longer side
-    capacity: int = 2  # confident past frames kept besides the first and the previous
+    window: float = 0.3  # previous-frame matching radius, fraction of the grid's longer side
+    capacity: int = 0  # confident past frames kept besides the first and the previous (0: tuning found no gain)
     every: int = 5  # at least this many frames between two kept frames
     min_confidence: float = 0.8
     max_growth: float = 2.0
     prior_sigma: float = 1.0  # location prior width, x the previous object's size; 0 = no prior
     prior_floor: float = 0.0
     lost_area: float = 0.05  # previous mask under this share of the first mask's area: prior reset
-    guided_radius: float = 0.01  # guided filter window radius, fraction of the frame diagonal; 0 = bilinear only
-    guided_eps: float = 1e-3
+    guided_radius: float = 0.005  # guided filter window radius, fraction of the frame diagonal; 0 = bilinear only
+    guided_eps: float = 1e-2
     guided_scale: int = 4  # the filter's coefficients are fitted this many times coarser
-    colour_weight: float = 0.0  # weight of the colour log-likelihood ratio added to the logit; 0 = off
+    colour_weight: float = 1.0  # weight of the colour log-likelihood ratio added to the logit; 0 = off
     colour_bins: int = 16  # per RGB channel
     colour_rate: float = 0.1  # share of each frame's confident pixels in the colour models
 

@@ -413,8 +413,12 @@ def bright_cli(monkeypatch):
     """`sgone video` with the stand-in predictor (the command's own checks and writing are real)."""
     from sgone.cli import main
 
+    import torch
+
     monkeypatch.setattr("sgone.predictor.Predictor", lambda *args, **kwargs: BrightPredictor())
-    return lambda *args: main(["video", *map(str, args), "--quiet", "--mode", "independent"])
+    threads = torch.get_num_threads()  # `sgone video` sets them; the other tests keep theirs
+    yield lambda *args: main(["video", *map(str, args), "--quiet", "--mode", "independent"])
+    torch.set_num_threads(threads)
 
 
 def test_cli_video_into_a_read_only_folder_is_one_line(tmp_path, capsys, read_only, bright_cli):
@@ -484,6 +488,8 @@ def test_sgone_video_tracks_the_generated_object_in_every_mode(generated_clip, c
     `propagate` is measured against `independent` and must not fall more than 0.05 below it
     (its first design, which took "probability <= 0.2" as background, lost 0.10 here).
     """
+    import torch
+
     from sgone.cli import main
     from sgone.engine.davis import jaccard
     from sgone.io import read_mask
@@ -495,7 +501,7 @@ def test_sgone_video_tracks_the_generated_object_in_every_mode(generated_clip, c
     for mode in MODES:
         out = generated_clip / f"out-{mode}"
         code = main(["video", "--input", str(frames), "--mask", str(truth / "00000.png"), "--output", str(out),
-                     "--mode", mode, "--size", "0", "--quiet"])
+                     "--mode", mode, "--size", "0", "--quiet", "--threads", str(torch.get_num_threads())])
         assert code == 0, capsys.readouterr().err
         scores[mode] = _mean_j(out / "masks", truth, 12)
         assert (out / "overlay.mp4").is_file() and (out / "preview.gif").is_file()
@@ -504,3 +510,21 @@ def test_sgone_video_tracks_the_generated_object_in_every_mode(generated_clip, c
         assert mean_j > 0.40, (mode, scores)
         assert min_j > 0.25, (mode, scores)
     assert scores["propagate"][0] >= scores["independent"][0] - 0.05, scores
+
+
+def test_cli_video_threads_and_mode_options(tmp_path, capsys, bright_cli, monkeypatch):
+    import torch
+
+    from sgone.commands.video import default_threads
+
+    frames, mask = make_folder(tmp_path, n=3)
+    assert bright_cli("--input", frames, "--mask", mask, "--output", tmp_path / "o", "--threads", "0") == 2
+    assert capsys.readouterr().err.strip() == "sgone video: error: --threads 0: must be at least 1"
+    assert bright_cli("--input", frames, "--mask", mask, "--output", tmp_path / "o", "--update-weight", "0.3") == 2
+    assert "only for --mode propagate" in capsys.readouterr().err
+    assert bright_cli("--input", frames, "--mask", mask, "--output", tmp_path / "o", "--threads", "1") == 0
+    assert torch.get_num_threads() == 1
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert default_threads() == 1  # 2 cores: one for the model, one for decoding and encoding
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)
+    assert default_threads() == 1
