@@ -277,11 +277,11 @@ def evaluate_davis(
     from tqdm import tqdm
 
     from sgone.data.davis import DavisSource
-    from sgone.video.tracker import DEFAULT_MODE, make_tracker, run_tracker
+    from sgone.video.tracker import DEFAULT_MODE, check_mode, make_tracker, run_tracker
 
     mode = mode or DEFAULT_MODE
     config = config if config is not None else propagation
-    make_tracker(predictor, mode, config)  # an unknown mode fails before any frame is read
+    check_mode(mode)  # an unknown mode fails before any frame is read
     source = DavisSource(root)
     names = list(sequences) if sequences else source.sequences(split)
     seqs = [source.sequence(n) for n in names]
