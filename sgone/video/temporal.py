@@ -55,6 +55,14 @@ class TemporalConfig:
         return asdict(self)
 
 
+def _rgb(image: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8 (grey HxW or HxWx1 repeated), as `Predictor` accepts frames."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    return np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image
+
+
 def match_stride(grid: tuple[int, int], max_cells: int) -> int:
     """Smallest pooling factor s with ceil(h/s) * ceil(w/s) <= max_cells (at least 1)."""
     h, w = grid
@@ -91,6 +99,7 @@ class TemporalTracker:
     def start(self, first_image: np.ndarray, first_mask: np.ndarray) -> None:
         from sgone.predictor import input_size, mask_tensor
 
+        first_image = _rgb(first_image)
         hw = input_size(*first_image.shape[:2], self.predictor.size)
         encoded, feats = self._encode(first_image)
         mask = mask_tensor(np.asarray(first_mask, dtype=np.uint8), hw).to(self.predictor.device)
@@ -159,6 +168,7 @@ class TemporalTracker:
 
         c = self.config
         self.frame += 1
+        image = _rgb(image)
         p_proto, mfeats = self.network(image)
         prob = self.grid_probability(p_proto, mfeats)
         prior = self.prior(prob.shape)

@@ -74,3 +74,10 @@ def test_every_mode_is_deterministic(predictor, mode):
     first, second = run(), run()
     assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
     assert any(m.any() for m in first)
+
+
+def test_grey_frames_are_accepted_as_predictor_does(predictor):
+    clip = list(synthetic_clip(3, (48, 64), seed=4))
+    grey = [(f.mean(axis=2).astype(np.uint8), m) for f, m in clip]
+    out = list(track(predictor, grey[0][0], grey[0][1], [("1", grey[1][0]), ("2", grey[2][0][:, :, None])], mode="temporal"))
+    assert [p.mask.shape for _, p in out] == [(48, 64), (48, 64)]
