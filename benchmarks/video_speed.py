@@ -1,4 +1,4 @@
-"""Frame rate of `sgone video` at 480p, in both modes, with the default model.
+"""Frame rate of `sgone video` at 480p, in every mode, with the default model.
 
 A generated 854x480 clip (`sgone.video.synthetic_clip`: a textured object moving and scaling
 over a real photo) is written as JPEG frames with its first mask; then `run_video` - the code
@@ -11,8 +11,8 @@ mask PNG, overlay, H.264 encode, GIF preview), once per mode and input size. Rep
                      (frames 1..n-1; a sanity check that the timed run tracks the object)
 
 Input sizes: the CLI default (--size 473: the longer side scaled to 473, so 473x266 for 480p)
-and --size 0 (native 854x480). Runs are interleaved (independent, propagate, independent, ...)
-so that a change in machine load hits both modes alike; medians over `--repeats`. The header
+and --size 0 (native 854x480). Runs are interleaved (independent, propagate, temporal, independent, ...)
+so that a change in machine load hits every mode alike; medians over `--repeats`. The header
 prints a 2048^3 fp32 matmul rate: far below ~200 GFLOP/s means the machine was busy.
 
     python benchmarks/video_speed.py                    # 24 frames, sizes 473 and 0, 1 repeat
@@ -34,12 +34,14 @@ import numpy as np
 
 from machine import matmul_gflops
 
+from sgone.video.tracker import MODES
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=24, help="frames in the generated clip (default 24)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[473, 0], help="--size values (0 = native; default 473 0)")
-    parser.add_argument("--modes", nargs="+", default=["independent", "propagate"], choices=["independent", "propagate"])
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--repeats", type=int, default=1, help="runs per configuration; medians reported")
     parser.add_argument("--model", default=None, help="model name (default: the CLI default)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -50,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from sgone.engine.davis import jaccard
-    from sgone.predictor import Predictor
     from sgone.video import run_video, synthetic_clip, write_clip
+    from sgone.video.model import video_predictor
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
         for size in args.sizes:
             t0 = time.perf_counter()
-            predictor = Predictor(args.model, device=args.device, size=size or None, allow_untrained=True)  # speed only
+            predictor = video_predictor(args.model, device=args.device, size=size, allow_untrained=True)  # speed only
             load_s = time.perf_counter() - t0
             runs: dict[str, list[dict]] = {m: [] for m in args.modes}
             for rep in range(args.repeats):

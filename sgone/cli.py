@@ -20,7 +20,7 @@ EXAMPLES = {
     "data": "sgone data --dataset pascal --root VOC2012 --fold 0 --output episodes.png",
     "train": "sgone train --dataset synthetic --fold 0 --steps 2000 --output runs/synthetic-fold0",
     "evaluate": "sgone evaluate --model prototype-mobilenet_v2 --dataset synthetic --fold all --output runs/eval",
-    "video": "sgone video --input clip.mp4 --mask first_frame_mask.png --output out/ --mode propagate",
+    "video": "sgone video --input clip.mp4 --mask first_frame_mask.png --output out/",
     "app": "sgone app --port 7860",
 }
 

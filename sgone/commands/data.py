@@ -26,6 +26,8 @@ def register(subparsers) -> None:
                    help="draw sample test episodes to this PNG")
     p.add_argument("--episodes", type=int, default=8, help="sample episodes in the grid (default 8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample episodes (default 0)")
+    p.add_argument("--split", choices=("train", "val", "trainval"), default=None,
+                   help="davis2016: the sequence list to check (default: every list present)")
     add_source_arguments(p)
     p.set_defaults(func=run)
 
@@ -72,6 +74,9 @@ def root_from_args(args: argparse.Namespace) -> str | list[str] | None:
 
 def run(args: argparse.Namespace) -> int:
     from sgone.data.registry import build_source
+
+    if args.dataset == "davis2016":
+        return run_davis(args)
 
     source = build_source(args.dataset, root_from_args(args), strict=False, **source_options(args))
     print(f"data set: {source.name}   root: {source.root}")
@@ -157,3 +162,38 @@ def render_grid(source, args: argparse.Namespace) -> Path:
     out = Path(args.grid)
     save_png(out, tile_grid(rows, labels))
     return out
+
+
+def run_davis(args: argparse.Namespace) -> int:
+    """davis2016: per split, its sequences with frame counts and frame-number steps, and every problem."""
+    from sgone.data.davis import DavisSource
+
+    if args.root is None:
+        raise SgoneError("davis2016 needs --root (the DAVIS folder)")
+    source = DavisSource(root_from_args(args))
+    print(f"data set: davis2016   root: {source.root}")
+    splits = [args.split] if args.split else [s for s in source.available_splits() if s != "trainval"]
+    if not splits:
+        raise SgoneError(f"{source.root}: no split list (ImageSets/2016/<split>.txt or ImageSets/480p/<split>.txt)")
+    problems: list[str] = []
+    for split in splits:
+        names = source.sequences(split)
+        seqs = []
+        for name in names:
+            try:
+                seqs.append(source.sequence(name))
+            except SgoneError:
+                pass  # listed by check() below
+        steps = sorted({s.frame_step for s in seqs})
+        print(f"split {split}: {len(names)} sequences, {sum(len(s) for s in seqs)} frames"
+              + (f" (frame numbers step {', '.join(map(str, steps))}; scored as given)" if steps != [1] else ""))
+        for seq in seqs:
+            print(f"  {seq.name:<24} {len(seq):>4} frames")
+        problems += source.check(split)
+    if problems:
+        print(f"\n{len(problems)} problem(s):")
+        for problem in problems:
+            print(f"  {problem}")
+        return 2
+    print("\nno problems found")
+    return 0

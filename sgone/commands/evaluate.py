@@ -15,6 +15,7 @@ from sgone.errors import SgoneError
 
 def register(subparsers) -> None:
     from sgone.commands.data import add_source_arguments
+    from sgone.video.tracker import DEFAULT_MODE, MODES
 
     p = subparsers.add_parser(
         "evaluate", help="score a model on a data set's test episodes",
@@ -27,7 +28,7 @@ def register(subparsers) -> None:
                        help="a training checkpoint; with --fold all a path holding {fold} gives one per fold")
     model.add_argument("--model", metavar="NAME",
                        help="a registered model name (default without --checkpoint: prototype-mobilenet_v2, "
-                            "the training-free model)")
+                            "the training-free model; for davis2016 the model `sgone video` runs by default)")
     p.add_argument("--dataset", default="synthetic", help="pascal, coco, fss, folder, voclike, synthetic (default), davis2016")
     p.add_argument("--root", default=None, action="append", metavar="PATH",
                    help="the data set's folder (not needed for synthetic; repeat it for --dataset mix)")
@@ -40,16 +41,25 @@ def register(subparsers) -> None:
     p.add_argument("--fusion", choices=("avg", "max", "vote"), default="avg",
                    help="k-shot fusion: average prototypes (default), max (union) or vote of the k masks")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--size", type=int, default=473, metavar="N",
-                      help="longer image side fed to the network, aspect kept, as in `sgone segment` (default 473; "
-                           "0 = each image at its own size); scores stay at the original label size")
+    size.add_argument("--size", type=int, default=None, metavar="N",
+                      help="longer image side fed to the network, aspect kept, as in `sgone segment` (default 473, "
+                           "davis2016: `sgone video`'s; 0 = each image at its own size); scores stay at the "
+                           "original label size")
     size.add_argument("--original-size", dest="size", action="store_const", const=0,
                       help="feed images at their own size (the same as --size 0)")
     p.add_argument("--output", "--out", dest="out", default=None, metavar="DIR",
                    help="output folder (default runs/eval-<dataset>)")
     p.add_argument("--grid", type=int, default=4, metavar="N", help="best and worst N episodes in episodes.png (0 = none)")
-    p.add_argument("--mode", choices=("independent", "propagate"), default="independent",
-                   help="davis2016: every frame against the first (default), or with online prototype updates")
+    p.add_argument("--mode", choices=(*MODES, "all"), default=None,
+                   help=f"davis2016: the video mode (default: `sgone video`'s, {DEFAULT_MODE}; all = each mode in "
+                        f"turn, results in OUT/<mode>/); see `sgone video --help`")
+    p.add_argument("--split", choices=("train", "val", "trainval"), default="val",
+                   help="davis2016: the sequence list to score (default val; the shared copy has train only)")
+    p.add_argument("--sequences", default=None, metavar="FILE_OR_A,B",
+                   help="davis2016: score only these sequences (a comma list, or a file with one name a line, "
+                        "'#' comments), e.g. docs/splits/davis2016-tune.txt")
+    p.add_argument("--save-masks", action="store_true",
+                   help="davis2016: also write the predicted masks to OUT/masks/<sequence>/<frame>.png")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_source_arguments(p)
@@ -118,6 +128,10 @@ def run(args: argparse.Namespace) -> int:
         raise SgoneError("--shots and --ways must be at least 1")
     if args.episodes is not None and args.episodes < 1:
         raise SgoneError(f"--episodes {args.episodes}: must be at least 1")
+    if args.size is None:
+        from sgone.video.model import DEFAULT_VIDEO_SIZE
+
+        args.size = DEFAULT_VIDEO_SIZE if args.dataset == "davis2016" else 473
     if args.size < 0 or 0 < args.size < 8:
         raise SgoneError(f"--size {args.size}: must be at least 8 (or 0 for the original size)")
     out = Path(args.out or f"runs/eval-{args.dataset}")
@@ -155,18 +169,30 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_davis(args: argparse.Namespace, device, out: Path) -> int:
-    """DAVIS-2016 one-shot video segmentation, scored by sgone.engine.davis."""
+    """DAVIS-2016 one-shot video segmentation, scored by sgone.engine.davis; without --model and
+    --mode it runs what `sgone video` runs by default."""
+    from sgone.commands.data import root_from_args
+    from sgone.data.davis import DavisSource, read_sequence_list
     from sgone.engine.davis import evaluate_davis
-    from sgone.predictor import Predictor
+    from sgone.video.model import video_predictor
+    from sgone.video.tracker import DEFAULT_MODE, MODES
 
     if args.root is None:
         raise SgoneError("davis2016 needs --root (the DAVIS folder)")
-    name = args.checkpoint or args.model
-    predictor = Predictor(name, device=device, size=args.size or None, fusion=args.fusion)
-    from sgone.commands.data import root_from_args
-
-    results = evaluate_davis(predictor, root_from_args(args), out, mode=args.mode, progress=not args.quiet)
-    summary = {k: v for k, v in results.items() if isinstance(v, (int, float))}
-    print("  ".join(f"{k} {v:.3f}" for k, v in summary.items()) or "done")
-    print(f"wrote {out}/results.json, results.md")
+    sequences = read_sequence_list(args.sequences) if args.sequences else None
+    root = root_from_args(args)
+    if sequences is None:
+        DavisSource(root).sequences(args.split)  # a missing split list fails before the model loads
+    predictor = video_predictor(args.checkpoint or args.model, device=device, size=args.size, fusion=args.fusion)
+    modes = MODES if args.mode == "all" else [args.mode or DEFAULT_MODE]
+    for mode in modes:
+        where = out / mode if args.mode == "all" else out
+        results = evaluate_davis(predictor, root, where, mode=mode, sequences=sequences, split=args.split,
+                                 save_masks=args.save_masks, progress=not args.quiet)
+        ov = results["overall"]
+        print(f"davis2016 {results['split']} ({len(results['sequences'])} sequences), mode {mode}: "
+              f"J&F {100 * ov['J&F']:.1f}  J mean {100 * ov['J']['mean']:.1f} recall {100 * ov['J']['recall']:.1f} "
+              f"decay {100 * ov['J']['decay']:.1f}  F mean {100 * ov['F']['mean']:.1f} recall {100 * ov['F']['recall']:.1f} "
+              f"decay {100 * ov['F']['decay']:.1f}  ({results['fps']:.2f} frames/s with scoring)")
+        print(f"wrote {where}/results.json, results.md")
     return 0

@@ -9,6 +9,7 @@ from sgone.errors import SgoneError
 
 def register(subparsers) -> None:
     from sgone.commands.segment import add_model_arguments
+    from sgone.video.tracker import DEFAULT_MODE, MODES
 
     p = subparsers.add_parser(
         "video", help="segment an object through a video from its first frame's mask",
@@ -24,9 +25,11 @@ def register(subparsers) -> None:
     p.add_argument("--resize-masks", action="store_true",
                    help="accept a first-frame mask of another size by resizing it to the frame (nearest neighbour)")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--mode", choices=("independent", "propagate"), default="independent",
-                   help="independent: every frame against the first frame only (the paper's protocol, default); "
-                        "propagate: confident predictions also update the prototype online")
+    p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
+                   help=f"temporal: first-frame prototypes plus a memory of past frames, a location prior from the "
+                        f"previous mask and edge-aware upsampling; independent: every frame against the first frame "
+                        f"only (the paper's protocol); propagate: confident predictions also update the prototype "
+                        f"online (default {DEFAULT_MODE}; figures in docs/results.md)")
     p.add_argument("--every", type=int, default=1, metavar="N", help="process every N-th frame (default 1: all)")
     p.add_argument("--on-bad-frame", choices=("stop", "skip"), default="stop",
                    help="a missing or corrupt frame stops the run with an error naming it (default), or is "
@@ -38,6 +41,10 @@ def register(subparsers) -> None:
     p.add_argument("--update-weight", type=float, default=None, metavar="W",
                    help="propagate: weight of a frame's prototype in the online update (default 0.2, lowered over "
                         "time as w / (1 + w t) so the first frame keeps its share)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch threads for the model (default: one less than the CPU cores, at least 1: the spare "
+                        "core decodes frames and encodes the MP4; on a busy 2-core machine 2 threads ran 5-8x "
+                        "slower than 1, docs/results.md)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_arguments(p)
     p.set_defaults(func=run)
@@ -48,17 +55,20 @@ def run(args: argparse.Namespace) -> int:
 
     from sgone.commands.segment import check_model_arguments, check_output_folder
     from sgone.video import PropagationConfig, check_first_frame, run_video
+    from sgone.video.model import video_predictor
 
     check_model_arguments(args)
     if args.every < 1:
         raise SgoneError(f"--every {args.every}: must be at least 1")
     if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
         raise SgoneError(f"--fps {args.fps}: must be a positive number")
-    config = PropagationConfig()
+    config = None
     if args.update_weight is not None:
+        if args.mode != "propagate":
+            raise SgoneError(f"--update-weight: only for --mode propagate (the mode is {args.mode})")
         if not (0.0 < args.update_weight <= 1.0):
             raise SgoneError(f"--update-weight {args.update_weight}: must be in (0, 1]")
-        config.weight = args.update_weight
+        config = PropagationConfig(weight=args.update_weight)
     mask = Path(args.mask)
     if not mask.is_file():
         raise SgoneError(f"{mask}: mask file not found")
@@ -66,9 +76,12 @@ def run(args: argparse.Namespace) -> int:
     # fail on a bad input or first-frame mask before the model loads or any folder is made
     check_first_frame(args.input, mask, args.resize_masks)
     check_output_folder(output)
-    from sgone.predictor import Predictor  # imports torch: only once the inputs look fine
+    if args.threads is not None and args.threads < 1:
+        raise SgoneError(f"--threads {args.threads}: must be at least 1")
+    import torch  # only once the inputs look fine
 
-    predictor = Predictor(args.model, device=args.device, size=args.size or None, threshold=args.threshold)
+    torch.set_num_threads(args.threads or default_threads())
+    predictor = video_predictor(args.model, device=args.device, size=args.size, threshold=args.threshold)
     summary = run_video(
         predictor, args.input, mask, output, mode=args.mode, every=args.every, on_bad_frame=args.on_bad_frame,
         preview=args.preview, write_video=not args.no_video, fps=args.fps, config=config, progress=not args.quiet,
@@ -81,3 +94,11 @@ def run(args: argparse.Namespace) -> int:
         if key in summary.outputs:
             print(f"{key}: {summary.outputs[key]}")
     return 0
+
+
+def default_threads() -> int:
+    """One less than the usable CPU cores, at least 1 (the spare core decodes and encodes)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - 1)

@@ -32,11 +32,36 @@ def _read_annotation(path: Path) -> np.ndarray:
     return (read_label(path) > 0).astype(np.uint8)
 
 
+def _image_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except OSError as exc:
+        raise SgoneError(f"{path}: cannot read the frame ({exc})") from None
+
+
+def read_sequence_list(spec: str | Path) -> list[str]:
+    """Sequence names from a file (one a line, '#' starts a comment) or from a comma list."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        names = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
+        names = [n for n in names if n]
+        if not names:
+            raise SgoneError(f"{path}: sequence list is empty")
+        return names
+    if "," not in str(spec) and ("/" in str(spec) or path.suffix):
+        raise SgoneError(f"{path}: sequence list file not found")
+    return [n.strip() for n in str(spec).split(",") if n.strip()]
+
+
 class DavisSequence:
     """One sequence: frame paths in order and their annotations (the first frame's is required)."""
 
     def __init__(self, name: str, frame_paths: list[Path], annotation_dir: Path) -> None:
         self.name = name
+        self.image_dir = frame_paths[0].parent if frame_paths else annotation_dir
         self.frame_paths = frame_paths
         self.annotation_dir = annotation_dir
 
@@ -45,6 +70,14 @@ class DavisSequence:
 
     def __repr__(self) -> str:
         return f"DavisSequence({self.name!r}, {len(self)} frames)"
+
+    @property
+    def frame_step(self) -> int:
+        """The step between frame numbers (2 for a copy that keeps every second frame; 1 when not numbered)."""
+        numbers = [int(p.stem) for p in self.frame_paths if p.stem.isdigit()]
+        if len(numbers) != len(self.frame_paths) or len(numbers) < 2:
+            return 1
+        return int(np.gcd.reduce(np.diff(numbers)))
 
     @property
     def frame_names(self) -> list[str]:
@@ -104,6 +137,41 @@ class DavisSource(Source):
         self._ids = {n: i for i, n in self.class_names.items()}
 
     # --- splits and sequences -------------------------------------------------------------
+    def available_splits(self) -> list[str]:
+        """The splits whose list exists ("trainval" when both do)."""
+        found = []
+        for split in ("train", "val"):
+            try:
+                self.split_file(split)
+                found.append(split)
+            except SgoneError:
+                pass
+        return found + (["trainval"] if len(found) == 2 else [])
+
+    def check(self, split: str) -> list[str]:
+        """Problems of `split`'s sequences, all at once: missing folders or frames, frames without an
+        annotation, a first mask that is empty or of another size than its frame."""
+        problems = []
+        for name in self.sequences(split):
+            try:
+                seq = self.sequence(name)
+            except SgoneError as exc:
+                problems.append(str(exc))
+                continue
+            missing = [p.name for p in seq.frame_paths if not (seq.annotation_dir / f"{p.stem}.png").is_file()]
+            if missing:
+                problems.append(f"{seq.annotation_dir}: no annotation for {len(missing)} frame(s), e.g. {missing[0]}")
+            try:
+                seq.first()
+            except SgoneError as exc:
+                problems.append(str(exc))
+                continue
+            size = _image_size(seq.frame_paths[0])
+            odd = [p.name for p in seq.frame_paths[1:] if _image_size(p) != size]
+            if odd:
+                problems.append(f"{seq.image_dir}: {len(odd)} frame(s) differ in size from the first, e.g. {odd[0]}")
+        return problems
+
     def split_file(self, split: str) -> Path:
         """The list of `split`: ImageSets/2016/<split>.txt, else ImageSets/480p/<split>.txt."""
         candidates = [self.root / "ImageSets" / "2016" / f"{split}.txt", self.root / "ImageSets" / "480p" / f"{split}.txt"]

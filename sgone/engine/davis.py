@@ -256,31 +256,36 @@ def evaluate_davis(
     predictor: Any,
     root: str | Path,
     output_dir: str | Path,
-    mode: str = "independent",
+    mode: str | None = None,
     sequences: Sequence[str] | None = None,
     *,
     split: str = "val",
     save_masks: bool = False,
     progress: bool = True,
+    config: Any = None,
     propagation: Any = None,
 ) -> dict[str, Any]:
     """Run one-shot video segmentation over DAVIS-2016 sequences and score it.
 
     predictor: a `sgone.predictor.Predictor`. Each sequence's first-frame mask is the support;
-    every later frame is a query (`mode` "independent": the paper's protocol; "propagate": online
-    prototype update, see `sgone.video.track`). `sequences` defaults to the `split` list.
+    every later frame is a query, segmented by the video `mode` (default: `sgone video`'s, see
+    `sgone.video.tracker`) with its `config` (None = the mode's defaults; `propagation` is the
+    older name of a propagate config). `sequences` defaults to the `split` list.
     Writes results.json and results.md into output_dir (and masks/<seq>/<frame>.png with
     `save_masks`); returns the results dict. Frames stream: one frame in memory at a time.
     """
     from tqdm import tqdm
 
     from sgone.data.davis import DavisSource
-    from sgone.video import PropagationConfig, track
+    from sgone.video.tracker import DEFAULT_MODE, check_mode, make_tracker, run_tracker
 
+    mode = mode or DEFAULT_MODE
+    config = config if config is not None else propagation
+    check_mode(mode)  # an unknown mode fails before any frame is read
     source = DavisSource(root)
     names = list(sequences) if sequences else source.sequences(split)
     seqs = [source.sequence(n) for n in names]
-    config = propagation if propagation is not None else PropagationConfig()
+    settings: dict[str, Any] = {}
     per_frame: dict[str, dict[str, list[float]]] = {}
     out = Path(output_dir)
     total = sum(len(s) - 1 for s in seqs)
@@ -293,7 +298,9 @@ def evaluate_davis(
             frames = ((name, img) for name, img in seq.frames(start=1))
             values: dict[str, list[float]] = {"J": [], "F": []}
             last = len(seq) - 1
-            for i, (name, pred) in enumerate(track(predictor, image0, mask0, frames, mode=mode, config=config), start=1):
+            tracker = make_tracker(predictor, mode, config)
+            settings = getattr(tracker.config, "as_dict", dict)()
+            for i, (name, pred) in enumerate(run_tracker(tracker, image0, mask0, frames), start=1):
                 n_pred += 1
                 bar.update(1)
                 if save_masks:
@@ -317,7 +324,8 @@ def evaluate_davis(
         "device": str(getattr(predictor, "device", "cpu")),
         "protocol": "One-shot: first-frame mask as the only given annotation; first and last frames not scored "
         f"(DAVIS-2016); F with bound_th={BOUND_TH}; overall = mean over sequences.",
-        "propagation": config.as_dict() if mode == "propagate" else None,
+        "propagation": settings if mode == "propagate" else None,
+        "settings": settings,
         "fps": n_pred / elapsed if elapsed > 0 else None,
         "seconds": elapsed,
     }

@@ -97,3 +97,50 @@ def test_broken_trees_name_the_path(tmp_path):
     Image.fromarray(np.zeros((12, 16), np.uint8)).save(tmp_path / "t" / "Annotations" / "480p" / "cows" / "00000.png")
     with pytest.raises(SgoneError, match="no object"):
         src.sequence("cows").first()
+
+
+def test_every_second_frame_is_read_as_given_and_checked(tmp_path):
+    """A copy that keeps frames 0, 2, 4, ... (as the shared train clips): read in order, step 2, no gap reported."""
+    make_tree(tmp_path, sequences=("bear",), n_frames=5)
+    for i in (1, 3):
+        (tmp_path / "JPEGImages" / "480p" / "bear" / f"{i:05d}.jpg").unlink()
+        (tmp_path / "Annotations" / "480p" / "bear" / f"{i:05d}.png").unlink()
+    (tmp_path / "ImageSets" / "480p").mkdir(parents=True)
+    (tmp_path / "ImageSets" / "480p" / "train.txt").write_text(
+        "".join(f"/JPEGImages/480p/bear/{i:05d}.jpg /Annotations/480p/bear/{i:05d}.png\n" for i in (0, 2, 4)))
+    src = DavisSource(tmp_path)
+    seq = src.sequence("bear")
+    assert seq.frame_names == ["00000", "00002", "00004"] and seq.frame_step == 2
+    assert src.available_splits() == ["train"]
+    assert src.check("train") == []
+    (tmp_path / "Annotations" / "480p" / "bear" / "00002.png").unlink()
+    assert src.check("train") == [f"{tmp_path / 'Annotations' / '480p' / 'bear'}: no annotation for 1 frame(s), e.g. 00002.jpg"]
+    with pytest.raises(SgoneError, match="val.txt: split list not found"):
+        src.sequences("val")
+
+
+def test_sequence_lists_from_a_file_or_commas(tmp_path):
+    from sgone.data.davis import read_sequence_list
+
+    f = tmp_path / "tune.txt"
+    f.write_text("# tuning clips\nbear\n\ncows  # a comment\n")
+    assert read_sequence_list(f) == ["bear", "cows"]
+    assert read_sequence_list("bear,cows") == ["bear", "cows"]
+    with pytest.raises(SgoneError, match="missing.txt: sequence list file not found"):
+        read_sequence_list(tmp_path / "missing.txt")
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(SgoneError, match="sequence list is empty"):
+        read_sequence_list(tmp_path / "empty.txt")
+
+
+def test_data_command_lists_a_davis_split(tmp_path, capsys):
+    from sgone.cli import main
+
+    make_tree(tmp_path, n_frames=3)
+    (tmp_path / "ImageSets" / "2016").mkdir(parents=True)
+    (tmp_path / "ImageSets" / "2016" / "train.txt").write_text("bear\ncows\n")
+    assert main(["data", "--dataset", "davis2016", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "split train: 2 sequences, 6 frames" in out and "no problems found" in out
+    assert main(["data", "--dataset", "davis2016", "--root", str(tmp_path), "--split", "val"]) == 2
+    assert capsys.readouterr().err.strip().endswith("val.txt)")

@@ -71,23 +71,35 @@ def test_user_errors_exit_2(tmp_path, capsys):
 
 
 def test_davis_is_delegated(monkeypatch, tmp_path, capsys):
+    """--model/--mode/--size reach the predictor and evaluate_davis; without them it runs what
+    `sgone video` runs by default (model, size and mode)."""
+    from sgone.video.model import DEFAULT_VIDEO_MODEL, DEFAULT_VIDEO_SIZE
+    from sgone.video.tracker import DEFAULT_MODE
+
     calls = {}
 
     class FakePredictor:
-        def __init__(self, model, device=None, size=None, fusion="avg"):
+        def __init__(self, model, device=None, size=None, threshold=0.5, fusion="avg"):
             calls["predictor"] = (model, size, fusion)
 
-    def fake_evaluate_davis(predictor, root, output_dir, mode="independent", **kw):
-        calls["davis"] = (root, str(output_dir), mode)
-        return {"J_mean": 0.5, "F_mean": 0.25}
+    def fake_evaluate_davis(predictor, root, output_dir, mode=None, sequences=None, split="val", **kw):
+        calls["davis"] = (root, str(output_dir), mode, sequences, split)
+        stats = {"mean": 0.5, "recall": 1.0, "decay": 0.0}
+        return {"overall": {"J": stats, "F": dict(stats, mean=0.25), "J&F": 0.375}, "sequences": {"bear": {}},
+                "split": "custom", "fps": 2.0}
 
     monkeypatch.setattr("sgone.predictor.Predictor", FakePredictor)
     monkeypatch.setattr("sgone.engine.davis.evaluate_davis", fake_evaluate_davis)
     assert main(["evaluate", "--model", "prototype-mobilenet_v2", "--dataset", "davis2016", "--root", str(tmp_path),
-                 "--mode", "propagate", "--size", "320", "--out", str(tmp_path / "o"), "--device", "cpu"]) == 0
+                 "--mode", "propagate", "--size", "320", "--sequences", "bear", "--out", str(tmp_path / "o"),
+                 "--device", "cpu"]) == 0
     assert calls["predictor"] == ("prototype-mobilenet_v2", 320, "avg")
-    assert calls["davis"] == (str(tmp_path), str(tmp_path / "o"), "propagate")
-    assert "J_mean 0.500" in capsys.readouterr().out
+    assert calls["davis"] == (str(tmp_path), str(tmp_path / "o"), "propagate", ["bear"], "val")
+    assert "mode propagate: J&F 37.5  J mean 50.0" in capsys.readouterr().out
+    assert main(["evaluate", "--dataset", "davis2016", "--root", str(tmp_path), "--sequences", "bear",
+                 "--split", "train", "--out", str(tmp_path / "o2"), "--device", "cpu"]) == 0
+    assert calls["predictor"] == (DEFAULT_VIDEO_MODEL, DEFAULT_VIDEO_SIZE, "avg")
+    assert calls["davis"][2:] == (DEFAULT_MODE, ["bear"], "train")
 
 
 def test_evaluate_defaults_to_the_training_free_model_at_size_473(tmp_path, capsys):

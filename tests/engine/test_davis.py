@@ -248,11 +248,11 @@ def test_evaluate_davis_excludes_first_and_last_frames(tmp_path):
     (root / "ImageSets" / "2016").mkdir(parents=True)
     (root / "ImageSets" / "2016" / "val.txt").write_text("seqa\nseqb\n")
     # the last frame (5) is wrong: the protocol does not score it
-    res = evaluate_davis(OraclePredictor(masks, wrong={5}), root, tmp_path / "out", progress=False)
+    res = evaluate_davis(OraclePredictor(masks, wrong={5}), root, tmp_path / "out", progress=False, mode="independent")
     assert res["overall"]["J"]["mean"] == 1.0 and res["overall"]["F"]["mean"] == 1.0
     assert res["sequences"]["seqa"]["frames_scored"] == 4  # frames 1..4 of 0..5
     # a wrong middle frame is scored: J = 3/4 per sequence, recall 3/4
-    res = evaluate_davis(OraclePredictor(masks, wrong={2}), root, tmp_path / "out2", progress=False)
+    res = evaluate_davis(OraclePredictor(masks, wrong={2}), root, tmp_path / "out2", progress=False, mode="independent")
     assert res["overall"]["J"]["mean"] == pytest.approx(0.75)
     assert res["overall"]["J"]["recall"] == pytest.approx(0.75)
     assert res["overall"]["F"]["mean"] == pytest.approx(0.75)
@@ -265,7 +265,7 @@ def test_evaluate_davis_excludes_first_and_last_frames(tmp_path):
 def test_evaluate_davis_sequences_and_masks(tmp_path):
     root = tmp_path / "DAVIS"
     masks = make_davis(root, ["only"], n_frames=4, year2017=True)  # instance-id annotations
-    res = evaluate_davis(OraclePredictor(masks), root, tmp_path / "out", sequences=["only"], save_masks=True, progress=False)
+    res = evaluate_davis(OraclePredictor(masks), root, tmp_path / "out", sequences=["only"], save_masks=True, progress=False, mode="independent")
     assert res["overall"]["J"]["mean"] == 1.0
     written = sorted(p.name for p in (tmp_path / "out" / "masks" / "only").iterdir())
     assert written == ["00001.png", "00002.png", "00003.png"]
@@ -325,3 +325,36 @@ def test_evaluate_davis_with_the_default_model_on_a_generated_sequence(tmp_path)
     assert res["J_mean"] > 0.4 and 0.0 < res["F_mean"] <= 1.0  # the object is tracked (copying frame 0 scores ~0.1)
     assert res["model"] == "prototype-mobilenet_v2"
     assert (tmp_path / "out" / "results.md").read_text().count("| cat |") == 1
+
+
+def test_evaluate_command_scores_a_train_split_of_every_second_frame_in_every_mode(tmp_path, capsys):
+    """`sgone evaluate --dataset davis2016 --split train --mode all` on a copy that keeps frames 0, 2, 4, ...
+    (as the shared train clips) with only ImageSets/480p/train.txt; a missing split is a one-line error."""
+    pytest.importorskip("skimage")
+    from sgone.cli import main
+    from sgone.io import save_image, write_mask_png
+    from sgone.video import MODES, synthetic_clip
+
+    root = tmp_path / "DAVIS"
+    lines = []
+    for i, (frame, mask) in enumerate(synthetic_clip(10, (64, 96), seed=1)):
+        if i % 2:
+            continue
+        save_image(root / "JPEGImages" / "480p" / "cat" / f"{i:05d}.jpg", frame)
+        write_mask_png(root / "Annotations" / "480p" / "cat" / f"{i:05d}.png", mask)
+        lines.append(f"/JPEGImages/480p/cat/{i:05d}.jpg /Annotations/480p/cat/{i:05d}.png\n")
+    (root / "ImageSets" / "480p").mkdir(parents=True)
+    (root / "ImageSets" / "480p" / "train.txt").write_text("".join(lines))
+    out = tmp_path / "out"
+    assert main(["evaluate", "--dataset", "davis2016", "--root", str(root), "--split", "train", "--mode", "all",
+                 "--size", "0", "--device", "cpu", "--quiet", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for mode in MODES:
+        assert f"davis2016 train (1 sequences), mode {mode}: J&F" in printed
+        res = json.loads((out / mode / "results.json").read_text())
+        assert res["sequences"]["cat"]["frames_scored"] == 3  # 5 frames given (0, 2, ..., 8): first and last not scored
+        assert res["mode"] == mode and res["split"] == "train"
+    assert main(["evaluate", "--dataset", "davis2016", "--root", str(root), "--output", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sgone evaluate: error: ") and "val.txt: split list not found" in err and "\n" not in err
+    assert not (tmp_path / "o2").exists()

@@ -1,0 +1,19 @@
+"""The one place where the video commands (`sgone video`, `sgone evaluate --dataset davis2016`)
+create their predictor, so that both run the same model by default and a new Predictor option
+(e.g. a runtime) is wired once."""
+from __future__ import annotations
+
+from typing import Any
+
+DEFAULT_VIDEO_MODEL: str | None = None  # None = the registry's default (prototype-mobilenet_v2)
+DEFAULT_VIDEO_SIZE = 473  # longer side fed to the network
+
+
+def video_predictor(model: Any = None, *, device: Any = "auto", size: int | None = DEFAULT_VIDEO_SIZE,
+                    threshold: float = 0.5, **predictor_options: Any) -> Any:
+    """A `sgone.predictor.Predictor` for video: `model` None = the video default; size 0/None =
+    frames at their own size; `predictor_options` go to Predictor unchanged."""
+    from sgone.predictor import Predictor
+
+    return Predictor(model if model is not None else DEFAULT_VIDEO_MODEL, device=device, size=size or None,
+                     threshold=threshold, **predictor_options)
