@@ -1,0 +1,148 @@
+"""The torch modules that `torch.onnx.export` traces: encoder, prototype and head of a model.
+
+Each graph takes and returns plain tensors in a fixed order (named in `GraphSpec`), so that the
+ONNX files can be run without sgone. The prototype graph re-states the models'
+`support_prototype` from mask covers instead of masks (adaptive average pooling to a size known
+only at run time does not export) and runs k-means with a fixed number of masked steps instead of
+boolean indexing and an early stop; `tests/onnx/test_graphs.py` checks both against the models.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from sgone.errors import SgoneError
+
+COVERS = ("foreground_cover", "background_cover")  # (1,1,h,w) share of each feature cell in the region
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """Tensor names of a model's three graphs, in the order the graphs take and return them."""
+
+    arch: str
+    features: tuple[str, ...]        # encoder outputs
+    support_features: tuple[str, ...]  # encoder outputs the prototype graph reads
+    prototypes: tuple[str, ...]      # prototype graph outputs = head inputs after the features
+
+
+def graph_spec(model: nn.Module) -> GraphSpec:
+    """The spec of a model; SgoneError for a model the exporter does not handle."""
+    config = getattr(model, "config", {}) or {}
+    arch, backbone = config.get("arch"), config.get("backbone", "?")
+    if backbone not in ("mobilenet_v2", "efficientnet_lite0", "vgg16", "resnet50"):
+        raise SgoneError(f"{backbone}: backbone not supported by the ONNX export (use a MobileNetV2, "
+                         "EfficientNet-Lite0, VGG-16 or ResNet-50 model)")
+    if arch == "prototype":
+        protos = ("vector", "background")
+        if model.background_prototypes > 1:
+            protos += ("background_set",)
+        if model.foreground_prototypes > 1:
+            protos += ("foreground_set",)
+        return GraphSpec(arch, ("guide",), ("guide",), protos)
+    if arch == "sgone-prior":
+        return GraphSpec(arch, ("guide", "prior", "side"), ("guide", "prior"), ("vector", "prior_fg", "background_set"))
+    if arch == "sgone" and getattr(model, "variant", "") == "fixed":
+        return GraphSpec(arch, ("guide", "side"), ("guide",), ("vector",))
+    raise SgoneError(f"{arch} ({getattr(model, 'variant', '?')} variant): not supported by the ONNX export "
+                     "(supported: prototype, sgone-prior and fixed sgone models)")
+
+
+class EncoderGraph(nn.Module):
+    """image (B,3,H,W) in [0,1] -> the model's features at stride 8, in `spec.features` order."""
+
+    def __init__(self, model: nn.Module, spec: GraphSpec) -> None:
+        super().__init__()
+        self.model, self.names = model, spec.features
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        encoded = self.model.encode(image, need_side=True)
+        return tuple(encoded[name] for name in self.names)
+
+
+class PrototypeGraph(nn.Module):
+    """One support's features (1,C,h,w) + covers (1,1,h,w) -> its prototypes, `spec.prototypes` order."""
+
+    def __init__(self, model: nn.Module, spec: GraphSpec) -> None:
+        super().__init__()
+        self.model, self.spec = model, spec
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        n = len(self.spec.support_features)
+        feats = dict(zip(self.spec.support_features, inputs[:n]))
+        fg, bg = inputs[n:n + 2]
+        protos = prototypes_from_covers(self.model, self.spec.arch, feats, fg, bg)
+        return tuple(protos[name] for name in self.spec.prototypes)
+
+
+class HeadGraph(nn.Module):
+    """Query features (B,C,h,w) + prototypes (B,C) / parts (B,N,C) -> logits (B,2,h,w), similarity (B,h,w)."""
+
+    def __init__(self, model: nn.Module, spec: GraphSpec) -> None:
+        super().__init__()
+        self.model, self.spec = model, spec
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = len(self.spec.features)
+        encoded = dict(zip(self.spec.features, inputs[:n]))
+        protos = dict(zip(self.spec.prototypes, inputs[n:]))
+        out = self.model.segment(encoded, protos)
+        return out["logits"], out["similarity"]
+
+
+def prototypes_from_covers(model: nn.Module, arch: str, feats: dict[str, torch.Tensor], fg: torch.Tensor,
+                           bg: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The models' `support_prototype`, from the region covers `ops.region_weights` gives (1,1,h,w)."""
+    if arch == "sgone-prior":
+        prior = feats["prior"]
+        return {"vector": weighted_mean(feats["guide"], fg), "prior_fg": weighted_mean(prior, fg),
+                "background_set": kmeans_parts(prior, bg, model.background_prototypes)}
+    guide = feats["guide"]
+    if arch == "sgone":
+        return {"vector": weighted_mean(guide, fg)}
+    out = {"vector": weighted_mean(guide, fg), "background": weighted_mean(guide, bg)}
+    if model.background_prototypes > 1:
+        out["background_set"] = kmeans_parts(guide, bg, model.background_prototypes)
+    if model.foreground_prototypes > 1:
+        out["foreground_set"] = kmeans_parts(guide, fg, model.foreground_prototypes)
+    return out
+
+
+def weighted_mean(features: torch.Tensor, cover: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """features (B,C,h,w), cover (B,1,h,w) -> (B,C): `ops.masked_average_pooling` in downsample mode."""
+    return (features * cover).sum(dim=(2, 3)) / cover.sum(dim=(1, 2, 3)).clamp_min(eps).unsqueeze(1)
+
+
+def kmeans_parts(features: torch.Tensor, cover: torch.Tensor, k: int, iters: int = 10,
+                 min_weight: float = 0.5) -> torch.Tensor:
+    """`ops.region_prototypes` for one sample, traceable: (1,C,h,w), (1,1,h,w) -> (1,k,C).
+
+    Cells below `min_weight` are masked out instead of dropped, and all `iters + 1` steps run:
+    once the centroids stop moving a step returns them unchanged, so the result is the same as
+    the early stop's.
+    """
+    x = features[0].flatten(1).t()  # (n, C)
+    w = cover[0].flatten()
+    keep = w >= min_weight
+    wx = (w * keep.to(w.dtype)).unsqueeze(1)
+    xn = F.normalize(x, dim=1)
+    mean = F.normalize((x * wx).sum(0, keepdim=True), dim=1)
+    inf = torch.tensor(float("inf"), dtype=x.dtype)
+    chosen = [torch.where(keep, (xn @ mean.t())[:, 0], -inf).argmax()]
+    nearest = xn @ xn[chosen[0]]
+    for _ in range(1, k):
+        chosen.append(torch.where(keep, nearest, inf).argmin())
+        nearest = torch.maximum(nearest, xn @ xn[chosen[-1]])
+    index = torch.stack(chosen)
+    centroids = xn[index]
+    parts = torch.arange(k)
+    for _ in range(iters + 1):
+        onehot = ((xn @ centroids.t()).argmax(dim=1, keepdim=True) == parts).to(x.dtype) * wx  # (n, k)
+        filled = (onehot.sum(0) > 0).unsqueeze(1)
+        means = (onehot.t() @ x) / onehot.sum(0).clamp_min(1e-6).unsqueeze(1)
+        centroids = torch.where(filled, F.normalize(means, dim=1), centroids)
+    out = torch.where(filled, means, x[index])
+    return (out * keep.any().to(x.dtype)).unsqueeze(0)  # an empty region gives zero vectors
