@@ -178,10 +178,11 @@ def export_model(model: str | Path | nn.Module | None, output: str | Path, size:
     try:
         for g, data in graphs.items():
             atomic_write(output / info["files"][g], data)
-        atomic_write(output / MANIFEST, json.dumps(info, indent=2) + "\n")
+        text = json.dumps(info, indent=2) + "\n"
+        atomic_write(output / MANIFEST, text)
     except OSError as exc:
         raise SgoneError(f"{output}: cannot write ({exc.strerror or exc})") from None
-    return info
+    return json.loads(text)
 
 
 def sample_images() -> list[np.ndarray]:

@@ -4,7 +4,7 @@ Each graph takes and returns plain tensors in a fixed order (named in `GraphSpec
 ONNX files can be run without sgone. The prototype graph re-states the models'
 `support_prototype` from mask covers instead of masks (adaptive average pooling to a size known
 only at run time does not export) and runs k-means with a fixed number of masked steps instead of
-boolean indexing and an early stop; `tests/onnx/test_graphs.py` checks both against the models.
+boolean indexing and an early stop; `tests/export/test_onnx_graphs.py` checks both against the models.
 """
 from __future__ import annotations
 

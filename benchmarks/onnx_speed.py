@@ -1,0 +1,119 @@
+"""CPU speed of a 1-shot episode: PyTorch vs ONNX Runtime fp32 vs ONNX Runtime int8 vs the published SG-One.
+
+In one run, with the default model (or --model) at 473x473 (the bundled sample's halves resized):
+
+    episode ms   Predictor.set_support + predict: encode the support, its prototypes, encode the
+                 query, segment, upsample to the query's size, keep rule (what a one-off costs)
+    query ms     Predictor.predict with the support cached (what each further query costs)
+    peak MiB     rise of the process's peak resident memory during one episode (VmHWM reset via
+                 /proc/self/clear_refs, as core_speed.py measures it)
+
+and the published SG-One layout (VGG-16, support and query through the network separately,
+`published_sgone.py`) at 321x321, its own 1-shot forward. Calls are interleaved (torch, onnx,
+int8, published, torch, ...) so a change of machine load hits every row alike; medians over
+--repeats. The int8 encoder is calibrated on the bundled photos (speed does not depend on the
+calibration; its mIoU: `real_photo_check.py --runtimes`). ONNX Runtime uses torch's thread count
+(the physical cores, or OMP_NUM_THREADS). The header prints a 2048^3 matmul rate: far below
+~200 GFLOP/s means the machine was busy, and only the ratios are comparable across runs.
+
+    python benchmarks/onnx_speed.py [--model prototype-mobilenet_v2] [--size 473] [--repeats 9]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from core_speed import PeakMemory
+from machine import matmul_gflops
+from published_sgone import PublishedSGOne, episode_inputs
+from sgone.commands.demo import sample_paths
+from sgone.io import read_image, read_mask
+from sgone.onnx.export import export_model
+from sgone.predictor import Predictor
+
+
+def square_episode(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The bundled support, its mask and the query, each resized to n x n."""
+    paths = sample_paths()
+    support = np.asarray(Image.fromarray(read_image(paths["support"])).resize((n, n)))
+    mask = np.asarray(Image.fromarray(read_mask(paths["support_mask"])).resize((n, n), Image.NEAREST))
+    query = np.asarray(Image.fromarray(read_image(paths["query"])).resize((n, n)))
+    return support, mask, query
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return 1000 * (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="registered name or checkpoint (default: the training-free model)")
+    parser.add_argument("--size", type=int, default=473)
+    parser.add_argument("--published-size", type=int, default=321)
+    parser.add_argument("--repeats", type=int, default=9)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"2048^3 matmul {matmul_gflops():.0f} GFLOP/s before")
+    support, mask, query = square_episode(args.size)
+    with tempfile.TemporaryDirectory(prefix="sgone-onnx-speed-") as tmp:
+        export_model(args.model, Path(tmp), size=args.size, dynamic=True, quantize="int8")
+        predictors = {"PyTorch": Predictor(args.model, size=args.size, allow_untrained=True),
+                      "ONNX Runtime fp32": Predictor(args.model, size=args.size, runtime="onnx", allow_untrained=True),
+                      "ONNX Runtime int8": Predictor(tmp, size=args.size, runtime="onnx")}
+        published = PublishedSGOne().eval()
+        pub_inputs = episode_inputs(args.published_size, args.published_size)
+
+        def episode(p: Predictor) -> Callable[[], object]:
+            return lambda: (p.set_support(support, mask), p.predict(query))
+
+        @torch.inference_mode()
+        def published_episode():
+            return published(*pub_inputs)
+
+        calls = {name: episode(p) for name, p in predictors.items()}
+        calls[f"published SG-One (VGG-16) at {args.published_size}"] = published_episode
+        for fn in calls.values():
+            fn()  # warm-up
+        episodes: dict[str, list[float]] = {name: [] for name in calls}
+        queries: dict[str, list[float]] = {name: [] for name in predictors}
+        for _ in range(args.repeats):
+            for name, fn in calls.items():
+                episodes[name].append(timed(fn))
+                if name in predictors:
+                    queries[name].append(timed(lambda: predictors[name].predict(query)))
+        memory = PeakMemory(torch.device("cpu"))
+        peaks = {name: memory.measure(fn) for name, fn in calls.items()}
+    ep = {name: statistics.median(t) for name, t in episodes.items()}
+    torch_ms, fp32_ms, int8_ms = (ep[n] for n in predictors)
+    pub_ms = ep[list(calls)[-1]]
+    print(f"2048^3 matmul {matmul_gflops():.0f} GFLOP/s after; model {args.model or 'prototype-mobilenet_v2'}, "
+          f"{args.size}x{args.size}, medians of {args.repeats}, peak memory by {memory.method}\n")
+    print("| runtime | 1-shot episode ms | cached-support query ms | episode vs PyTorch | episode vs published "
+          "| peak MiB episode |\n|---|---:|---:|---:|---:|---:|")
+    for name in calls:
+        query_ms = f"{statistics.median(queries[name]):.0f}" if name in queries else "-"
+        print(f"| {name} | {ep[name]:.0f} | {query_ms} | {torch_ms / ep[name]:.2f}x | {pub_ms / ep[name]:.1f}x "
+              f"| {peaks[name]:.0f} |")
+    fp32_query = statistics.median(queries["ONNX Runtime fp32"])
+    print("\ntargets (issue #12):")
+    for text, ok in ((f"ONNX fp32 episode >= 1.8x faster than PyTorch: {torch_ms / fp32_ms:.2f}x", torch_ms / fp32_ms >= 1.8),
+                     (f"ONNX fp32 episode >= 12x faster than published at {args.published_size}: {pub_ms / fp32_ms:.1f}x",
+                      pub_ms / fp32_ms >= 12),
+                     (f"ONNX fp32 cached-support query <= 60 ms: {fp32_query:.0f} ms", fp32_query <= 60),
+                     (f"int8 episode >= 1.3x faster than ONNX fp32: {fp32_ms / int8_ms:.2f}x", fp32_ms / int8_ms >= 1.3)):
+        print(f"- {'met' if ok else 'MISSED'}: {text}")
+
+
+if __name__ == "__main__":
+    main()
