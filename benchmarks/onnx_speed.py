@@ -61,7 +61,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=473)
     parser.add_argument("--published-size", type=int, default=321)
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--threads", type=int, default=None, help="threads for torch and ONNX Runtime (default: cores)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"2048^3 matmul {matmul_gflops():.0f} GFLOP/s before")

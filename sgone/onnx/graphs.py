@@ -124,25 +124,25 @@ def kmeans_parts(features: torch.Tensor, cover: torch.Tensor, k: int, iters: int
     once the centroids stop moving a step returns them unchanged, so the result is the same as
     the early stop's.
     """
-    x = features[0].flatten(1).t()  # (n, C)
-    w = cover[0].flatten()
+    xt = features[0].flatten(1)  # (C, n): the features' own layout, no transpose of the big map
+    w = cover[0].flatten(1)  # (1, n)
     keep = w >= min_weight
-    wx = (w * keep.to(w.dtype)).unsqueeze(1)
-    xn = F.normalize(x, dim=1)
-    mean = F.normalize((x * wx).sum(0, keepdim=True), dim=1)
-    inf = torch.tensor(float("inf"), dtype=x.dtype)
-    chosen = [torch.where(keep, (xn @ mean.t())[:, 0], -inf).argmax()]
-    nearest = xn @ xn[chosen[0]]
+    wx = w * keep.to(w.dtype)
+    xnt = F.normalize(xt, dim=0)
+    mean = F.normalize((xt * wx).sum(1, keepdim=True), dim=0)  # (C, 1)
+    inf = torch.tensor(float("inf"), dtype=xt.dtype)
+    chosen = [torch.where(keep, mean.t() @ xnt, -inf).argmax(dim=1)]
+    nearest = xnt[:, chosen[0]].t() @ xnt  # (1, n)
     for _ in range(1, k):
-        chosen.append(torch.where(keep, nearest, inf).argmin())
-        nearest = torch.maximum(nearest, xn @ xn[chosen[-1]])
-    index = torch.stack(chosen)
-    centroids = xn[index]
-    parts = torch.arange(k)
+        chosen.append(torch.where(keep, nearest, inf).argmin(dim=1))
+        nearest = torch.maximum(nearest, xnt[:, chosen[-1]].t() @ xnt)
+    index = torch.cat(chosen)
+    centroids = xnt[:, index].t()  # (k, C)
+    parts = torch.arange(k).unsqueeze(1)
     for _ in range(iters + 1):
-        onehot = ((xn @ centroids.t()).argmax(dim=1, keepdim=True) == parts).to(x.dtype) * wx  # (n, k)
-        filled = (onehot.sum(0) > 0).unsqueeze(1)
-        means = (onehot.t() @ x) / onehot.sum(0).clamp_min(1e-6).unsqueeze(1)
+        onehot = ((centroids @ xnt).argmax(dim=0, keepdim=True) == parts).to(xt.dtype) * wx  # (k, n)
+        filled = (onehot.sum(1) > 0).unsqueeze(1)
+        means = (xt @ onehot.t()).t() / onehot.sum(1).clamp_min(1e-6).unsqueeze(1)  # (k, C)
         centroids = torch.where(filled, F.normalize(means, dim=1), centroids)
-    out = torch.where(filled, means, x[index])
-    return (out * keep.any().to(x.dtype)).unsqueeze(0)  # an empty region gives zero vectors
+    out = torch.where(filled, means, xt[:, index].t())
+    return (out * keep.any().to(xt.dtype)).unsqueeze(0)  # an empty region gives zero vectors
