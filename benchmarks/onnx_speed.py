@@ -17,6 +17,7 @@ calibration; its mIoU: `real_photo_check.py --runtimes`). ONNX Runtime uses torc
 ~200 GFLOP/s means the machine was busy, and only the ratios are comparable across runs.
 
     python benchmarks/onnx_speed.py [--model prototype-mobilenet_v2] [--size 473] [--repeats 9]
+    python benchmarks/onnx_speed.py --threads 1 --clock cpu     # a busy machine: CPU time on one thread
 """
 from __future__ import annotations
 
@@ -49,10 +50,59 @@ def square_episode(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return support, mask, query
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = CLOCKS["wall"]
+
+
 def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
+    start = clock()
     fn()
-    return 1000 * (time.perf_counter() - start)
+    return 1000 * (clock() - start)
+
+
+def video_rows(model: str | None, size: int, frames: int, repeats: int) -> None:
+    """End-to-end frames/s of `run_video` per runtime on a generated 854x480 clip, runs interleaved."""
+    from sgone.video import run_video, synthetic_clip, write_clip
+
+    with tempfile.TemporaryDirectory(prefix="sgone-onnx-video-") as tmp:
+        tmp = Path(tmp)
+        write_clip(tmp / "frames", synthetic_clip(frames, (480, 854), seed=0), image_format="jpg",
+                   masks_folder=tmp / "truth")
+        predictors = {rt: Predictor(model, size=size, runtime=rt, allow_untrained=True) for rt in ("torch", "onnx")}
+        fps: dict[str, list[float]] = {rt: [] for rt in predictors}
+        for rep in range(max(1, repeats // 3)):
+            for rt, p in predictors.items():
+                summary = run_video(p, tmp / "frames", tmp / "truth" / "00000.png", tmp / f"out-{rt}-{rep}",
+                                    mode="independent", progress=False)
+                fps[rt].append(summary.fps)
+    print(f"\n| video, 854x480, {frames} frames, --size {size} | end-to-end frames/s |\n|---|---:|")
+    for rt, values in fps.items():
+        print(f"| {rt} | {statistics.median(values):.2f} |")
+
+
+def encoder_rows(predictors: dict[str, Predictor], image: np.ndarray, repeats: int) -> None:
+    """ms per encoder call on one 473x473 image: each runtime, and ONNX Runtime fp32 with spinning threads."""
+    import onnxruntime
+
+    from sgone.onnx.runtime import session_options
+    from sgone.predictor import image_tensor
+
+    x = image_tensor(image, image.shape[:2])
+    fp32 = predictors["ONNX Runtime fp32"].model
+    spinning = onnxruntime.InferenceSession(fp32.graphs["encoder"], session_options(spinning=True),
+                                            providers=["CPUExecutionProvider"])
+    calls = {name: (lambda m=p.model: m.encode(x)) for name, p in predictors.items()}
+    calls["ONNX Runtime fp32, threads spinning"] = lambda: spinning.run(None, {"image": x.numpy()})
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    with torch.inference_mode():
+        for fn in calls.values():
+            fn()
+        for _ in range(repeats):
+            for name, fn in calls.items():
+                times[name].append(timed(fn))
+    print(f"\n| encoder, one {image.shape[0]}x{image.shape[1]} image | ms |\n|---|---:|")
+    for name, t in times.items():
+        print(f"| {name} | {statistics.median(t):.0f} |")
 
 
 def main() -> None:
@@ -62,7 +112,15 @@ def main() -> None:
     parser.add_argument("--published-size", type=int, default=321)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--threads", type=int, default=None, help="threads for torch and ONNX Runtime (default: cores)")
+    parser.add_argument("--video-frames", type=int, default=0, metavar="N",
+                        help="also time `run_video` (independent mode) on a generated 854x480 clip of N frames per "
+                             "runtime: decode, encode, mask, write, as `sgone video` (default 0: skip)")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall time, or the process's CPU time: with --threads 1 the time an idle core would "
+                             "take, what a busy shared machine can still measure (with more threads it adds them up)")
     args = parser.parse_args()
+    global clock
+    clock = CLOCKS[args.clock]
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -101,13 +159,16 @@ def main() -> None:
     torch_ms, fp32_ms, int8_ms = (ep[n] for n in predictors)
     pub_ms = ep[list(calls)[-1]]
     print(f"2048^3 matmul {matmul_gflops():.0f} GFLOP/s after; model {args.model or 'prototype-mobilenet_v2'}, "
-          f"{args.size}x{args.size}, medians of {args.repeats}, peak memory by {memory.method}\n")
+          f"{args.size}x{args.size}, medians of {args.repeats}, {args.clock} clock, peak memory by {memory.method}\n")
     print("| runtime | 1-shot episode ms | cached-support query ms | episode vs PyTorch | episode vs published "
           "| peak MiB episode |\n|---|---:|---:|---:|---:|---:|")
     for name in calls:
         query_ms = f"{statistics.median(queries[name]):.0f}" if name in queries else "-"
         print(f"| {name} | {ep[name]:.0f} | {query_ms} | {torch_ms / ep[name]:.2f}x | {pub_ms / ep[name]:.1f}x "
               f"| {peaks[name]:.0f} |")
+    encoder_rows(predictors, query, args.repeats)
+    if args.video_frames:
+        video_rows(args.model, args.size, args.video_frames, args.repeats)
     fp32_query = statistics.median(queries["ONNX Runtime fp32"])
     print("\ntargets (issue #12):")
     for text, ok in ((f"ONNX fp32 episode >= 1.8x faster than PyTorch: {torch_ms / fp32_ms:.2f}x", torch_ms / fp32_ms >= 1.8),

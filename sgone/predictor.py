@@ -139,6 +139,8 @@ class Predictor:
             if not self.model.dynamic:
                 raise SgoneError(f"{model}: exported with a fixed input size; export with --dynamic for the Predictor")
             fuse = False
+        elif _is_path(model) and (Path(model) / "manifest.json").is_file():
+            raise SgoneError(f"{model}: an exported ONNX model; run it with runtime='onnx' (--runtime onnx)")
         elif isinstance(model, nn.Module):
             # fold BatchNorm into a private copy: the caller's module stays trainable
             model = copy.deepcopy(model) if fuse else model

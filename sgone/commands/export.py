@@ -70,4 +70,7 @@ def run(args: argparse.Namespace) -> int:
           f"({info['model']}, input {shape}{', int8 encoder' if args.quantize else ''})")
     print(f"check against PyTorch on the bundled photos at {check['size']}: max abs diff of the probabilities "
           f"{check['max_abs_diff_probability']:.2g}, IoU of the masks {check['mask_iou']:.4f}")
+    if args.quantize and args.calibration is None:
+        print("note: calibrated on the 2 bundled photos only; --calibration DIR with ~32 photos like yours lost "
+              "less mIoU (docs/results.md, ONNX Runtime section)")
     return 0

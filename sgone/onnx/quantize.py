@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from sgone.errors import SgoneError
 
 
-def calibration_feeds(images: list[np.ndarray], size: int, dynamic: bool) -> list[dict[str, np.ndarray]]:
-    """HxWx3 uint8 photos -> encoder feeds, resized as the runtime will resize them."""
+def calibration_feeds(images: list[np.ndarray], size: int, dynamic: bool) -> Iterator[dict[str, np.ndarray]]:
+    """HxWx3 uint8 photos -> encoder feeds (one at a time), resized as the runtime will resize them."""
     from sgone.predictor import image_tensor, input_size
 
-    feeds = []
     for image in images:
         hw = input_size(*image.shape[:2], size) if dynamic else (size, size)
-        feeds.append({"image": image_tensor(image, hw).numpy()})
-    return feeds
+        yield {"image": image_tensor(image, hw).numpy()}
 
 
 def quantize_encoder(encoder: bytes, images: list[np.ndarray], size: int, dynamic: bool) -> bytes:
@@ -36,7 +35,10 @@ def quantize_encoder(encoder: bytes, images: list[np.ndarray], size: int, dynami
         raise SgoneError(INSTALL_HINT) from None
     if not images:
         raise SgoneError("int8: no calibration images")
-    feeds = iter(calibration_feeds(images, size, dynamic))
+    from tqdm import tqdm
+
+    feeds = iter(tqdm(calibration_feeds(images, size, dynamic), total=len(images), desc="int8 calibration",
+                      unit="photo", disable=len(images) < 8, leave=False))
 
     class Reader(q.CalibrationDataReader):
         def get_next(self):

@@ -29,15 +29,19 @@ def require_onnxruntime() -> Any:
     return onnxruntime
 
 
-def session_options(threads: int | None = None) -> Any:
+def session_options(threads: int | None = None, spinning: bool = False) -> Any:
     """ORT options: all graph optimisations, `threads` intra-op threads (default torch's count:
-    the physical cores, or OMP_NUM_THREADS), one inter-op thread (the graphs are sequential)."""
+    the physical cores, or OMP_NUM_THREADS), one inter-op thread (the graphs are sequential),
+    no spinning."""
     ort = require_onnxruntime()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # warnings about unused initialisers are noise here
+    # no busy-waiting between ops: on the shared 2-core machine spinning threads made the encoder
+    # slower (benchmarks/onnx_speed.py, encoder table); an idle machine loses little
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return options
 
 
@@ -54,6 +58,7 @@ class OnnxModel:
         ort = require_onnxruntime()
         options = session_options(threads)
         self.spec, self.config, self.dynamic = spec, dict(config or {}), dynamic
+        self.graphs = dict(graphs)
         self.sessions = {name: ort.InferenceSession(data if isinstance(data, bytes) else str(data), options,
                                                     providers=["CPUExecutionProvider"])
                          for name, data in graphs.items()}

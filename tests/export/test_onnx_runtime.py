@@ -102,6 +102,8 @@ def test_bad_runtime_settings_fail_clearly(imagenet, tmp_path):
     export_model("prototype-mobilenet_v2", tmp_path / "fixed", size=97)
     with pytest.raises(SgoneError, match="fixed input size; export with --dynamic"):
         Predictor(tmp_path / "fixed", runtime="onnx")
+    with pytest.raises(SgoneError, match="an exported ONNX model; run it with runtime='onnx'"):
+        Predictor(tmp_path / "fixed")
     (tmp_path / "empty").mkdir()
     with pytest.raises(SgoneError, match=r"manifest.json: not found"):
         Predictor(tmp_path / "empty", runtime="onnx")
