@@ -24,7 +24,8 @@ def register(subparsers) -> None:
                    help="registered model name, shipped checkpoint name or checkpoint path (default: the training-free "
                         "model)")
     p.add_argument("--output", required=True, metavar="DIR", help="folder for the graphs and manifest.json")
-    p.add_argument("--size", type=int, default=473, help="input size: the longer side (--dynamic) or the fixed square side")
+    p.add_argument("--size", type=int, default=473,
+                   help="input size: the longer side (--dynamic) or the fixed square side")
     p.add_argument("--dynamic", action="store_true",
                    help="free batch, height and width (needed for --runtime onnx; the aspect ratio is kept); "
                         "default: a fixed 1x3xSIZExSIZE input")

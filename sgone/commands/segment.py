@@ -34,8 +34,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def add_runtime_argument(parser: argparse.ArgumentParser) -> None:
     """`--runtime`, for commands whose predictor `build_predictor` makes."""
     parser.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
-                        help="torch, or onnx: ONNX Runtime on the CPU (pip install 'sgone[onnx]'), the model exported "
-                             "when the command starts (a few seconds) or --model a folder from `sgone export --dynamic`")
+                        help="torch, or onnx: ONNX Runtime on the CPU (pip install 'sgone[onnx]'), the model "
+                             "exported when the command starts (a few seconds) or --model a folder from "
+                             "`sgone export --dynamic`")
 
 
 def add_weights_argument(parser: argparse.ArgumentParser) -> None:
@@ -406,8 +407,8 @@ def run(args: argparse.Namespace) -> int:
         mean = stats["mean_foreground_probability"]
         print(f"[{i}/{len(queries)}] {q} -> {paths[0]}: foreground {stats['foreground_share']:.1%}"
               f"{'' if mean is None else f', mean probability {mean:.2f}'}, {seconds:.2f} s")
-    summary = {"model": args.model or "default", "runtime": args.runtime, "size": args.size, "threshold": args.threshold,
-               "fusion": args.fusion, "preview_size": args.preview_size,
+    summary = {"model": args.model or "default", "runtime": args.runtime, "size": args.size,
+               "threshold": args.threshold, "fusion": args.fusion, "preview_size": args.preview_size,
                "support": [{"image": i, "mask": m} for i, m in zip(args.support, args.support_mask)],
                "queries": done, "skipped": skipped}
     try:

@@ -164,6 +164,7 @@ def export_model(model: str | Path | nn.Module | None, output: str | Path, size:
     else:
         name = name or str(model or DEFAULT_MODEL)
         model = load_model(model)
+    graph_spec(model)  # refuse an unsupported model before any work
     model = prepare_for_inference(model, "cpu")
     spec, graphs = export_graphs(model, size, dynamic)
     if quantize:

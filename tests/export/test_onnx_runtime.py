@@ -114,5 +114,6 @@ def test_bad_runtime_settings_fail_clearly(imagenet, tmp_path):
 
 def test_without_onnxruntime_one_line_says_how_to_install(monkeypatch, imagenet):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
-    with pytest.raises(SgoneError, match=r"^ONNX Runtime is not installed; install it with: pip install 'sgone\[onnx\]'$"):
+    hint = r"^ONNX Runtime is not installed; install it with: pip install 'sgone\[onnx\]'$"
+    with pytest.raises(SgoneError, match=hint):
         Predictor(runtime="onnx")
