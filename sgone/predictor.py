@@ -129,6 +129,10 @@ class Predictor:
         if runtime not in RUNTIMES:
             raise SgoneError(f"{runtime}: unknown runtime (use {', '.join(RUNTIMES)})")
         self.runtime = runtime
+        if runtime == "onnx":
+            from sgone.onnx.runtime import require_onnxruntime
+
+            require_onnxruntime(export=not (_is_path(model) and Path(model).is_dir()))  # before loading anything
         self.device = resolve_device("cpu" if runtime == "onnx" and device in (None, "auto") else device)
         if runtime == "onnx" and self.device.type != "cpu":
             raise SgoneError(f"{device}: the onnx runtime runs on the CPU (use --device cpu or auto)")

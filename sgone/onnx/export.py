@@ -153,7 +153,7 @@ def export_model(model: str | Path | nn.Module | None, output: str | Path, size:
     from sgone.onnx.runtime import OnnxModel, require_onnxruntime
     from sgone.predictor import prepare_for_inference
 
-    require_onnxruntime()
+    require_onnxruntime(export=True)
     if quantize not in (None, *QUANTIZE):
         raise SgoneError(f"--quantize {quantize}: use one of {', '.join(QUANTIZE)}")
     if size < 32:

@@ -20,12 +20,17 @@ from sgone.onnx.graphs import GraphSpec
 INSTALL_HINT = "ONNX Runtime is not installed; install it with: pip install 'sgone[onnx]'"
 
 
-def require_onnxruntime() -> Any:
-    """The onnxruntime module, or SgoneError with the install command."""
+def require_onnxruntime(export: bool = False) -> Any:
+    """The onnxruntime module (and for `export` the onnx package), or SgoneError with the install command."""
     try:
         import onnxruntime
     except ImportError:
         raise SgoneError(INSTALL_HINT) from None
+    if export:
+        try:
+            import onnx  # noqa: F401  (the exporter and the manifest's shapes need it)
+        except ImportError:
+            raise SgoneError("the onnx package is not installed; install it with: pip install 'sgone[onnx]'") from None
     return onnxruntime
 
 
@@ -131,6 +136,6 @@ def onnx_model(model: torch.nn.Module, size: int = 473, threads: int | None = No
     """A prepared torch model exported in memory (dynamic axes) and loaded into ONNX Runtime."""
     from sgone.onnx.export import export_graphs
 
-    require_onnxruntime()
+    require_onnxruntime(export=True)
     spec, graphs = export_graphs(model, size, dynamic=True)
     return OnnxModel(graphs, spec, getattr(model, "config", {}), threads)

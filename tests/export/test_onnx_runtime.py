@@ -1,6 +1,7 @@
 """Predictor(runtime="onnx"): the same outputs as PyTorch on real photos, the same support caching."""
 from __future__ import annotations
 
+import importlib.util
 import sys
 
 import numpy as np
@@ -112,7 +113,15 @@ def test_bad_runtime_settings_fail_clearly(imagenet, tmp_path):
         Predictor(tmp_path / "fixed", runtime="onnx")
 
 
-def test_without_onnxruntime_one_line_says_how_to_install(monkeypatch, imagenet):
+def test_without_onnxruntime_one_line_says_how_to_install(monkeypatch):
+    from sgone.models import registry
+
+    # the message comes before any model is loaded
+    monkeypatch.setattr(registry, "load_model", lambda *a, **k: pytest.fail("model loaded first"))
+    if importlib.util.find_spec("onnxruntime") is not None:  # ONNX Runtime without the onnx package
+        monkeypatch.setitem(sys.modules, "onnx", None)
+        with pytest.raises(SgoneError, match=r"^the onnx package is not installed; install it with: pip install"):
+            Predictor(runtime="onnx")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
     hint = r"^ONNX Runtime is not installed; install it with: pip install 'sgone\[onnx\]'$"
     with pytest.raises(SgoneError, match=hint):
