@@ -68,7 +68,7 @@ def cover(region: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
 
 def run(session: ort.InferenceSession, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Feed the inputs the graph reads (unused ones are dropped at export) -> {output name: array}."""
-    feeds = {i.name: tensors[i.name] for i in session.get_inputs()}
+    feeds = {i.name: tensors[i.name] for i in session.get_inputs()}  # only what this graph reads
     return dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
 
 
@@ -94,7 +94,8 @@ def segment(folder: Path, support: str, support_mask: str, query: str, threshold
     grid = next(iter(features.values())).shape[-2:]
     mask = read_mask(support_mask, (hw[1], hw[0]))  # the mask at the network input size
     prototypes = run(sessions["prototype"], {**features, "foreground_cover": cover(mask, grid),
-                                             "background_cover": cover(~mask, grid)})
+                                             "background_cover": cover(~mask, grid),
+                                             "mask": mask[None, None].astype(np.float32)})  # published SG-One
     photo = Image.open(query)
     features = run(sessions["encoder"], {"image": image_array(photo, input_hw(photo.height, photo.width, manifest))})
     logits = run(sessions["head"], {**features, **prototypes})["logits"][0]

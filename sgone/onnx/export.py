@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from sgone import ops
 from sgone.errors import SgoneError
-from sgone.onnx.graphs import COVERS, EncoderGraph, GraphSpec, HeadGraph, PrototypeGraph, graph_spec
+from sgone.onnx.graphs import EncoderGraph, GraphSpec, HeadGraph, PrototypeGraph, graph_spec, region_inputs
 
 OPSET = 17
 GRAPHS = ("encoder", "prototype", "head")
@@ -68,17 +68,18 @@ def export_graphs(model: nn.Module, size: int = 473, dynamic: bool = True) -> tu
     feats = tuple(encoded[name] for name in spec.features)
     mask = torch.zeros(1, size, size, dtype=torch.long)
     mask[:, size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 1
-    grid = feats[0].shape[-2:]
-    covers = tuple(ops.region_weights(mask, grid, region) for region in ("foreground", "background"))
+    regions = region_inputs(spec, mask, feats[0].shape[-2:])
+    covers = tuple(regions[name] for name in spec.regions)
     support = tuple(encoded[name] for name in spec.support_features)
     protos = PrototypeGraph(model, spec)(*support, *covers)
     image_axes = {"image": {0: "batch", 2: "height", 3: "width"}} if dynamic else {}
     graphs = {
         "encoder": _to_bytes(EncoderGraph(model, spec), (image,), ["image"], list(spec.features),
                              {**image_axes, **_axes(spec.features, dynamic, dynamic)}),
-        "prototype": _to_bytes(PrototypeGraph(model, spec), (*support, *covers), [*spec.support_features, *COVERS],
-                               list(spec.prototypes), {**_axes(spec.support_features + COVERS, False, dynamic),
-                                                       **_axes(spec.prototypes, False, dynamic)}),
+        "prototype": _to_bytes(PrototypeGraph(model, spec), (*support, *covers), [*spec.support_features, *spec.regions],
+                               list(spec.prototypes), {**_axes(spec.support_features + spec.regions, False, dynamic),
+                                                       **_axes(spec.prototypes, False, dynamic),
+                                                       **({"mask": {2: "height", 3: "width"}} if dynamic else {})}),
         "head": _to_bytes(HeadGraph(model, spec), (*feats, *protos), [*spec.features, *spec.prototypes],
                           ["logits", "similarity"],
                           {**_axes(spec.features + spec.prototypes + ("logits",), dynamic, dynamic),
@@ -112,7 +113,8 @@ def manifest(model: nn.Module, name: str, spec: GraphSpec, size: int, dynamic: b
         "graphs": shapes,
         "covers":  "share of each feature cell (grid = ceil(input/8)) covered by the mask's object (1) "
                                 "or background (0) pixels, 255 counting for neither: adaptive average pooling "
-                                "of the mask at the input size",
+                                "of the mask at the input size; or (published SG-One) 'mask', 1 where the mask is "
+                                "non-zero, at the input size",
         "probability": "softmax over the 2 logits (background, object) after bilinear upsampling "
                        "(align_corners=False) to the image size; object where above the threshold",
         "k_shot": "average the k supports' prototypes; concatenate their *_set parts along dim 1",

@@ -14,9 +14,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from sgone import ops
 from sgone.errors import SgoneError
 
 COVERS = ("foreground_cover", "background_cover")  # (1,1,h,w) share of each feature cell in the region
+MASK = ("mask",)  # (1,1,H,W) 1 = object at the input size: the published variant pools at full resolution
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class GraphSpec:
     features: tuple[str, ...]        # encoder outputs
     support_features: tuple[str, ...]  # encoder outputs the prototype graph reads
     prototypes: tuple[str, ...]      # prototype graph outputs = head inputs after the features
+    regions: tuple[str, ...] = COVERS  # what the prototype graph reads of the support's mask
 
 
 def graph_spec(model: nn.Module) -> GraphSpec:
@@ -45,10 +48,11 @@ def graph_spec(model: nn.Module) -> GraphSpec:
         return GraphSpec(arch, ("guide",), ("guide",), protos)
     if arch == "sgone-prior":
         return GraphSpec(arch, ("guide", "prior", "side"), ("guide", "prior"), ("vector", "prior_fg", "background_set"))
-    if arch == "sgone" and getattr(model, "variant", "") == "fixed":
-        return GraphSpec(arch, ("guide", "side"), ("guide",), ("vector",))
-    raise SgoneError(f"{arch} ({getattr(model, 'variant', '?')} variant): not supported by the ONNX export "
-                     "(supported: prototype, sgone-prior and fixed sgone models)")
+    if arch == "sgone":
+        regions = MASK if getattr(model, "variant", "") == "published" else COVERS
+        return GraphSpec(arch, ("guide", "side"), ("guide",), ("vector",), regions)
+    raise SgoneError(f"{arch}: architecture not supported by the ONNX export (supported: prototype, sgone, "
+                     "sgone-prior)")
 
 
 class EncoderGraph(nn.Module):
@@ -64,7 +68,7 @@ class EncoderGraph(nn.Module):
 
 
 class PrototypeGraph(nn.Module):
-    """One support's features (1,C,h,w) + covers (1,1,h,w) -> its prototypes, `spec.prototypes` order."""
+    """One support's features (1,C,h,w) + its regions (`spec.regions`) -> its prototypes, `spec.prototypes` order."""
 
     def __init__(self, model: nn.Module, spec: GraphSpec) -> None:
         super().__init__()
@@ -73,8 +77,7 @@ class PrototypeGraph(nn.Module):
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         n = len(self.spec.support_features)
         feats = dict(zip(self.spec.support_features, inputs[:n]))
-        fg, bg = inputs[n:n + 2]
-        protos = prototypes_from_covers(self.model, self.spec.arch, feats, fg, bg)
+        protos = prototypes_from_regions(self.model, self.spec.arch, feats, dict(zip(self.spec.regions, inputs[n:])))
         return tuple(protos[name] for name in self.spec.prototypes)
 
 
@@ -93,9 +96,15 @@ class HeadGraph(nn.Module):
         return out["logits"], out["similarity"]
 
 
-def prototypes_from_covers(model: nn.Module, arch: str, feats: dict[str, torch.Tensor], fg: torch.Tensor,
-                           bg: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The models' `support_prototype`, from the region covers `ops.region_weights` gives (1,1,h,w)."""
+def prototypes_from_regions(model: nn.Module, arch: str, feats: dict[str, torch.Tensor],
+                            regions: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The models' `support_prototype`, from the covers `ops.region_weights` gives (1,1,h,w), or for the
+    published variant the object mask at the input size (1,1,H,W), features upsampled to it."""
+    if "mask" in regions:
+        mask = regions["mask"]
+        guide = F.interpolate(feats["guide"], size=mask.shape[-2:], mode="bilinear", align_corners=False)
+        return {"vector": weighted_mean(guide, mask)}
+    fg, bg = regions["foreground_cover"], regions["background_cover"]
     if arch == "sgone-prior":
         prior = feats["prior"]
         return {"vector": weighted_mean(feats["guide"], fg), "prior_fg": weighted_mean(prior, fg),
@@ -146,3 +155,15 @@ def kmeans_parts(features: torch.Tensor, cover: torch.Tensor, k: int, iters: int
         centroids = torch.where(filled, F.normalize(means, dim=1), centroids)
     out = torch.where(filled, means, xt[:, index].t())
     return (out * keep.any().to(xt.dtype)).unsqueeze(0)  # an empty region gives zero vectors
+
+
+def region_inputs(spec: GraphSpec, masks: torch.Tensor, grid: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """One support's mask (1,H,W) {0,1,255} at the input size -> the prototype graph's region inputs.
+
+    Covers: `ops.region_weights` on the feature grid (255 counts for neither region); the published
+    variant's mask: every non-zero value is object, as `SGOne.binarise` reads it.
+    """
+    if spec.regions == MASK:
+        return {"mask": (masks > 0).float().unsqueeze(1)}
+    return {"foreground_cover": ops.region_weights(masks, grid, "foreground"),
+            "background_cover": ops.region_weights(masks, grid, "background")}

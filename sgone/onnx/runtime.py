@@ -15,7 +15,7 @@ import torch
 
 from sgone import ops
 from sgone.errors import SgoneError
-from sgone.onnx.graphs import GraphSpec
+from sgone.onnx.graphs import GraphSpec, region_inputs
 
 INSTALL_HINT = "ONNX Runtime is not installed; install it with: pip install 'sgone[onnx]'"
 
@@ -102,8 +102,7 @@ class OnnxModel:
         shots = []
         for i in range(masks.shape[0]):
             feeds = {name: encoded[name][i:i + 1] for name in self.spec.support_features}
-            feeds["foreground_cover"] = ops.region_weights(masks[i:i + 1], grid, "foreground")
-            feeds["background_cover"] = ops.region_weights(masks[i:i + 1], grid, "background")
+            feeds.update(region_inputs(self.spec, masks[i:i + 1], grid))
             shots.append(self._run("prototype", feeds))
         return {name: torch.cat([s[j] for s in shots]) for j, name in enumerate(self.spec.prototypes)}
 

@@ -56,14 +56,18 @@ def test_segment_with_the_onnx_runtime_writes_the_torch_masks(exported, tmp_path
     assert masks["torch"].any()
 
 
-def test_unsupported_model_and_missing_onnxruntime_give_one_line(imagenet, tmp_path, capsys, monkeypatch):
+def test_published_checkpoint_bad_values_and_missing_onnxruntime(imagenet, tmp_path, capsys, monkeypatch):
     from sgone.models.registry import build_model
 
     model = build_model("sgone", "mobilenet_v2", variant="published", weights=None)
-    ckpt = tmp_path / "published.pt"
+    ckpt = tmp_path / "published.pt"  # a published-variant SG-One checkpoint exports too
     torch.save({"model": model.state_dict(), "model_config": model.config}, ckpt)
-    rc = main(["export", "--model", str(ckpt), "--output", str(tmp_path / "out")])
-    assert "not supported by the ONNX export" in one_line_error(capsys, rc, "export")
+    assert main(["export", "--model", str(ckpt), "--output", str(tmp_path / "published"), "--size", "97"]) == 0
+    assert "IoU of the masks 1.0000" in capsys.readouterr().out
+    rc = main(["export", "--model", "nope", "--output", str(tmp_path / "out")])
+    assert "nope: unknown model" in one_line_error(capsys, rc, "export")
+    rc = main(["export", "--output", str(tmp_path / "out"), "--size", "16"])
+    assert "--size 16: too small" in one_line_error(capsys, rc, "export")
     rc = main(["export", "--output", str(tmp_path / "out"), "--calibration", str(tmp_path)])
     assert "--calibration: only with --quantize int8" in one_line_error(capsys, rc, "export")
     assert not (tmp_path / "out").exists()

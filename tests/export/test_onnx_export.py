@@ -13,15 +13,18 @@ from sgone.onnx.export import export_model
 
 SIZE = 129  # small inputs keep the suite fast
 
-def _fixed_sgone(imagenet):
-    torch.manual_seed(0)  # untrained head: agreement only
-    return build_model("sgone", "mobilenet_v2", weights=imagenet)
+def _sgone(variant):
+    def build(imagenet):
+        torch.manual_seed(0)  # untrained head: agreement only
+        return build_model("sgone", "mobilenet_v2", variant=variant, weights=imagenet)
+
+    return build
 
 
 FAMILIES = {"prototype-mobilenet_v2": lambda w: "prototype-mobilenet_v2",
             "sgone-mobilenet_v2-real": lambda w: "sgone-mobilenet_v2-real",  # the shipped checkpoint
             "prototype-mobilenet_v2-multiscale": lambda w: "prototype-mobilenet_v2-multiscale",
-            "sgone-fixed": _fixed_sgone}
+            "sgone-fixed": _sgone("fixed"), "sgone-published": _sgone("published")}
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
@@ -81,9 +84,10 @@ def test_int8_export_quantises_the_encoder(imagenet, tmp_path, samples):
 
 
 def test_unsupported_model_and_bad_values_fail_clearly(imagenet, tmp_path):
-    published = build_model("sgone", "mobilenet_v2", variant="published", weights=None)
-    with pytest.raises(SgoneError, match="not supported by the ONNX export"):
-        export_model(published, tmp_path / "a")
+    model = build_model("sgone", "mobilenet_v2", weights=None)
+    model.config = dict(model.config, backbone="dinov2_s14")
+    with pytest.raises(SgoneError, match="dinov2_s14: backbone not supported by the ONNX export"):
+        export_model(model, tmp_path / "a")
     with pytest.raises(SgoneError, match="--quantize int4"):
         export_model("prototype-mobilenet_v2", tmp_path / "b", quantize="int4")
     with pytest.raises(SgoneError, match="nope: unknown model"):

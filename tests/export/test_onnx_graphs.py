@@ -7,7 +7,7 @@ import torch
 from sgone import ops
 from sgone.errors import SgoneError
 from sgone.models.registry import build_model
-from sgone.onnx.graphs import graph_spec, kmeans_parts, prototypes_from_covers
+from sgone.onnx.graphs import graph_spec, kmeans_parts, prototypes_from_regions, region_inputs
 
 
 def _mask(h, w, seed, ignore=False):
@@ -40,17 +40,15 @@ def test_kmeans_parts_tiny_and_empty_regions():
 
 
 @pytest.mark.parametrize("arch,options", [("prototype", {}), ("prototype", {"foreground_prototypes": 3}),
-                                          ("sgone", {}), ("sgone-prior", {})])
-def test_prototypes_from_covers_match_support_prototype(arch, options):
+                                          ("sgone", {}), ("sgone", {"variant": "published"}), ("sgone-prior", {})])
+def test_prototypes_from_regions_match_support_prototype(arch, options):
     torch.manual_seed(0)
     model = build_model(arch, "mobilenet_v2", weights=None, **options).eval()
     spec = graph_spec(model)
     image, mask = torch.rand(1, 3, 97, 113), _mask(97, 113, 1, ignore=True)
     with torch.inference_mode():
         encoded = model.encode(image, need_side=False)
-        grid = encoded["guide"].shape[-2:]
-        covers = [ops.region_weights(mask, grid, r) for r in ("foreground", "background")]
-        ours = prototypes_from_covers(model, arch, encoded, *covers)
+        ours = prototypes_from_regions(model, arch, encoded, region_inputs(spec, mask, encoded["guide"].shape[-2:]))
         theirs = model.support_prototype(encoded, mask)
     assert set(ours) == set(theirs) == set(spec.prototypes)
     for key in theirs:
@@ -58,9 +56,10 @@ def test_prototypes_from_covers_match_support_prototype(arch, options):
 
 
 def test_unsupported_models_are_refused_with_a_reason():
-    published = build_model("sgone", "mobilenet_v2", variant="published", weights=None)
-    with pytest.raises(SgoneError, match="published variant.*not supported"):
-        graph_spec(published)
-    published.config = dict(published.config, backbone="dinov2_s14")
-    with pytest.raises(SgoneError, match="dinov2_s14: backbone not supported"):
-        graph_spec(published)
+    model = build_model("sgone", "mobilenet_v2", weights=None)
+    model.config = dict(model.config, backbone="dinov2_s14")  # the lead's ViT backbone: out of scope
+    with pytest.raises(SgoneError, match="dinov2_s14: backbone not supported by the ONNX export"):
+        graph_spec(model)
+    model.config = dict(model.config, backbone="mobilenet_v2", arch="sgone-next")
+    with pytest.raises(SgoneError, match="sgone-next: architecture not supported"):
+        graph_spec(model)
