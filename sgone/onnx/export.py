@@ -69,14 +69,13 @@ def export_graphs(model: nn.Module, size: int = 473, dynamic: bool = True) -> tu
     mask = torch.zeros(1, size, size, dtype=torch.long)
     mask[:, size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 1
     regions = region_inputs(spec, mask, feats[0].shape[-2:])
-    covers = tuple(regions[name] for name in spec.regions)
-    support = tuple(encoded[name] for name in spec.support_features)
-    protos = PrototypeGraph(model, spec)(*support, *covers)
+    support = tuple(encoded[name] for name in spec.support_features) + tuple(regions[n] for n in spec.regions)
+    protos = PrototypeGraph(model, spec)(*support)
     image_axes = {"image": {0: "batch", 2: "height", 3: "width"}} if dynamic else {}
     graphs = {
         "encoder": _to_bytes(EncoderGraph(model, spec), (image,), ["image"], list(spec.features),
                              {**image_axes, **_axes(spec.features, dynamic, dynamic)}),
-        "prototype": _to_bytes(PrototypeGraph(model, spec), (*support, *covers), [*spec.support_features, *spec.regions],
+        "prototype": _to_bytes(PrototypeGraph(model, spec), support, [*spec.support_features, *spec.regions],
                                list(spec.prototypes), {**_axes(spec.support_features + spec.regions, False, dynamic),
                                                        **_axes(spec.prototypes, False, dynamic),
                                                        **({"mask": {2: "height", 3: "width"}} if dynamic else {})}),
