@@ -173,7 +173,7 @@ def export_model(model: str | Path | nn.Module | None, output: str | Path, size:
 
         graphs["encoder"] = quantize_encoder(graphs["encoder"], calibration or sample_images(), size, dynamic)
     info = manifest(model, name, spec, size, dynamic, _shapes(graphs), quantize)
-    info["check"] = check_agreement(model, OnnxModel(graphs, spec), size)
+    info["check"] = check_agreement(model, OnnxModel(graphs, spec, torch_prototypes=False), size)
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise SgoneError(f"{output}: exists and is not a folder")

@@ -9,6 +9,8 @@ boolean indexing and an early stop; `tests/export/test_onnx_graphs.py` checks bo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -96,10 +98,15 @@ class HeadGraph(nn.Module):
         return out["logits"], out["similarity"]
 
 
-def prototypes_from_regions(model: nn.Module, arch: str, feats: dict[str, torch.Tensor],
-                            regions: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def prototypes_from_regions(model: Any, arch: str, feats: dict[str, torch.Tensor], regions: dict[str, torch.Tensor],
+                            kmeans: Callable[..., torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """The models' `support_prototype`, from the covers `ops.region_weights` gives (1,1,h,w), or for the
-    published variant the object mask at the input size (1,1,H,W), features upsampled to it."""
+    published variant the object mask at the input size (1,1,H,W), features upsampled to it.
+
+    model: anything with the model's `background_prototypes` / `foreground_prototypes`; kmeans:
+    `kmeans_parts` (default, traceable) or `ops.region_prototypes` (same parts, stops early).
+    """
+    kmeans = kmeans or kmeans_parts
     if "mask" in regions:
         mask = regions["mask"]
         guide = F.interpolate(feats["guide"], size=mask.shape[-2:], mode="bilinear", align_corners=False)
@@ -108,15 +115,15 @@ def prototypes_from_regions(model: nn.Module, arch: str, feats: dict[str, torch.
     if arch == "sgone-prior":
         prior = feats["prior"]
         return {"vector": weighted_mean(feats["guide"], fg), "prior_fg": weighted_mean(prior, fg),
-                "background_set": kmeans_parts(prior, bg, model.background_prototypes)}
+                "background_set": kmeans(prior, bg, model.background_prototypes)}
     guide = feats["guide"]
     if arch == "sgone":
         return {"vector": weighted_mean(guide, fg)}
     out = {"vector": weighted_mean(guide, fg), "background": weighted_mean(guide, bg)}
     if model.background_prototypes > 1:
-        out["background_set"] = kmeans_parts(guide, bg, model.background_prototypes)
+        out["background_set"] = kmeans(guide, bg, model.background_prototypes)
     if model.foreground_prototypes > 1:
-        out["foreground_set"] = kmeans_parts(guide, fg, model.foreground_prototypes)
+        out["foreground_set"] = kmeans(guide, fg, model.foreground_prototypes)
     return out
 
 
@@ -167,3 +174,9 @@ def region_inputs(spec: GraphSpec, masks: torch.Tensor, grid: tuple[int, int]) -
         return {"mask": (masks > 0).float().unsqueeze(1)}
     return {"foreground_cover": ops.region_weights(masks, grid, "foreground"),
             "background_cover": ops.region_weights(masks, grid, "background")}
+
+
+def config_counts(config: dict) -> SimpleNamespace:
+    """The k-means part counts of a model config, as `prototypes_from_regions` reads them from a model."""
+    return SimpleNamespace(background_prototypes=config.get("background_prototypes", 8),
+                           foreground_prototypes=config.get("foreground_prototypes", 1))

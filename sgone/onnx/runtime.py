@@ -15,7 +15,7 @@ import torch
 
 from sgone import ops
 from sgone.errors import SgoneError
-from sgone.onnx.graphs import GraphSpec, region_inputs
+from sgone.onnx.graphs import GraphSpec, config_counts, prototypes_from_regions, region_inputs
 
 INSTALL_HINT = "ONNX Runtime is not installed; install it with: pip install 'sgone[onnx]'"
 
@@ -54,16 +54,20 @@ class OnnxModel:
     """A model's graphs (ONNX bytes or files) run by ONNX Runtime on the CPU.
 
     graphs: {"encoder", "prototype", "head"} -> ONNX bytes or a file path; spec: their tensor names.
+    torch_prototypes: compute the support's prototypes with PyTorch (the same parts as the prototype
+    graph, but k-means stops once they settle: faster where torch is at hand, as in `Predictor`);
+    False runs the prototype graph, as a runtime without torch does.
     """
 
     variant = "fixed"
 
     def __init__(self, graphs: dict[str, bytes | str | Path], spec: GraphSpec, config: dict | None = None,
-                 threads: int | None = None, dynamic: bool = True) -> None:
+                 threads: int | None = None, dynamic: bool = True, torch_prototypes: bool = True) -> None:
         ort = require_onnxruntime()
         options = session_options(threads)
         self.spec, self.config, self.dynamic = spec, dict(config or {}), dynamic
         self.graphs = dict(graphs)
+        self.torch_prototypes = torch_prototypes
         self.sessions = {name: ort.InferenceSession(data if isinstance(data, bytes) else str(data), options,
                                                     providers=["CPUExecutionProvider"])
                          for name, data in graphs.items()}
@@ -101,9 +105,14 @@ class OnnxModel:
         grid = encoded[self.spec.support_features[0]].shape[-2:]
         shots = []
         for i in range(masks.shape[0]):
-            feeds = {name: encoded[name][i:i + 1] for name in self.spec.support_features}
-            feeds.update(region_inputs(self.spec, masks[i:i + 1], grid))
-            shots.append(self._run("prototype", feeds))
+            feats = {name: encoded[name][i:i + 1] for name in self.spec.support_features}
+            regions = region_inputs(self.spec, masks[i:i + 1], grid)
+            if self.torch_prototypes:
+                protos = prototypes_from_regions(config_counts(self.config), self.spec.arch, feats, regions,
+                                                 kmeans=ops.region_prototypes)
+                shots.append([protos[name] for name in self.spec.prototypes])
+            else:
+                shots.append(self._run("prototype", {**feats, **regions}))
         return {name: torch.cat([s[j] for s in shots]) for j, name in enumerate(self.spec.prototypes)}
 
     def segment(self, encoded: dict[str, torch.Tensor], prototype: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

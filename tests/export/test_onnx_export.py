@@ -55,8 +55,19 @@ def test_exported_graphs_run_on_another_size_and_batch(exported, ort):
 
     name, out, info = exported
     model = OnnxModel.from_folder(out)
-    encoded = model.encode(torch.rand(2, 3, 97, 150))
+    encoded = model.encode(torch.rand(2, 3, 97, 150, generator=torch.Generator().manual_seed(0)))
     assert encoded["guide"].shape[0] == 2 and encoded["guide"].shape[-2:] == (13, 19)
+    # the prototype graph (runtimes without torch) and PyTorch's early-stopping k-means (Predictor) agree
+    masks = torch.zeros(2, 97, 150, dtype=torch.long)
+    masks[0, 20:70, 30:90] = 1
+    masks[1, 40:90, 10:140] = 1
+    masks[1, :5] = 255
+    graph = OnnxModel.from_folder(out)
+    graph.torch_prototypes = False
+    ours, theirs = model.support_prototype(encoded, masks), graph.support_prototype(encoded, masks)
+    assert set(ours) == set(theirs) == set(info["spec"]["prototypes"])
+    for key in ours:
+        assert torch.allclose(ours[key], theirs[key], atol=1e-5), key
 
 
 def test_fixed_size_export_has_a_fixed_input(imagenet, tmp_path):
