@@ -35,11 +35,21 @@ def _join(part: str, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return {f"{part}.{k}": v for k, v in values.items()}
 
 
+def joint_guide(encoded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Add "guide": both parts' features normalised per pixel, side by side on the detail grid, so the
+    cosine of two pixels is the mean of the parts' cosines (for pixel matching, e.g. the video memory)."""
+    detail = F.normalize(encoded["detail.guide"], dim=1)
+    semantic = F.interpolate(encoded["semantic.guide"], size=detail.shape[-2:], mode="bilinear", align_corners=False)
+    guide = torch.cat([F.normalize(semantic, dim=1), detail], dim=1) / 2 ** 0.5
+    return dict(encoded, guide=guide)
+
+
 class FusedPrototypeModel(nn.Module):
     """`semantic` and `detail` PrototypeModels; logits fused by `fuse_logits(weight)`.
 
     Same interface as PrototypeModel (encode / support_prototype / fuse_prototypes / segment /
-    forward); the dicts it passes around hold each part's entries under "semantic." and "detail.".
+    forward); the dicts it passes around hold each part's entries under "semantic." and "detail.",
+    and the encoding also a joint "guide" (`joint_guide`).
     """
 
     def __init__(self, semantic: PrototypeModel, detail: PrototypeModel, weight: float = 0.5) -> None:
@@ -55,17 +65,18 @@ class FusedPrototypeModel(nn.Module):
         return [("semantic", self.semantic), ("detail", self.detail)]
 
     def encode(self, images: torch.Tensor, need_side: bool = True) -> dict[str, torch.Tensor]:
-        """(B,3,H,W) in [0,1] -> {"semantic.guide": (B,Cs,hs,ws), "detail.guide": (B,Cd,hd,wd)}."""
+        """(B,3,H,W) in [0,1] -> {"semantic.guide": (B,Cs,hs,ws), "detail.guide": (B,Cd,hd,wd),
+        "guide": (B,Cs+Cd,hd,wd) both, see `joint_guide`}."""
         out: dict[str, torch.Tensor] = {}
         for part, model in self._parts():
             out.update(_join(part, model.encode(images, need_side)))
-        return out
+        return joint_guide(out)
 
     def encode_levels(self, levels: list[torch.Tensor], need_side: bool = True) -> dict[str, torch.Tensor]:
         """encode() from both backbones' outputs, semantic's three levels first (e.g. a JointFeatureCache)."""
         out = _join("semantic", self.semantic.encode_levels(levels[:3], need_side))
         out.update(_join("detail", self.detail.encode_levels(levels[3:], need_side)))
-        return out
+        return joint_guide(out)
 
     def support_prototype(self, encoded: dict[str, torch.Tensor], masks: torch.Tensor) -> dict[str, torch.Tensor]:
         """masks (B,H,W) -> each part's prototypes, prefixed."""

@@ -64,6 +64,10 @@ def test_fused_prototypes_keep_each_part_and_fuse_k_shots():
     masks[:, 10:40, 10:40] = 1
     proto = model.support_prototype(model.encode(x), masks)
     assert {"semantic.vector", "semantic.background_set", "detail.vector", "detail.background_set"} <= set(proto)
+    encoded = model.encode(x)
+    # the joint guide: unit length per pixel, on the detail grid, cosines the mean of the parts'
+    assert encoded["guide"].shape[-2:] == encoded["detail.guide"].shape[-2:]
+    torch.testing.assert_close(encoded["guide"].norm(dim=1), torch.ones_like(encoded["guide"][:, 0]))
     two = model.fuse_prototypes([proto, proto])
     assert two["detail.background_set"].shape[1] == 2 * proto["detail.background_set"].shape[1]
     torch.testing.assert_close(two["semantic.vector"], proto["semantic.vector"])
@@ -106,3 +110,25 @@ def test_fused_dinov2_model_segments_the_sample_photo(tmp_path, monkeypatch):
     mask = result.mask > 0
     assert mask.shape == truth.shape
     assert np.logical_and(mask, truth).sum() / np.logical_or(mask, truth).sum() > 0.3
+
+
+def test_fused_model_runs_the_temporal_video_mode(tmp_path):
+    # temporal matches pixels on encoded["guide"]: the fused model must provide one
+    from importlib import resources
+
+    from PIL import Image
+
+    from sgone.predictor import Predictor
+    from sgone.video import run_video
+
+    samples = resources.files("sgone") / "samples"
+    photo = np.asarray(Image.open(samples / "support.jpg").convert("RGB").resize((96, 72)))
+    (tmp_path / "frames").mkdir()
+    for t in range(3):
+        Image.fromarray(np.roll(photo, -3 * t, axis=1)).save(tmp_path / "frames" / f"{t:05d}.png")
+    mask = np.asarray(Image.open(samples / "support_mask.png").convert("L").resize((96, 72), Image.NEAREST))
+    Image.fromarray(((mask > 0) * 255).astype(np.uint8)).save(tmp_path / "mask.png")
+    predictor = Predictor(_small_fused(0.5), size=72, fuse=False)
+    summary = run_video(predictor, tmp_path / "frames", tmp_path / "mask.png", tmp_path / "out", mode="temporal",
+                        preview="none", write_video=False, progress=False)
+    assert summary.mode == "temporal" and summary.masks_written == 3
