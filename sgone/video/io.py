@@ -10,6 +10,7 @@ import os
 import queue
 import re
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -292,11 +293,14 @@ class PreviewWriter:
         return self.path
 
 
-def prefetch(items: Iterator[Any], depth: int = 4) -> Iterator[Any]:
+def prefetch(items: Iterator[Any], depth: int = 4, stop_wait: float = 2.0) -> Iterator[Any]:
     """Yield `items` as they are produced by a background thread, at most `depth` ahead.
 
     An exception raised while producing is re-raised here, in the consumer's thread; when the
     consumer stops early, the producer stops too (and its generator is closed in its thread).
+    The consumer waits at most `stop_wait` seconds for that: a producer stuck inside a read
+    (a hung decoder, a stalled network disk) must not hang Ctrl-C or an error exit; it is a
+    daemon thread and ends with the process.
     """
     buffer: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -334,7 +338,8 @@ def prefetch(items: Iterator[Any], depth: int = 4) -> Iterator[Any]:
             yield item
     finally:
         stop.set()
-        while thread.is_alive():  # unblock a producer waiting on a full buffer
+        deadline = time.monotonic() + stop_wait
+        while thread.is_alive() and time.monotonic() < deadline:  # unblock a producer waiting on a full buffer
             try:
                 buffer.get_nowait()
             except queue.Empty:
