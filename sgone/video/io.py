@@ -125,7 +125,7 @@ class VideoFile:
         try:
             meta = next(reader)
         except (RuntimeError, OSError, StopIteration) as exc:
-            raise SgoneError(f"{self.path}: cannot decode video ({_first_line(exc)})") from None
+            raise SgoneError(f"{self.path}: cannot decode video ({first_line(exc)})") from None
         finally:
             reader.close()
         self.width, self.height = (int(v) for v in meta["size"])
@@ -155,7 +155,7 @@ class VideoFile:
                     break
                 except (RuntimeError, OSError) as exc:
                     # the decoder cannot resume after a failure: report it and end the stream
-                    yield Frame(index, f"{index:0{width}d}", None, f"{self.path}: cannot decode frame {index} ({_first_line(exc)}); the rest of the video is unreadable")
+                    yield Frame(index, f"{index:0{width}d}", None, f"{self.path}: cannot decode frame {index} ({first_line(exc)}); the rest of the video is unreadable")
                     return
                 image = np.frombuffer(buffer, dtype=np.uint8).reshape(self.height, self.width, 3)
                 self.decoded = index + 1
@@ -165,7 +165,7 @@ class VideoFile:
             reader.close()
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else exc.__class__.__name__
 
@@ -228,7 +228,7 @@ class Mp4Writer:
         try:
             self._gen.close()
         except Exception as exc:  # ffmpeg failing to finalise is a user-facing problem
-            raise SgoneError(f"{self.partial}: ffmpeg could not finish the video ({_first_line(exc)})") from None
+            raise SgoneError(f"{self.partial}: ffmpeg could not finish the video ({first_line(exc)})") from None
         if ok and self.frames:
             os.replace(self.partial, self.path)
             return self.path

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from sgone.errors import SgoneError
-from sgone.video.io import Frame, FrameFolder, Mp4Writer, PreviewWriter, VideoFile, open_frames, prefetch
+from sgone.video.io import Frame, FrameFolder, Mp4Writer, PreviewWriter, VideoFile, first_line, open_frames, prefetch
 from sgone.video.tracker import DEFAULT_MODE, check_mode, make_tracker, run_tracker
 
 ON_BAD_FRAME = ("stop", "skip")
@@ -160,7 +160,7 @@ def run_video(
         """The queries: every N-th frame after the first, bad ones reported."""
         while True:
             t0 = time.perf_counter()
-            frame = next(frames, None)
+            frame = _next_frame(frames, input_path)
             read_seconds[0] += time.perf_counter() - t0
             if frame is None:
                 return
@@ -212,6 +212,7 @@ def run_video(
     except OSError as exc:  # e.g. the disk filled up or the folder became read-only mid-run
         raise SgoneError(f"{_write_target(exc, out)}: cannot write the output there ({exc.strerror or exc})") from None
     finally:
+        frames.close()  # stops the reader thread (and ffmpeg) on an error or Ctrl-C too
         bar.close()
         summary.seconds = time.perf_counter() - start
         summary.fps = summary.masks_written / summary.seconds if summary.seconds > 0 else 0.0
@@ -239,6 +240,19 @@ def run_video(
             if ok:  # otherwise the error already on its way says more
                 raise SgoneError(f"{out / 'summary.json'}: cannot write ({exc.strerror or exc})") from None
     return summary
+
+
+def _next_frame(frames: Iterator[Frame], input_path: str | Path) -> Frame | None:
+    """The next frame, or None at the end. An unexpected error of the reader (raised in its
+    thread, e.g. an I/O error on the input's disk) becomes a one-line SgoneError naming the
+    input, so that it is neither a traceback nor taken for a failure to write the output."""
+    try:
+        return next(frames, None)
+    except SgoneError:
+        raise
+    except Exception as exc:
+        where = getattr(exc, "filename", None) or input_path
+        raise SgoneError(f"{where}: cannot read the input ({first_line(exc)})") from None
 
 
 def _write_target(exc: OSError, out: Path) -> Path:

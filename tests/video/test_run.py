@@ -528,3 +528,28 @@ def test_cli_video_threads_and_mode_options(tmp_path, capsys, bright_cli, monkey
     assert default_threads() == 1  # 2 cores: one for the model, one for decoding and encoding
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)
     assert default_threads() == 1
+
+
+def test_a_read_error_in_the_reader_thread_is_one_line_naming_the_input(tmp_path, monkeypatch):
+    import errno
+    import threading
+
+    import sgone.io
+
+    frames, mask = make_folder(tmp_path, n=6)
+    real = sgone.io.read_image
+
+    def flaky(path, *args, **kwargs):  # the input disk fails on frame 3
+        if str(path).endswith("00003.png"):
+            raise OSError(errno.EIO, "Input/output error", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(sgone.io, "read_image", flaky)
+    with pytest.raises(SgoneError) as err:
+        run_video(BrightPredictor(), frames, mask, tmp_path / "out", progress=False, mode="independent", preview="none")
+    message = str(err.value)
+    assert message.startswith(str(frames / "00003.png")) and "cannot read the input" in message
+    assert "cannot write" not in message and "\n" not in message
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["completed"] is False
+    assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == ["00000.png", "00001.png", "00002.png"]
+    assert not any(t.name == "sgone-frame-reader" and t.is_alive() for t in threading.enumerate())
