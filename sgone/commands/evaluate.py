@@ -181,8 +181,9 @@ def run_davis(args: argparse.Namespace, device, out: Path) -> int:
         raise SgoneError("davis2016 needs --root (the DAVIS folder)")
     sequences = read_sequence_list(args.sequences) if args.sequences else None
     root = root_from_args(args)
-    if sequences is None:
-        DavisSource(root).sequences(args.split)  # a missing split list fails before the model loads
+    source = DavisSource(root)
+    # a missing split list, sequence folder or annotation fails before the model loads
+    source.require(sequences or source.sequences(args.split))
     predictor = video_predictor(args.checkpoint or args.model, device=device, size=args.size, fusion=args.fusion)
     modes = MODES if args.mode == "all" else [args.mode or DEFAULT_MODE]
     for mode in modes:

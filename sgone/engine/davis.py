@@ -284,6 +284,7 @@ def evaluate_davis(
     check_mode(mode)  # an unknown mode fails before any frame is read
     source = DavisSource(root)
     names = list(sequences) if sequences else source.sequences(split)
+    source.require(names)  # every sequence is complete before the first frame is predicted
     seqs = [source.sequence(n) for n in names]
     settings: dict[str, Any] = {}
     per_frame: dict[str, dict[str, list[float]]] = {}
@@ -295,12 +296,11 @@ def evaluate_davis(
         for seq in seqs:
             bar.set_postfix_str(seq.name)
             image0, mask0 = seq.first()
-            frames = ((name, img) for name, img in seq.frames(start=1))
             values: dict[str, list[float]] = {"J": [], "F": []}
             last = len(seq) - 1
             tracker = make_tracker(predictor, mode, config)
             settings = getattr(tracker.config, "as_dict", dict)()
-            for i, (name, pred) in enumerate(run_tracker(tracker, image0, mask0, frames), start=1):
+            for i, (name, pred) in enumerate(run_tracker(tracker, image0, mask0, seq.frames(start=1)), start=1):
                 n_pred += 1
                 bar.update(1)
                 if save_masks:
