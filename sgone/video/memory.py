@@ -94,8 +94,8 @@ def match(query: torch.Tensor, entries: list[tuple[MemoryEntry, torch.Tensor | N
     -1 where none is reachable.
     """
     n = query.shape[1]
-    fg = torch.full((n,), -1.0)
-    bg = torch.full((n,), -1.0)
+    fg = torch.full((n,), -1.0, dtype=query.dtype, device=query.device)
+    bg = torch.full_like(fg, -1.0)
     for entry, window in entries:
         for keys, at, best in ((entry.fg, entry.fg_at, fg), (entry.bg, entry.bg_at, bg)):
             if keys.shape[1] == 0:
@@ -107,8 +107,8 @@ def match(query: torch.Tensor, entries: list[tuple[MemoryEntry, torch.Tensor | N
     return fg, bg
 
 
-def window_mask(h: int, w: int, radius: float) -> torch.Tensor:
+def window_mask(h: int, w: int, radius: float, device: torch.device | str | None = None) -> torch.Tensor:
     """(h*w, h*w) bool: cell i may match cell j when their Chebyshev distance is at most `radius` cells."""
-    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
     ys, xs = ys.flatten(), xs.flatten()
     return torch.maximum((ys[:, None] - ys[None, :]).abs(), (xs[:, None] - xs[None, :]).abs()) <= radius
