@@ -22,13 +22,15 @@ class MemoryEntry:
 
 
 def entry_from_probability(features: torch.Tensor, probability: torch.Tensor, frame: int,
-                           low: float = 0.3, high: float = 0.7) -> MemoryEntry:
+                           low: float = 0.3, high: float = 0.7, valid: torch.Tensor | None = None) -> MemoryEntry:
     """features (C,h,w) unit vectors, probability (h,w) -> an entry of the confident cells only
-    (object >= high, background <= low; the band between is left out); confidence = mean
-    object probability of the object cells (0 when there are none)."""
+    (object >= high, background <= low; the band between is left out, and so are the cells
+    outside `valid` (h,w) bool, e.g. a mask's ignored pixels); confidence = mean object
+    probability of the object cells (0 when there are none)."""
     flat, p = features.flatten(1), probability.flatten()
-    fg_at = torch.nonzero(p >= high).flatten()
-    bg_at = torch.nonzero(p <= low).flatten()
+    keep = torch.ones_like(p, dtype=torch.bool) if valid is None else valid.flatten()
+    fg_at = torch.nonzero((p >= high) & keep).flatten()
+    bg_at = torch.nonzero((p <= low) & keep).flatten()
     conf = float(p[fg_at].mean()) if len(fg_at) else 0.0
     return MemoryEntry(flat[:, fg_at], flat[:, bg_at], fg_at, bg_at, frame, conf)
 

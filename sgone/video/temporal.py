@@ -108,11 +108,10 @@ class TemporalTracker:
         grid = feats.shape[-2:]
         m = torch.from_numpy(np.asarray(first_mask, dtype=np.uint8))[None, None]
         fg = F.adaptive_avg_pool2d((m == 1).float(), grid)[0, 0]
-        valid = F.adaptive_avg_pool2d((m != 255).float(), grid)[0, 0] > 0.5
-        prob = torch.where(valid, fg, torch.full_like(fg, 0.5))  # ignored pixels stay out of the memory
+        valid = F.adaptive_avg_pool2d((m != 255).float(), grid)[0, 0] > 0.5  # cells mostly of ignored (255) pixels stay out
         c = self.config
         self.memory = FrameMemory(c.capacity, c.every, c.min_confidence, c.max_growth)
-        self.memory.set_first(entry_from_probability(feats, prob, 0, low=0.5 - 1e-6, high=0.5))
+        self.memory.set_first(entry_from_probability(feats, fg, 0, low=0.5 - 1e-6, high=0.5, valid=valid))
         self.memory.first.confidence = 1.0
         on_net = F.adaptive_avg_pool2d((m == 1).float(), encoded["guide"].shape[-2:])[0, 0] >= 0.5
         self.first_area = max(1.0, float(on_net.sum()))  # object cells on the network grid
@@ -122,7 +121,7 @@ class TemporalTracker:
             mask_t = torch.from_numpy(np.array(first_mask, dtype=np.uint8))
             self.colour = [colour_histogram(index, (mask_t == k).float(), c.colour_bins) for k in (1, 0)]
         self.frame = 0
-        self._windows: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._windows: dict[tuple[int, int], torch.Tensor] = {}
 
     def _window(self, h: int, w: int) -> torch.Tensor:
         if (h, w) not in self._windows:

@@ -81,3 +81,17 @@ def test_grey_frames_are_accepted_as_predictor_does(predictor):
     grey = [(f.mean(axis=2).astype(np.uint8), m) for f, m in clip]
     out = list(track(predictor, grey[0][0], grey[0][1], [("1", grey[1][0]), ("2", grey[2][0][:, :, None])], mode="temporal"))
     assert [p.mask.shape for _, p in out] == [(48, 64), (48, 64)]
+
+
+def test_ignored_pixels_of_the_first_mask_stay_out_of_the_memory(predictor):
+    frame, mask = next(synthetic_clip(1, (64, 80), seed=5))
+    mask = mask.copy()
+    mask[:, 40:] = 255  # the right half is "don't care"
+    tracker = TemporalTracker(predictor)
+    tracker.start(frame, mask)
+    first = tracker.memory.first
+    w = tracker._match_features(tracker._encode(frame)[1]).shape[-1]
+    columns = torch.cat([first.fg_at, first.bg_at]) % w
+    assert len(first.fg_at) > 0 and len(first.bg_at) > 0
+    assert int(columns.max()) < (w + 1) // 2  # no cell of the ignored half, neither object nor background
+
