@@ -15,7 +15,7 @@ from sgone.errors import SgoneError
 
 def register(subparsers) -> None:
     from sgone.commands.data import add_source_arguments
-    from sgone.video.tracker import DEFAULT_MODE, MODES
+    from sgone.video.options import DEFAULT_MODE, MODES
 
     p = subparsers.add_parser(
         "evaluate", help="score a model on a data set's test episodes",

@@ -14,10 +14,9 @@ import numpy as np
 
 from sgone.errors import SgoneError
 from sgone.video.io import Frame, FrameFolder, Mp4Writer, PreviewWriter, VideoFile, first_line, open_frames, prefetch
-from sgone.video.tracker import DEFAULT_MODE, check_mode, make_tracker, run_tracker
+from sgone.video.options import DEFAULT_MODE, ON_BAD_FRAME, PREVIEWS
+from sgone.video.tracker import check_mode, make_tracker, run_tracker
 
-ON_BAD_FRAME = ("stop", "skip")
-PREVIEWS = ("gif", "webp", "none")
 DEFAULT_FOLDER_FPS = 24.0  # DAVIS frame rate; only used for the overlay video of a frame folder
 
 

@@ -199,7 +199,8 @@ class TemporalTracker:
         return location_prior(prev, c.prior_sigma, c.prior_floor)
 
     def upsample(self, prob: torch.Tensor, image: np.ndarray) -> torch.Tensor:
-        """(h,w) grid probability -> (H,W) at the frame's size, guided by the frame's edges."""
+        """(h,w) grid probability -> (H,W) at the frame's size: bilinear, shifted by the colour
+        models (which then learn from this frame), guided by the frame's edges."""
         h, w = image.shape[:2]
         full = F.interpolate(prob[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
         c = self.config
@@ -207,11 +208,21 @@ class TemporalTracker:
             index = colour_index(torch.from_numpy(np.array(image, dtype=np.uint8)), c.colour_bins)
             logit = torch.logit(full.clamp(1e-4, 1 - 1e-4)) + c.colour_weight * colour_log_ratio(index, *self.colour)
             full = torch.sigmoid(logit)
-            if c.colour_rate > 0:  # the models follow the clip's colours, from its confident pixels
-                self.colour = [(1 - c.colour_rate) * old + c.colour_rate * colour_histogram(index, sel.float(), c.colour_bins)
-                               if bool(sel.any()) else old for old, sel in zip(self.colour, (full >= 0.9, full <= 0.1))]
-        radius = int(round(self.config.guided_radius * (h * h + w * w) ** 0.5))
+            self._follow_colours(index, full)
+        radius = int(round(c.guided_radius * (h * h + w * w) ** 0.5))
         if radius <= 0:
             return full
         grey = torch.from_numpy(np.asarray(image, dtype=np.float32).mean(axis=2) / 255.0)
-        return guided_filter(grey, full, radius, self.config.guided_eps, self.config.guided_scale).clamp(0, 1)
+        return guided_filter(grey, full, radius, c.guided_eps, c.guided_scale).clamp(0, 1)
+
+    def _follow_colours(self, index: torch.Tensor, full: torch.Tensor) -> None:
+        """Blend this frame's confident pixels (>= 0.9 object, <= 0.1 background) into the colour
+        models with weight `colour_rate`, so they follow lighting and pose changes; a side with
+        no confident pixel keeps its model. index, full: (H,W)."""
+        c = self.config
+        if c.colour_rate <= 0:
+            return
+        self.colour = [
+            (1 - c.colour_rate) * old + c.colour_rate * colour_histogram(index, sel.float(), c.colour_bins) if bool(sel.any()) else old
+            for old, sel in zip(self.colour, (full >= 0.9, full <= 0.1))
+        ]

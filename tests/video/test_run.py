@@ -553,3 +553,14 @@ def test_a_read_error_in_the_reader_thread_is_one_line_naming_the_input(tmp_path
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["completed"] is False
     assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == ["00000.png", "00001.png", "00002.png"]
     assert not any(t.name == "sgone-frame-reader" and t.is_alive() for t in threading.enumerate())
+
+
+def test_the_cli_parser_and_sgone_video_load_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from sgone.cli import build_parser; build_parser(); import sgone.video; "
+            "from sgone.video import MODES, DEFAULT_MODE; "
+            "assert 'torch' not in sys.modules, 'building the parser pulled in torch'; "
+            "from sgone.video import run_video, TemporalConfig; assert 'torch' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
