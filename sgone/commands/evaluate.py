@@ -174,7 +174,7 @@ def run_davis(args: argparse.Namespace, device, out: Path) -> int:
     from sgone.commands.data import root_from_args
     from sgone.data.davis import DavisSource, read_sequence_list
     from sgone.engine.davis import evaluate_davis
-    from sgone.video.model import video_predictor
+    from sgone.video.model import default_threads, video_predictor
     from sgone.video.tracker import DEFAULT_MODE, MODES
 
     if args.root is None:
@@ -184,6 +184,9 @@ def run_davis(args: argparse.Namespace, device, out: Path) -> int:
     source = DavisSource(root)
     # a missing split list, sequence folder or annotation fails before the model loads
     source.require(sequences or source.sequences(args.split))
+    import torch
+
+    torch.set_num_threads(default_threads())  # as `sgone video` does by default
     predictor = video_predictor(args.checkpoint or args.model, device=device, size=args.size, fusion=args.fusion)
     modes = MODES if args.mode == "all" else [args.mode or DEFAULT_MODE]
     for mode in modes:

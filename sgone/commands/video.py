@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     from sgone.commands.segment import check_model_arguments, check_output_folder
     from sgone.video import PropagationConfig, check_first_frame, run_video
-    from sgone.video.model import video_predictor
+    from sgone.video.model import default_threads, video_predictor
 
     check_model_arguments(args)
     if args.every < 1:
@@ -95,10 +95,3 @@ def run(args: argparse.Namespace) -> int:
             print(f"{key}: {summary.outputs[key]}")
     return 0
 
-
-def default_threads() -> int:
-    """One less than the usable CPU cores, at least 1 (the spare core decodes and encodes)."""
-    import os
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores - 1)

@@ -515,7 +515,7 @@ def test_sgone_video_tracks_the_generated_object_in_every_mode(generated_clip, c
 def test_cli_video_threads_and_mode_options(tmp_path, capsys, bright_cli, monkeypatch):
     import torch
 
-    from sgone.commands.video import default_threads
+    from sgone.video.model import default_threads
 
     frames, mask = make_folder(tmp_path, n=3)
     assert bright_cli("--input", frames, "--mask", mask, "--output", tmp_path / "o", "--threads", "0") == 2
