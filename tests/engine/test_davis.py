@@ -385,3 +385,19 @@ def test_evaluate_command_checks_the_sequences_before_the_model_loads(tmp_path, 
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0
     assert "bare: annotation folder not found" in err
+
+
+def test_evaluate_davis_keeps_the_finished_sequences_of_a_stopped_run(tmp_path):
+    root = tmp_path / "DAVIS"
+    masks = make_davis(root, ["first", "second"], n_frames=5)
+    broken = root / "JPEGImages" / "480p" / "second" / "00003.png"
+    broken.write_bytes(broken.read_bytes()[:60])  # a valid header (the up-front check passes), truncated data
+    with pytest.raises(SgoneError, match=r"second/00003\.png"):
+        evaluate_davis(OraclePredictor(masks), root, tmp_path / "out", sequences=["first", "second"],
+                       progress=False, mode="independent")
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["completed"] is False and list(saved["sequences"]) == ["first"]
+    assert saved["overall"]["J"]["mean"] == 1.0
+    assert "Incomplete run" in (tmp_path / "out" / "results.md").read_text()
+    res = evaluate_davis(OraclePredictor(masks), root, tmp_path / "ok", sequences=["first"], progress=False, mode="independent")
+    assert res["completed"] is True and "Incomplete" not in (tmp_path / "ok" / "results.md").read_text()
