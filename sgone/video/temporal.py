@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sgone.errors import SgoneError
 from sgone.video.memory import FrameMemory, MemoryEntry, entry_from_probability, frame_confidence, match, window_mask
 from sgone.video.refine import colour_histogram, colour_index, colour_log_ratio, guided_filter, location_prior
 
@@ -63,6 +64,18 @@ def _rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image
 
 
+def grid_features(encoded: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(B,C,h,w) features on the grid of the model's logits: its "guide", or for a fused model
+    (parts' features keyed "<part>.guide") the finest part's, the grid its fused logits come at."""
+    if "guide" in encoded:
+        return encoded["guide"]
+    guides = [v for k, v in encoded.items() if k.endswith(".guide")]
+    if not guides:
+        raise SgoneError(f"the temporal video mode needs a model with guide features (it got {', '.join(encoded)}); "
+                         "use --mode independent")
+    return max(guides, key=lambda g: g.shape[-2] * g.shape[-1])
+
+
 def match_stride(grid: tuple[int, int], max_cells: int) -> int:
     """Smallest pooling factor s with ceil(h/s) * ceil(w/s) <= max_cells (at least 1)."""
     h, w = grid
@@ -93,7 +106,7 @@ class TemporalTracker:
 
         hw = input_size(*image.shape[:2], self.predictor.size)
         encoded = self.model.encode(image_tensor(image, hw).to(self.predictor.device))
-        return encoded, F.normalize(encoded["guide"][0].float(), dim=0).cpu()
+        return encoded, F.normalize(grid_features(encoded)[0].float(), dim=0).cpu()
 
     @torch.inference_mode()
     def start(self, first_image: np.ndarray, first_mask: np.ndarray) -> None:
@@ -113,7 +126,7 @@ class TemporalTracker:
         self.memory = FrameMemory(c.capacity, c.every, c.min_confidence, c.max_growth)
         self.memory.set_first(entry_from_probability(feats, fg, 0, low=0.5 - 1e-6, high=0.5, valid=valid))
         self.memory.first.confidence = 1.0
-        on_net = F.adaptive_avg_pool2d((m == 1).float(), encoded["guide"].shape[-2:])[0, 0] >= 0.5
+        on_net = F.adaptive_avg_pool2d((m == 1).float(), grid_features(encoded).shape[-2:])[0, 0] >= 0.5
         self.first_area = max(1.0, float(on_net.sum()))  # object cells on the network grid
         self.previous_mask: torch.Tensor | None = on_net
         if c.colour_weight > 0:
