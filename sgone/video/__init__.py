@@ -28,7 +28,9 @@ first use, so `import sgone.video` (and `sgone --help`) does not load torch.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from sgone.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from sgone.video.clips import synthetic_clip, write_clip
@@ -52,14 +54,4 @@ _LAZY = {
 }
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'sgone.video' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports("sgone.video", _LAZY, globals())
