@@ -53,7 +53,10 @@ def read_sequence_list(spec: str | Path) -> list[str]:
         return names
     if "," not in str(spec) and ("/" in str(spec) or path.suffix):
         raise SgoneError(f"{path}: sequence list file not found")
-    return [n.strip() for n in str(spec).split(",") if n.strip()]
+    names = [n.strip() for n in str(spec).split(",") if n.strip()]
+    if not names:  # else an empty list would silently mean "the whole split"
+        raise SgoneError(f"{spec!r}: no sequence names in the list")
+    return names
 
 
 class DavisSequence:
