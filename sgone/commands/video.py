@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     from sgone.commands.segment import check_model_arguments, check_output_folder
     from sgone.video import PropagationConfig, check_first_frame, run_video
+    from sgone.video.run import stale_outputs
     from sgone.video.model import default_threads, video_predictor
 
     check_model_arguments(args)
@@ -78,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     # fail on a bad input or first-frame mask before the model loads or any folder is made
     check_first_frame(args.input, mask, args.resize_masks)
     check_output_folder(output)
+    stale_outputs(output)  # someone else's PNGs in OUTPUT/masks: refused before the model loads
     import torch  # only once the inputs look fine
 
     torch.set_num_threads(args.threads or default_threads())

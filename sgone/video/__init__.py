@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from sgone.video.memory import FrameMemory, MemoryEntry
     from sgone.video.options import DEFAULT_MODE, MODES, ON_BAD_FRAME, PREVIEWS
     from sgone.video.propagate import UPDATE_MAX_SIDE, PropagateTracker, PropagationConfig, confident_mask, erode_square, erosion_depth, erosion_to_area, update_mask
-    from sgone.video.run import DEFAULT_FOLDER_FPS, VideoSummary, check_first_frame, first_frame, prepare_output, run_video
+    from sgone.video.run import DEFAULT_FOLDER_FPS, VideoSummary, check_first_frame, first_frame, prepare_output, run_video, stale_outputs
     from sgone.video.temporal import TemporalConfig, TemporalTracker
     from sgone.video.tracker import TRACKERS, make_tracker, track
 
@@ -48,7 +48,7 @@ _LAZY = {
     **dict.fromkeys(("FrameMemory", "MemoryEntry"), "sgone.video.memory"),
     **dict.fromkeys(("DEFAULT_MODE", "MODES", "ON_BAD_FRAME", "PREVIEWS"), "sgone.video.options"),
     **dict.fromkeys(("UPDATE_MAX_SIDE", "PropagateTracker", "PropagationConfig", "confident_mask", "erode_square", "erosion_depth", "erosion_to_area", "update_mask"), "sgone.video.propagate"),
-    **dict.fromkeys(("DEFAULT_FOLDER_FPS", "VideoSummary", "check_first_frame", "first_frame", "prepare_output", "run_video"), "sgone.video.run"),
+    **dict.fromkeys(("DEFAULT_FOLDER_FPS", "VideoSummary", "check_first_frame", "first_frame", "prepare_output", "run_video", "stale_outputs"), "sgone.video.run"),
     **dict.fromkeys(("TemporalConfig", "TemporalTracker"), "sgone.video.temporal"),
     **dict.fromkeys(("TRACKERS", "make_tracker", "track"), "sgone.video.tracker"),
 }

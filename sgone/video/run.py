@@ -76,6 +76,30 @@ def check_first_frame(input_path: str | Path, mask_path: str | Path, resize_mask
     first_frame(iter(open_frames(input_path)), input_path, mask_path, resize_mask)
 
 
+OUTPUT_FILES = ("overlay.mp4", "overlay.partial.mp4", "preview.gif", "preview.webp", "summary.json")
+
+
+def stale_outputs(folder: str | Path) -> list[Path]:
+    """The files of an earlier `sgone video` run in `folder` (known by its summary.json), which a
+    new run replaces so that masks of two clips never mix; SgoneError when folder/masks holds
+    PNGs that no summary.json accounts for (someone else's files: never deleted)."""
+    folder = Path(folder)
+    masks = sorted((folder / "masks").glob("*.png")) if (folder / "masks").is_dir() else []
+    summary = folder / "summary.json"
+    if not summary.is_file():
+        if masks:
+            raise SgoneError(f"{folder / 'masks'}: holds {len(masks)} PNG file(s) but {folder} has no summary.json of an "
+                             "earlier sgone video run; empty it or choose another --output")
+        return []
+    try:
+        data = json.loads(summary.read_text())
+    except (OSError, ValueError):
+        data = None
+    if not (isinstance(data, dict) and {"mode", "masks_written", "outputs"} <= set(data)):
+        raise SgoneError(f"{summary}: not the summary of a sgone video run; choose another --output")
+    return masks + [folder / name for name in OUTPUT_FILES if (folder / name).is_file()]
+
+
 def prepare_output(folder: str | Path) -> None:
     """Create `folder` and check that a file can be written there; one-line SgoneError if not."""
     folder = Path(folder)
@@ -113,6 +137,8 @@ def run_video(
     stderr by default) and goes on. Frames stream one at a time. resize_mask: accept a first-frame
     mask of another size (resized, nearest). Nothing is created before the first frame and its
     mask pass their checks; an output folder that cannot be written is a one-line SgoneError.
+    An earlier run's outputs in `output_dir` are removed first (`stale_outputs`), so masks of two
+    clips never mix.
     """
     from tqdm import tqdm
 
@@ -135,8 +161,11 @@ def run_video(
         raise SgoneError(f"{mask_dir}: is the input frame folder; masks would overwrite frames (choose another --output)")
     frames = iter(source)
     first, mask0 = first_frame(frames, input_path, mask_path, resize_mask)
+    stale = stale_outputs(out)
     prepare_output(out)
     prepare_output(mask_dir)
+    for path in stale:  # an earlier run's outputs: replaced, not mixed with this run's
+        path.unlink(missing_ok=True)
     frames = prefetch(frames)  # decoding overlaps the model and the encoder
     summary = VideoSummary(
         input=str(input_path), output=str(out), mode=mode, every=every, frames_in_input=source.count,

@@ -564,3 +564,19 @@ def test_the_cli_parser_and_sgone_video_load_without_torch():
             "assert 'torch' not in sys.modules, 'building the parser pulled in torch'; "
             "from sgone.video import run_video, TemporalConfig; assert 'torch' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_second_run_into_the_same_folder_replaces_the_first_and_spares_foreign_files(tmp_path):
+    long_clip, mask = make_folder(tmp_path / "long", n=6)
+    short_clip, short_mask = make_folder(tmp_path / "short", n=3)
+    out = tmp_path / "out"
+    run_video(BrightPredictor(), long_clip, mask, out, progress=False, mode="independent", preview="gif")
+    run_video(BrightPredictor(), short_clip, short_mask, out, progress=False, mode="independent", preview="none")
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["00000.png", "00001.png", "00002.png"]
+    assert not (out / "preview.gif").exists()  # the first clip's preview does not pose as the second's
+    foreign = tmp_path / "mine"
+    (foreign / "masks").mkdir(parents=True)
+    (foreign / "masks" / "keep.png").write_bytes(b"not ours")
+    with pytest.raises(SgoneError, match=r"masks: holds 1 PNG file\(s\) but .* no summary\.json"):
+        run_video(BrightPredictor(), short_clip, short_mask, foreign, progress=False, mode="independent")
+    assert (foreign / "masks" / "keep.png").read_bytes() == b"not ours"
