@@ -54,7 +54,7 @@ def register(subparsers) -> None:
                    help=f"davis2016: the video mode (default: `sgone video`'s, {DEFAULT_MODE}; all = each mode in "
                         f"turn, results in OUT/<mode>/); see `sgone video --help`")
     p.add_argument("--split", choices=("train", "val", "trainval"), default="val",
-                   help="davis2016: the sequence list to score (default val; the shared copy has train only)")
+                   help="davis2016: the sequence list to score (default val; ImageSets/2016/<split>.txt or ImageSets/480p/<split>.txt)")
     p.add_argument("--sequences", default=None, metavar="FILE_OR_A,B",
                    help="davis2016: score only these sequences (a comma list, or a file with one name a line, "
                         "'#' comments), e.g. docs/splits/davis2016-tune.txt")
