@@ -58,6 +58,19 @@ def breakdown(acc: IoUAccumulator, source: MixSource, classes: list[int]) -> dic
     return {name: 100 * acc.miou(ids) for name, ids in sorted(by_source.items())}
 
 
+# object share of the query's labelled pixels: small, medium, large
+SIZE_BINS = ((0.0, 0.02, "< 2 %"), (0.02, 0.10, "2-10 %"), (0.10, 1.01, ">= 10 %"))
+
+
+def by_size(sizes: list[tuple[float, float]]) -> dict[str, dict[str, float]]:
+    """(object share, episode foreground IoU) pairs -> mean foreground IoU (x100) and count per size bin."""
+    out = {}
+    for low, high, name in SIZE_BINS:
+        ious = [iou for share, iou in sizes if low <= share < high]
+        out[name] = {"episodes": len(ious), "fg_iou": 100 * float(np.mean(ious)) if ious else float("nan")}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", action="append", required=True)
@@ -83,6 +96,7 @@ def main() -> None:
     folds = [int(f) for f in args.folds.split(",")]
     shots_list = [int(k) for k in args.shots.split(",")]
     results = {"size": args.size, "episodes": args.episodes, "seed": 0, "folds": {}}
+    all_sizes: dict[str, list[tuple[float, float]]] = {}
     for fold, shots in itertools.product(folds, shots_list):
         test = source.classes(fold, "test")
         specs = TestEpisodes(source, fold, shots=shots, episodes=args.episodes, seed=0).specs
@@ -95,20 +109,29 @@ def main() -> None:
         for name, model in models.items():
             acc = IoUAccumulator()
             cache = cache_for(model, caches)
+            sizes = []
             for spec in specs:
                 out = predict_cached(model, source, spec, cache, labels)
-                acc.add(out["pred"], out["label"], spec["class_ids"])
+                iou = acc.add(out["pred"], out["label"], spec["class_ids"])
+                valid = out["label"] != 255
+                sizes.append((float((out["label"] == 1).sum() / valid.sum().clamp_min(1)), float(iou)))
             row[f"{name} {shots}-shot"] = {"miou": 100 * acc.miou(test), "fb_iou": 100 * acc.fb_iou(),
-                                           "by_source": breakdown(acc, source, test)}
+                                           "by_source": breakdown(acc, source, test),
+                                           "by_object_size": by_size(sizes)}
+            all_sizes.setdefault(f"{name} {shots}-shot", []).extend(sizes)
             print(f"fold {fold} {shots}-shot {name}: mIoU {100 * acc.miou(test):.1f} "
                   + " ".join(f"{k} {v:.1f}" for k, v in row[f'{name} {shots}-shot']['by_source'].items()), flush=True)
     if args.fill_only:
         return
     for shots in shots_list:
         for name in models:
-            vals = [results["folds"][str(f)][f"{name} {shots}-shot"]["miou"] for f in folds]
-            results.setdefault("mean", {})[f"{name} {shots}-shot"] = float(np.mean(vals))
+            key = f"{name} {shots}-shot"
+            vals = [results["folds"][str(f)][key]["miou"] for f in folds]
+            results.setdefault("mean", {})[key] = float(np.mean(vals))
             print(f"mean over folds {folds}, {shots}-shot, {name}: {np.mean(vals):.1f}")
+            results.setdefault("by_object_size", {})[key] = pooled = by_size(all_sizes[key])
+            print("    mean foreground IoU by the object's share of the query: "
+                  + ", ".join(f"{size} {v['fg_iou']:.1f} ({v['episodes']} episodes)" for size, v in pooled.items()))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "results.json", json.dumps(results, indent=2) + "\n")

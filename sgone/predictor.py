@@ -29,6 +29,7 @@ from sgone import ops
 from sgone.errors import SgoneError
 
 FUSIONS = ops.FUSIONS
+RUNTIMES = ("torch", "onnx")  # onnx: ONNX Runtime on the CPU (`pip install 'sgone[onnx]'`)
 # what set_support / predict take as one image or one mask
 ImageLike = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
 # Backbones whose CPU convolutions run faster in channels-last layout (EfficientNet-Lite0's
@@ -112,17 +113,39 @@ class Predictor:
     the k one-shot predictions) or "vote" (pixels with at least half the top vote; each shot votes
     where its probability is above `threshold`); see `sgone.ops.fuse_shots`. allow_untrained:
     accept a registered SG-One whose head is untrained (benchmarks only: its masks are meaningless).
+    runtime: "torch", or "onnx" (ONNX Runtime on the CPU: the model is exported once when the
+    Predictor is made, or `model` is a folder written by `sgone export --dynamic`); same outputs
+    to float rounding, see `sgone.onnx`. threads: ONNX Runtime's intra-op threads (default torch's).
     """
 
     def __init__(self, model: str | Path | nn.Module | None = None, device: str | torch.device | None = "cpu",
                  size: int | None = 473, threshold: float = 0.5, fusion: str = "avg",
-                 batch_size: int = 4, fuse: bool = True, allow_untrained: bool = False) -> None:
+                 batch_size: int = 4, fuse: bool = True, allow_untrained: bool = False,
+                 runtime: str = "torch", threads: int | None = None) -> None:
         from sgone.models.registry import DEFAULT_MODEL, load_model
 
         if fusion not in FUSIONS:
             raise SgoneError(f"{fusion}: unknown k-shot fusion (use {', '.join(FUSIONS)})")
-        self.device = resolve_device(device)
-        if isinstance(model, nn.Module):
+        if runtime not in RUNTIMES:
+            raise SgoneError(f"{runtime}: unknown runtime (use {', '.join(RUNTIMES)})")
+        self.runtime = runtime
+        if runtime == "onnx":
+            from sgone.onnx.runtime import require_onnxruntime
+
+            require_onnxruntime(export=not (_is_path(model) and Path(model).is_dir()))  # before loading anything
+        self.device = resolve_device("cpu" if runtime == "onnx" and device in (None, "auto") else device)
+        if runtime == "onnx" and self.device.type != "cpu":
+            raise SgoneError(f"{device}: the onnx runtime runs on the CPU (use --device cpu or auto)")
+        if runtime == "onnx" and _is_path(model) and Path(model).is_dir():
+            from sgone.onnx.runtime import OnnxModel
+
+            self.model, self.model_name = OnnxModel.from_folder(model, threads), str(model)
+            if not self.model.dynamic:
+                raise SgoneError(f"{model}: exported with a fixed input size; export with --dynamic for the Predictor")
+            fuse = False
+        elif _is_path(model) and (Path(model) / "manifest.json").is_file():
+            raise SgoneError(f"{model}: an exported ONNX model; run it with runtime='onnx' (--runtime onnx)")
+        elif isinstance(model, nn.Module):
             # fold BatchNorm into a private copy: the caller's module stays trainable
             model = copy.deepcopy(model) if fuse else model
             self.model = model.to(self.device).eval()
@@ -133,6 +156,11 @@ class Predictor:
             self.model_name = str(model or DEFAULT_MODEL)
         if fuse:
             prepare_for_inference(self.model, self.device)
+        if runtime == "onnx" and isinstance(self.model, nn.Module):
+            from sgone.onnx.runtime import onnx_model
+
+            # traced at the input size; other sizes and batches run through the dynamic axes
+            self.model = onnx_model(self.model, size or 473, threads)
         self.size = size
         self.threshold = threshold
         self.fusion = fusion
@@ -148,7 +176,8 @@ class Predictor:
             support = ", ".join(f"{name}: {len(s)} shot{'s' if len(s) > 1 else ''}"
                                 for name, s in zip(self.class_names, self._shots))
         return (f"Predictor(model={self.model_name!r}, device='{self.device}', size={self.size}, "
-                f"fusion={self.fusion!r}, threshold={self.threshold}, support=[{support}])")
+                f"fusion={self.fusion!r}, threshold={self.threshold}, support=[{support}]"
+                + (f", runtime={self.runtime!r})" if self.runtime != "torch" else ")"))
 
     # ----------------------------------------------------------------- support
     @torch.inference_mode()

@@ -31,6 +31,14 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold")
 
 
+def add_runtime_argument(parser: argparse.ArgumentParser) -> None:
+    """`--runtime`, for commands whose predictor `build_predictor` makes."""
+    parser.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                        help="torch, or onnx: ONNX Runtime on the CPU (pip install 'sgone[onnx]'), the model "
+                             "exported when the command starts (a few seconds) or --model a folder from "
+                             "`sgone export --dynamic`")
+
+
 def add_weights_argument(parser: argparse.ArgumentParser) -> None:
     """`--weights`, for commands that build their predictor with `build_predictor`."""
     parser.add_argument("--weights", default=None, metavar="PATH",
@@ -70,6 +78,7 @@ def register(subparsers) -> None:
                         "PIL's limit); 0 = no limit")
     add_weights_argument(p)
     add_model_arguments(p)
+    add_runtime_argument(p)
     p.set_defaults(func=run)
 
 
@@ -86,6 +95,8 @@ def check_model_arguments(args: argparse.Namespace) -> None:
         from sgone.models.registry import DEFAULT_MODEL, MODELS
 
         name = args.model or DEFAULT_MODEL
+        if getattr(args, "runtime", "torch") == "onnx" and Path(name).is_dir():
+            raise SgoneError(f"--weights {weights}: {name} is an exported model, which holds its own weights")
         if name not in MODELS:
             raise SgoneError(f"--weights {weights}: only for a registered --model name; {name} is a checkpoint, "
                              f"which holds its own weights")
@@ -97,7 +108,7 @@ def build_predictor(args: argparse.Namespace, fusion: str = "avg"):
     """The predictor for --model/--weights/--device/--size/--threshold (model loaded once, BatchNorm folded)."""
     from sgone import predictor as predictors
 
-    model = args.model
+    model, runtime = args.model, getattr(args, "runtime", "torch")
     if getattr(args, "weights", None) is not None:
         from sgone.models.registry import DEFAULT_MODEL, load_model
 
@@ -105,9 +116,9 @@ def build_predictor(args: argparse.Namespace, fusion: str = "avg"):
         model = predictors.prepare_for_inference(load_model(args.model or DEFAULT_MODEL, device, weights=args.weights),
                                                  device)
         return predictors.Predictor(model, device=device, size=args.size or None, threshold=args.threshold,
-                                    fusion=fusion, fuse=False)
+                                    fusion=fusion, fuse=False, runtime=runtime)
     return predictors.Predictor(model, device=args.device, size=args.size or None, threshold=args.threshold,
-                                fusion=fusion)
+                                fusion=fusion, runtime=runtime)
 
 
 def fit_hw(hw: tuple[int, int], side: int | None) -> tuple[int, int]:
@@ -396,8 +407,8 @@ def run(args: argparse.Namespace) -> int:
         mean = stats["mean_foreground_probability"]
         print(f"[{i}/{len(queries)}] {q} -> {paths[0]}: foreground {stats['foreground_share']:.1%}"
               f"{'' if mean is None else f', mean probability {mean:.2f}'}, {seconds:.2f} s")
-    summary = {"model": args.model or "default", "size": args.size, "threshold": args.threshold,
-               "fusion": args.fusion, "preview_size": args.preview_size,
+    summary = {"model": args.model or "default", "runtime": args.runtime, "size": args.size,
+               "threshold": args.threshold, "fusion": args.fusion, "preview_size": args.preview_size,
                "support": [{"image": i, "mask": m} for i, m in zip(args.support, args.support_mask)],
                "queries": done, "skipped": skipped}
     try:

@@ -8,7 +8,7 @@ from sgone.errors import SgoneError
 
 
 def register(subparsers) -> None:
-    from sgone.commands.segment import add_model_arguments
+    from sgone.commands.segment import add_model_arguments, add_runtime_argument
     from sgone.video.options import DEFAULT_MODE, MODES, ON_BAD_FRAME, PREVIEWS
 
     p = subparsers.add_parser(
@@ -47,6 +47,7 @@ def register(subparsers) -> None:
                         "slower than 1, docs/results.md)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_arguments(p)
+    add_runtime_argument(p)
     p.set_defaults(func=run)
 
 
@@ -55,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
 
     from sgone.commands.segment import check_model_arguments, check_output_folder
     from sgone.video import PropagationConfig, check_first_frame, run_video
-    from sgone.video.run import stale_outputs
     from sgone.video.model import default_threads, video_predictor
+    from sgone.video.run import stale_outputs
 
     check_model_arguments(args)
     if args.every < 1:
@@ -83,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     import torch  # only once the inputs look fine
 
     torch.set_num_threads(args.threads or default_threads())
-    predictor = video_predictor(args.model, device=args.device, size=args.size, threshold=args.threshold)
+    predictor = video_predictor(args.model, device=args.device, size=args.size, threshold=args.threshold,
+                                runtime=args.runtime)
     summary = run_video(
         predictor, args.input, mask, output, mode=args.mode, every=args.every, on_bad_frame=args.on_bad_frame,
         preview=args.preview, write_video=not args.no_video, fps=args.fps, config=config, progress=not args.quiet,

@@ -60,7 +60,8 @@ class PrototypeModel(nn.Module):
         With several `scales` the image is also encoded resized by each factor, and each level's
         normalised features are averaged on the scale-1 grid (then normalised again).
         """
-        grid = (-(-images.shape[-2] // 8), -(-images.shape[-1] // 8))  # the stride-8 grid of scale 1
+        # the stride-8 grid of scale 1 (positive floor division: ONNX exports it exactly)
+        grid = ((images.shape[-2] + 7) // 8, (images.shape[-1] + 7) // 8)
         total: list[torch.Tensor] = []
         for scale in self.scales:
             x = images if scale == 1.0 else F.interpolate(images, scale_factor=scale, mode="bilinear",

@@ -1,0 +1,23 @@
+"""Fixtures shared across test folders."""
+from __future__ import annotations
+
+import pytest
+
+from sgone.errors import SgoneError
+
+
+@pytest.fixture(scope="session")
+def ort():
+    """onnxruntime, or skip (it is the optional extra sgone[onnx])."""
+    return pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="session")
+def imagenet(ort):
+    """The MobileNetV2 ImageNet file (for the ONNX tests, which need onnxruntime too), or skip."""
+    from sgone.backbones.weights import find_weights
+
+    try:
+        return find_weights("mobilenet_v2", None)
+    except SgoneError as exc:
+        pytest.skip(f"MobileNetV2 ImageNet weights not installed: {exc}")
