@@ -52,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     if not results:
         print(f"no results under {runs}/<mode>/results.json", file=sys.stderr)
         return 2
+    partial = [m for m, r in results.items() if r.get("completed") is False]
+    if partial:  # an error or Ctrl-C stopped those runs: their means cover only some clips
+        print(f"incomplete runs (completed: false): {', '.join(f'{runs}/{m}' for m in partial)}; run them again", file=sys.stderr)
+        return 2
     tune = read_sequence_list(args.tune)
     every = sorted(next(iter(results.values()))["sequences"])
     held = [n for n in every if n not in tune]

@@ -5,10 +5,15 @@ setting changes) is computed once per clip and cached in memory; each setting th
 tracker's temporal steps over the cached frames and is scored with the DAVIS-2016 protocol
 (first and last frame not scored). Settings are changed one at a time from the current best,
 in the order of `GRID`, keeping a change only when it raises the mean J&F over the tuning clips.
-Only the tuning clips are read: the reported clips stay out of every choice.
+Only the tuning clips are read: the reported clips stay out of every choice. Each row is
+labelled by the settings that differ from the start (`--set`, else TemporalConfig's defaults).
+
+The search of docs/results.md section 6 (it started from the settings before tuning):
 
     python benchmarks/davis_tune.py --root ../shared/data/davis2016-train \\
-        --sequences docs/splits/davis2016-tune.txt --json davis_tune.json
+        --sequences docs/splits/davis2016-tune.txt --json davis_tune.json \\
+        --set colour_weight=0 --set temperature=10 --set window=0.15 --set capacity=2 \\
+        --set guided_radius=0.01 --set guided_eps=0.001
 """
 from __future__ import annotations
 
@@ -93,7 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     best = TemporalConfig()
     for item in args.set:
         key, _, value = item.partition("=")
+        if key not in asdict(best):
+            parser.error(f"--set {item}: TemporalConfig has no field {key!r}")
         best = replace(best, **{key: type(getattr(best, key))(value)})
+    start = asdict(best)
     tried: list[dict] = []
     cache_scores: dict[str, tuple] = {}
 
@@ -104,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             cache_scores[key] = score(config)
             j, f, jf, _ = cache_scores[key]
             tried.append({"config": asdict(config), "J": j, "F": f, "JF": jf})
-            changed = {k: v for k, v in asdict(config).items() if asdict(TemporalConfig())[k] != v}
-            print(f"J {100 * j:.1f}  F {100 * f:.1f}  J&F {100 * jf:.1f}  ({time.perf_counter() - t:.0f} s)  {changed or 'defaults'}",
+            changed = {k: v for k, v in asdict(config).items() if start[k] != v}
+            print(f"J {100 * j:.1f}  F {100 * f:.1f}  J&F {100 * jf:.1f}  ({time.perf_counter() - t:.0f} s)  {changed or 'start'}",
                   flush=True)
         return cache_scores[key]
 
@@ -116,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             jf = run(candidate)[2]
             if jf > best_score + 1e-9:
                 best, best_score = candidate, jf
-    print("\nbest on the tuning clips:", {k: v for k, v in asdict(best).items() if asdict(TemporalConfig())[k] != v} or "the defaults")
+    print("\nbest on the tuning clips:", {k: v for k, v in asdict(best).items() if start[k] != v} or "the start")
     print(f"J&F {100 * best_score:.1f}")
     if args.json:
         with open(args.json, "w") as fh:

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--repeats", type=int, default=1, help="runs per configuration; medians reported")
     parser.add_argument("--model", default=None, help="model name (default: the CLI default)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: sgone video's, cores - 1)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", default=None, help="also write the numbers here")
     args = parser.parse_args(argv)
@@ -53,10 +53,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from sgone.engine.davis import jaccard
     from sgone.video import run_video, synthetic_clip, write_clip
-    from sgone.video.model import video_predictor
+    from sgone.video.model import default_threads, video_predictor
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or default_threads())
     height, width = 480, 854
     gflops_before = matmul_gflops()
     rows = []

@@ -5,7 +5,9 @@ so `import sgone` stays light.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from sgone.lazy import lazy_exports
 
 __version__ = "0.1.0"
 __all__ = ["Prediction", "Predictor", "SgoneError", "__version__"]
@@ -16,14 +18,4 @@ if TYPE_CHECKING:
 
 _LAZY = {"Predictor": "sgone.predictor", "Prediction": "sgone.predictor", "SgoneError": "sgone.errors"}
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'sgone' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports("sgone", _LAZY, globals())

@@ -15,7 +15,7 @@ from sgone.errors import SgoneError
 
 def register(subparsers) -> None:
     from sgone.commands.data import add_source_arguments
-    from sgone.video.tracker import DEFAULT_MODE, MODES
+    from sgone.video.options import DEFAULT_MODE, MODES
 
     p = subparsers.add_parser(
         "evaluate", help="score a model on a data set's test episodes",
@@ -54,7 +54,7 @@ def register(subparsers) -> None:
                    help=f"davis2016: the video mode (default: `sgone video`'s, {DEFAULT_MODE}; all = each mode in "
                         f"turn, results in OUT/<mode>/); see `sgone video --help`")
     p.add_argument("--split", choices=("train", "val", "trainval"), default="val",
-                   help="davis2016: the sequence list to score (default val; the shared copy has train only)")
+                   help="davis2016: the sequence list to score (default val; ImageSets/2016/<split>.txt or ImageSets/480p/<split>.txt)")
     p.add_argument("--sequences", default=None, metavar="FILE_OR_A,B",
                    help="davis2016: score only these sequences (a comma list, or a file with one name a line, "
                         "'#' comments), e.g. docs/splits/davis2016-tune.txt")
@@ -174,15 +174,19 @@ def run_davis(args: argparse.Namespace, device, out: Path) -> int:
     from sgone.commands.data import root_from_args
     from sgone.data.davis import DavisSource, read_sequence_list
     from sgone.engine.davis import evaluate_davis
-    from sgone.video.model import video_predictor
+    from sgone.video.model import default_threads, video_predictor
     from sgone.video.tracker import DEFAULT_MODE, MODES
 
     if args.root is None:
         raise SgoneError("davis2016 needs --root (the DAVIS folder)")
     sequences = read_sequence_list(args.sequences) if args.sequences else None
     root = root_from_args(args)
-    if sequences is None:
-        DavisSource(root).sequences(args.split)  # a missing split list fails before the model loads
+    source = DavisSource(root)
+    # a missing split list, sequence folder or annotation fails before the model loads
+    source.require(sequences or source.sequences(args.split))
+    import torch
+
+    torch.set_num_threads(default_threads())  # as `sgone video` does by default
     predictor = video_predictor(args.checkpoint or args.model, device=device, size=args.size, fusion=args.fusion)
     modes = MODES if args.mode == "all" else [args.mode or DEFAULT_MODE]
     for mode in modes:

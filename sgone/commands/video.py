@@ -9,7 +9,7 @@ from sgone.errors import SgoneError
 
 def register(subparsers) -> None:
     from sgone.commands.segment import add_model_arguments, add_runtime_argument
-    from sgone.video.tracker import DEFAULT_MODE, MODES
+    from sgone.video.options import DEFAULT_MODE, MODES, ON_BAD_FRAME, PREVIEWS
 
     p = subparsers.add_parser(
         "video", help="segment an object through a video from its first frame's mask",
@@ -31,10 +31,10 @@ def register(subparsers) -> None:
                         f"only (the paper's protocol); propagate: confident predictions also update the prototype "
                         f"online (default {DEFAULT_MODE}; figures in docs/results.md)")
     p.add_argument("--every", type=int, default=1, metavar="N", help="process every N-th frame (default 1: all)")
-    p.add_argument("--on-bad-frame", choices=("stop", "skip"), default="stop",
+    p.add_argument("--on-bad-frame", choices=ON_BAD_FRAME, default="stop",
                    help="a missing or corrupt frame stops the run with an error naming it (default), or is "
                         "reported and skipped")
-    p.add_argument("--preview", choices=("gif", "webp", "none"), default="gif", help="animated preview format (default gif)")
+    p.add_argument("--preview", choices=PREVIEWS, default="gif", help="animated preview format (default gif)")
     p.add_argument("--no-video", action="store_true", help="do not write overlay.mp4")
     p.add_argument("--fps", type=float, default=None,
                    help="frame rate of the input (default: the video's own; 24 for a frame folder)")
@@ -56,13 +56,16 @@ def run(args: argparse.Namespace) -> int:
 
     from sgone.commands.segment import check_model_arguments, check_output_folder
     from sgone.video import PropagationConfig, check_first_frame, run_video
-    from sgone.video.model import video_predictor
+    from sgone.video.model import default_threads, video_predictor
+    from sgone.video.run import stale_outputs
 
     check_model_arguments(args)
     if args.every < 1:
         raise SgoneError(f"--every {args.every}: must be at least 1")
     if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
         raise SgoneError(f"--fps {args.fps}: must be a positive number")
+    if args.threads is not None and args.threads < 1:
+        raise SgoneError(f"--threads {args.threads}: must be at least 1")
     config = None
     if args.update_weight is not None:
         if args.mode != "propagate":
@@ -77,8 +80,7 @@ def run(args: argparse.Namespace) -> int:
     # fail on a bad input or first-frame mask before the model loads or any folder is made
     check_first_frame(args.input, mask, args.resize_masks)
     check_output_folder(output)
-    if args.threads is not None and args.threads < 1:
-        raise SgoneError(f"--threads {args.threads}: must be at least 1")
+    stale_outputs(output)  # someone else's PNGs in OUTPUT/masks: refused before the model loads
     import torch  # only once the inputs look fine
 
     torch.set_num_threads(args.threads or default_threads())
@@ -97,10 +99,3 @@ def run(args: argparse.Namespace) -> int:
             print(f"{key}: {summary.outputs[key]}")
     return 0
 
-
-def default_threads() -> int:
-    """One less than the usable CPU cores, at least 1 (the spare core decodes and encodes)."""
-    import os
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores - 1)

@@ -53,7 +53,10 @@ def read_sequence_list(spec: str | Path) -> list[str]:
         return names
     if "," not in str(spec) and ("/" in str(spec) or path.suffix):
         raise SgoneError(f"{path}: sequence list file not found")
-    return [n.strip() for n in str(spec).split(",") if n.strip()]
+    names = [n.strip() for n in str(spec).split(",") if n.strip()]
+    if not names:  # else an empty list would silently mean "the whole split"
+        raise SgoneError(f"{spec!r}: no sequence names in the list")
+    return names
 
 
 class DavisSequence:
@@ -149,10 +152,15 @@ class DavisSource(Source):
         return found + (["trainval"] if len(found) == 2 else [])
 
     def check(self, split: str) -> list[str]:
-        """Problems of `split`'s sequences, all at once: missing folders or frames, frames without an
-        annotation, a first mask that is empty or of another size than its frame."""
+        """Problems of `split`'s sequences, all at once (see `check_sequences`)."""
+        return self.check_sequences(self.sequences(split))
+
+    def check_sequences(self, names: list[str]) -> list[str]:
+        """Problems of these sequences, all at once: missing folders or frames, frames without an
+        annotation, a first mask that is empty or of another size than its frame, frames of
+        another size than the first (frame headers only: cheap)."""
         problems = []
-        for name in self.sequences(split):
+        for name in names:
             try:
                 seq = self.sequence(name)
             except SgoneError as exc:
@@ -171,6 +179,14 @@ class DavisSource(Source):
             if odd:
                 problems.append(f"{seq.image_dir}: {len(odd)} frame(s) differ in size from the first, e.g. {odd[0]}")
         return problems
+
+    def require(self, names: list[str]) -> None:
+        """SgoneError (one line: the first problem and how many more) unless `check_sequences` finds
+        nothing, so that an evaluation fails before a model loads, not after an hour of frames."""
+        problems = self.check_sequences(names)
+        if problems:
+            more = f" (and {len(problems) - 1} more problem(s): sgone data --dataset davis2016 --root {self.root} lists them)" if len(problems) > 1 else ""
+            raise SgoneError(problems[0] + more)
 
     def split_file(self, split: str) -> Path:
         """The list of `split`: ImageSets/2016/<split>.txt, else ImageSets/480p/<split>.txt."""

@@ -202,6 +202,8 @@ def results_markdown(results: dict[str, Any]) -> str:
         "",
         f"Model: `{results.get('model', '?')}`. {results.get('protocol', '')}",
         "",
+        *(["**Incomplete run** (stopped by an error or interrupted): only the sequences below were scored.", ""]
+          if results.get("completed") is False else []),
         "| sequence | frames | J mean | J recall | J decay | F mean | F recall | F decay |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -273,6 +275,8 @@ def evaluate_davis(
     older name of a propagate config). `sequences` defaults to the `split` list.
     Writes results.json and results.md into output_dir (and masks/<seq>/<frame>.png with
     `save_masks`); returns the results dict. Frames stream: one frame in memory at a time.
+    When a frame cannot be read or the run is interrupted, the sequences finished so far are
+    written with "completed": false (and the report says so) before the error goes on.
     """
     from tqdm import tqdm
 
@@ -284,6 +288,7 @@ def evaluate_davis(
     check_mode(mode)  # an unknown mode fails before any frame is read
     source = DavisSource(root)
     names = list(sequences) if sequences else source.sequences(split)
+    source.require(names)  # every sequence is complete before the first frame is predicted
     seqs = [source.sequence(n) for n in names]
     settings: dict[str, Any] = {}
     per_frame: dict[str, dict[str, list[float]]] = {}
@@ -291,50 +296,56 @@ def evaluate_davis(
     total = sum(len(s) - 1 for s in seqs)
     start = time.perf_counter()
     n_pred = 0
-    with tqdm(total=total, unit="frame", desc=f"davis2016 {mode}", disable=not progress) as bar:
-        for seq in seqs:
-            bar.set_postfix_str(seq.name)
-            image0, mask0 = seq.first()
-            frames = ((name, img) for name, img in seq.frames(start=1))
-            values: dict[str, list[float]] = {"J": [], "F": []}
-            last = len(seq) - 1
-            tracker = make_tracker(predictor, mode, config)
-            settings = getattr(tracker.config, "as_dict", dict)()
-            for i, (name, pred) in enumerate(run_tracker(tracker, image0, mask0, frames), start=1):
-                n_pred += 1
-                bar.update(1)
-                if save_masks:
-                    from sgone.io import write_mask_png
+    done = False
+    try:
+        with tqdm(total=total, unit="frame", desc=f"davis2016 {mode}", disable=not progress) as bar:
+            for seq in seqs:
+                bar.set_postfix_str(seq.name)
+                image0, mask0 = seq.first()
+                values: dict[str, list[float]] = {"J": [], "F": []}
+                last = len(seq) - 1
+                tracker = make_tracker(predictor, mode, config)
+                settings = getattr(tracker.config, "as_dict", dict)()
+                for i, (name, pred) in enumerate(run_tracker(tracker, image0, mask0, seq.frames(start=1)), start=1):
+                    n_pred += 1
+                    bar.update(1)
+                    if save_masks:
+                        from sgone.io import write_mask_png
 
-                    (out / "masks" / seq.name).mkdir(parents=True, exist_ok=True)
-                    write_mask_png(out / "masks" / seq.name / f"{name}.png", pred.mask)
-                if i == last:
-                    continue  # the DAVIS-2016 protocol does not score the last frame
-                gt = seq.read_mask(i)
-                values["J"].append(jaccard(pred.mask, gt))
-                values["F"].append(float(f_measure(pred.mask, gt)))
-            per_frame[seq.name] = values
-    elapsed = time.perf_counter() - start
-    results: dict[str, Any] = {
-        "dataset": "davis2016",
-        "split": split if not sequences else "custom",
-        "mode": mode,
-        "model": _model_name(predictor),
-        "input_size": getattr(predictor, "size", None),
-        "device": str(getattr(predictor, "device", "cpu")),
-        "protocol": "One-shot: first-frame mask as the only given annotation; first and last frames not scored "
-        f"(DAVIS-2016); F with bound_th={BOUND_TH}; overall = mean over sequences.",
-        "propagation": settings if mode == "propagate" else None,
-        "settings": settings,
-        "fps": n_pred / elapsed if elapsed > 0 else None,
-        "seconds": elapsed,
-    }
-    results.update(summarize_sequences(per_frame))
-    # flat headline numbers (percent-free fractions) for callers that print a one-line summary
-    for m in MEASURES:
-        for stat in STATISTICS:
-            results[f"{m}_{stat}"] = results["overall"][m][stat]
-    results["JF_mean"] = results["overall"]["J&F"]
-    results["per_frame"] = per_frame
-    write_results(results, out)
+                        (out / "masks" / seq.name).mkdir(parents=True, exist_ok=True)
+                        write_mask_png(out / "masks" / seq.name / f"{name}.png", pred.mask)
+                    if i == last:
+                        continue  # the DAVIS-2016 protocol does not score the last frame
+                    gt = seq.read_mask(i)
+                    values["J"].append(jaccard(pred.mask, gt))
+                    values["F"].append(float(f_measure(pred.mask, gt)))
+                per_frame[seq.name] = values
+        done = True
+    finally:
+        # after an error or Ctrl-C the finished sequences are written too, marked incomplete
+        elapsed = time.perf_counter() - start
+        results: dict[str, Any] = {
+            "dataset": "davis2016",
+            "split": split if not sequences else "custom",
+            "mode": mode,
+            "completed": done,
+            "model": _model_name(predictor),
+            "input_size": getattr(predictor, "size", None),
+            "device": str(getattr(predictor, "device", "cpu")),
+            "protocol": "One-shot: first-frame mask as the only given annotation; first and last frames not scored "
+            f"(DAVIS-2016); F with bound_th={BOUND_TH}; overall = mean over sequences.",
+            "propagation": settings if mode == "propagate" else None,
+            "settings": settings,
+            "fps": n_pred / elapsed if elapsed > 0 else None,
+            "seconds": elapsed,
+        }
+        results.update(summarize_sequences(per_frame))
+        # flat headline numbers (percent-free fractions) for callers that print a one-line summary
+        for m in MEASURES:
+            for stat in STATISTICS:
+                results[f"{m}_{stat}"] = results["overall"][m][stat]
+        results["JF_mean"] = results["overall"]["J&F"]
+        results["per_frame"] = per_frame
+        if done or per_frame:
+            write_results(results, out)
     return results

@@ -21,53 +21,37 @@ Outputs in the output folder:
     preview.gif | .webp      small animated preview (bounded number of frames)
     summary.json             mode and its settings, frame counts, skipped frames and why, speed
 
-Layout: io.py (reading, writing), tracker.py (modes by name, `track`), independent.py,
-propagate.py, temporal.py (+ memory.py, refine.py: its maths), run.py (`run_video`), clips.py
-(generated test clips).
+Layout: options.py (mode and option names, no torch), io.py (reading, writing), tracker.py
+(modes by name, `track`), independent.py, propagate.py, temporal.py (+ memory.py, refine.py: its
+maths), run.py (`run_video`), clips.py (generated test clips). The names below are imported on
+first use, so `import sgone.video` (and `sgone --help`) does not load torch.
 """
 from __future__ import annotations
 
-from sgone.video.clips import synthetic_clip, write_clip
-from sgone.video.io import (
-    FRAME_SUFFIXES,
-    Frame,
-    FrameFolder,
-    Mp4Writer,
-    PreviewWriter,
-    VideoFile,
-    even_pad,
-    open_frames,
-    prefetch,
-)
-from sgone.video.memory import FrameMemory, MemoryEntry
-from sgone.video.propagate import (
-    UPDATE_MAX_SIDE,
-    PropagateTracker,
-    PropagationConfig,
-    confident_mask,
-    erode_square,
-    erosion_depth,
-    erosion_to_area,
-    update_mask,
-)
-from sgone.video.run import (
-    DEFAULT_FOLDER_FPS,
-    ON_BAD_FRAME,
-    PREVIEWS,
-    VideoSummary,
-    check_first_frame,
-    first_frame,
-    prepare_output,
-    run_video,
-)
-from sgone.video.temporal import TemporalConfig, TemporalTracker
-from sgone.video.tracker import DEFAULT_MODE, MODES, TRACKERS, make_tracker, track
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "DEFAULT_FOLDER_FPS", "DEFAULT_MODE", "FRAME_SUFFIXES", "MODES", "ON_BAD_FRAME", "PREVIEWS", "TRACKERS",
-    "UPDATE_MAX_SIDE", "Frame", "FrameFolder", "FrameMemory", "MemoryEntry", "Mp4Writer", "PreviewWriter",
-    "PropagateTracker", "PropagationConfig", "TemporalConfig", "TemporalTracker", "VideoFile", "VideoSummary",
-    "check_first_frame", "confident_mask", "erode_square", "erosion_depth", "erosion_to_area", "even_pad",
-    "first_frame", "make_tracker", "open_frames", "prefetch", "prepare_output", "run_video", "synthetic_clip",
-    "track", "update_mask", "write_clip",
-]
+from sgone.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from sgone.video.clips import synthetic_clip, write_clip
+    from sgone.video.io import FRAME_SUFFIXES, Frame, FrameFolder, Mp4Writer, PreviewWriter, VideoFile, even_pad, open_frames, prefetch
+    from sgone.video.memory import FrameMemory, MemoryEntry
+    from sgone.video.options import DEFAULT_MODE, MODES, ON_BAD_FRAME, PREVIEWS
+    from sgone.video.propagate import UPDATE_MAX_SIDE, PropagateTracker, PropagationConfig, confident_mask, erode_square, erosion_depth, erosion_to_area, update_mask
+    from sgone.video.run import DEFAULT_FOLDER_FPS, VideoSummary, check_first_frame, first_frame, prepare_output, run_video, stale_outputs
+    from sgone.video.temporal import TemporalConfig, TemporalTracker
+    from sgone.video.tracker import TRACKERS, make_tracker, track
+
+_LAZY = {
+    **dict.fromkeys(("synthetic_clip", "write_clip"), "sgone.video.clips"),
+    **dict.fromkeys(("FRAME_SUFFIXES", "Frame", "FrameFolder", "Mp4Writer", "PreviewWriter", "VideoFile", "even_pad", "open_frames", "prefetch"), "sgone.video.io"),
+    **dict.fromkeys(("FrameMemory", "MemoryEntry"), "sgone.video.memory"),
+    **dict.fromkeys(("DEFAULT_MODE", "MODES", "ON_BAD_FRAME", "PREVIEWS"), "sgone.video.options"),
+    **dict.fromkeys(("UPDATE_MAX_SIDE", "PropagateTracker", "PropagationConfig", "confident_mask", "erode_square", "erosion_depth", "erosion_to_area", "update_mask"), "sgone.video.propagate"),
+    **dict.fromkeys(("DEFAULT_FOLDER_FPS", "VideoSummary", "check_first_frame", "first_frame", "prepare_output", "run_video", "stale_outputs"), "sgone.video.run"),
+    **dict.fromkeys(("TemporalConfig", "TemporalTracker"), "sgone.video.temporal"),
+    **dict.fromkeys(("TRACKERS", "make_tracker", "track"), "sgone.video.tracker"),
+}
+__all__ = sorted(_LAZY)
+
+__getattr__, __dir__ = lazy_exports("sgone.video", _LAZY, globals())

@@ -10,6 +10,7 @@ import os
 import queue
 import re
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -124,7 +125,7 @@ class VideoFile:
         try:
             meta = next(reader)
         except (RuntimeError, OSError, StopIteration) as exc:
-            raise SgoneError(f"{self.path}: cannot decode video ({_first_line(exc)})") from None
+            raise SgoneError(f"{self.path}: cannot decode video ({first_line(exc)})") from None
         finally:
             reader.close()
         self.width, self.height = (int(v) for v in meta["size"])
@@ -154,7 +155,7 @@ class VideoFile:
                     break
                 except (RuntimeError, OSError) as exc:
                     # the decoder cannot resume after a failure: report it and end the stream
-                    yield Frame(index, f"{index:0{width}d}", None, f"{self.path}: cannot decode frame {index} ({_first_line(exc)}); the rest of the video is unreadable")
+                    yield Frame(index, f"{index:0{width}d}", None, f"{self.path}: cannot decode frame {index} ({first_line(exc)}); the rest of the video is unreadable")
                     return
                 image = np.frombuffer(buffer, dtype=np.uint8).reshape(self.height, self.width, 3)
                 self.decoded = index + 1
@@ -164,7 +165,7 @@ class VideoFile:
             reader.close()
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else exc.__class__.__name__
 
@@ -227,7 +228,7 @@ class Mp4Writer:
         try:
             self._gen.close()
         except Exception as exc:  # ffmpeg failing to finalise is a user-facing problem
-            raise SgoneError(f"{self.partial}: ffmpeg could not finish the video ({_first_line(exc)})") from None
+            raise SgoneError(f"{self.partial}: ffmpeg could not finish the video ({first_line(exc)})") from None
         if ok and self.frames:
             os.replace(self.partial, self.path)
             return self.path
@@ -292,11 +293,14 @@ class PreviewWriter:
         return self.path
 
 
-def prefetch(items: Iterator[Any], depth: int = 4) -> Iterator[Any]:
+def prefetch(items: Iterator[Any], depth: int = 4, stop_wait: float = 2.0) -> Iterator[Any]:
     """Yield `items` as they are produced by a background thread, at most `depth` ahead.
 
     An exception raised while producing is re-raised here, in the consumer's thread; when the
     consumer stops early, the producer stops too (and its generator is closed in its thread).
+    The consumer waits at most `stop_wait` seconds for that: a producer stuck inside a read
+    (a hung decoder, a stalled network disk) must not hang Ctrl-C or an error exit; it is a
+    daemon thread and ends with the process.
     """
     buffer: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -334,7 +338,8 @@ def prefetch(items: Iterator[Any], depth: int = 4) -> Iterator[Any]:
             yield item
     finally:
         stop.set()
-        while thread.is_alive():  # unblock a producer waiting on a full buffer
+        deadline = time.monotonic() + stop_wait
+        while thread.is_alive() and time.monotonic() < deadline:  # unblock a producer waiting on a full buffer
             try:
                 buffer.get_nowait()
             except queue.Empty:

@@ -22,13 +22,15 @@ class MemoryEntry:
 
 
 def entry_from_probability(features: torch.Tensor, probability: torch.Tensor, frame: int,
-                           low: float = 0.3, high: float = 0.7) -> MemoryEntry:
+                           low: float = 0.3, high: float = 0.7, valid: torch.Tensor | None = None) -> MemoryEntry:
     """features (C,h,w) unit vectors, probability (h,w) -> an entry of the confident cells only
-    (object >= high, background <= low; the band between is left out); confidence = mean
-    object probability of the object cells (0 when there are none)."""
+    (object >= high, background <= low; the band between is left out, and so are the cells
+    outside `valid` (h,w) bool, e.g. a mask's ignored pixels); confidence = mean object
+    probability of the object cells (0 when there are none)."""
     flat, p = features.flatten(1), probability.flatten()
-    fg_at = torch.nonzero(p >= high).flatten()
-    bg_at = torch.nonzero(p <= low).flatten()
+    keep = torch.ones_like(p, dtype=torch.bool) if valid is None else valid.flatten()
+    fg_at = torch.nonzero((p >= high) & keep).flatten()
+    bg_at = torch.nonzero((p <= low) & keep).flatten()
     conf = float(p[fg_at].mean()) if len(fg_at) else 0.0
     return MemoryEntry(flat[:, fg_at], flat[:, bg_at], fg_at, bg_at, frame, conf)
 
@@ -94,8 +96,8 @@ def match(query: torch.Tensor, entries: list[tuple[MemoryEntry, torch.Tensor | N
     -1 where none is reachable.
     """
     n = query.shape[1]
-    fg = torch.full((n,), -1.0)
-    bg = torch.full((n,), -1.0)
+    fg = torch.full((n,), -1.0, dtype=query.dtype, device=query.device)
+    bg = torch.full_like(fg, -1.0)
     for entry, window in entries:
         for keys, at, best in ((entry.fg, entry.fg_at, fg), (entry.bg, entry.bg_at, bg)):
             if keys.shape[1] == 0:
@@ -107,8 +109,8 @@ def match(query: torch.Tensor, entries: list[tuple[MemoryEntry, torch.Tensor | N
     return fg, bg
 
 
-def window_mask(h: int, w: int, radius: float) -> torch.Tensor:
+def window_mask(h: int, w: int, radius: float, device: torch.device | str | None = None) -> torch.Tensor:
     """(h*w, h*w) bool: cell i may match cell j when their Chebyshev distance is at most `radius` cells."""
-    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
     ys, xs = ys.flatten(), xs.flatten()
     return torch.maximum((ys[:, None] - ys[None, :]).abs(), (xs[:, None] - xs[None, :]).abs()) <= radius

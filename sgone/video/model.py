@@ -17,3 +17,13 @@ def video_predictor(model: Any = None, *, device: Any = "auto", size: int | None
 
     return Predictor(model if model is not None else DEFAULT_VIDEO_MODEL, device=device, size=size or None,
                      threshold=threshold, **predictor_options)
+
+
+def default_threads() -> int:
+    """Torch threads of the video commands: one less than the usable CPU cores, at least 1 (the
+    spare core decodes frames and encodes the MP4; on a busy 2-core machine two model threads
+    ran 5-8x slower than one, docs/results.md section 6)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - 1)

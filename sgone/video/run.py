@@ -13,11 +13,10 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from sgone.errors import SgoneError
-from sgone.video.io import Frame, FrameFolder, Mp4Writer, PreviewWriter, VideoFile, open_frames, prefetch
-from sgone.video.tracker import DEFAULT_MODE, check_mode, make_tracker, run_tracker
+from sgone.video.io import Frame, FrameFolder, Mp4Writer, PreviewWriter, VideoFile, first_line, open_frames, prefetch
+from sgone.video.options import DEFAULT_MODE, ON_BAD_FRAME, PREVIEWS
+from sgone.video.tracker import check_mode, make_tracker, run_tracker
 
-ON_BAD_FRAME = ("stop", "skip")
-PREVIEWS = ("gif", "webp", "none")
 DEFAULT_FOLDER_FPS = 24.0  # DAVIS frame rate; only used for the overlay video of a frame folder
 
 
@@ -77,6 +76,30 @@ def check_first_frame(input_path: str | Path, mask_path: str | Path, resize_mask
     first_frame(iter(open_frames(input_path)), input_path, mask_path, resize_mask)
 
 
+OUTPUT_FILES = ("overlay.mp4", "overlay.partial.mp4", "preview.gif", "preview.webp", "summary.json")
+
+
+def stale_outputs(folder: str | Path) -> list[Path]:
+    """The files of an earlier `sgone video` run in `folder` (known by its summary.json), which a
+    new run replaces so that masks of two clips never mix; SgoneError when folder/masks holds
+    PNGs that no summary.json accounts for (someone else's files: never deleted)."""
+    folder = Path(folder)
+    masks = sorted((folder / "masks").glob("*.png")) if (folder / "masks").is_dir() else []
+    summary = folder / "summary.json"
+    if not summary.is_file():
+        if masks:
+            raise SgoneError(f"{folder / 'masks'}: holds {len(masks)} PNG file(s) but {folder} has no summary.json of an "
+                             "earlier sgone video run; empty it or choose another --output")
+        return []
+    try:
+        data = json.loads(summary.read_text())
+    except (OSError, ValueError):
+        data = None
+    if not (isinstance(data, dict) and {"mode", "masks_written", "outputs"} <= set(data)):
+        raise SgoneError(f"{summary}: not the summary of a sgone video run; choose another --output")
+    return masks + [folder / name for name in OUTPUT_FILES if (folder / name).is_file()]
+
+
 def prepare_output(folder: str | Path) -> None:
     """Create `folder` and check that a file can be written there; one-line SgoneError if not."""
     folder = Path(folder)
@@ -114,6 +137,8 @@ def run_video(
     stderr by default) and goes on. Frames stream one at a time. resize_mask: accept a first-frame
     mask of another size (resized, nearest). Nothing is created before the first frame and its
     mask pass their checks; an output folder that cannot be written is a one-line SgoneError.
+    An earlier run's outputs in `output_dir` are removed first (`stale_outputs`), so masks of two
+    clips never mix.
     """
     from tqdm import tqdm
 
@@ -136,8 +161,11 @@ def run_video(
         raise SgoneError(f"{mask_dir}: is the input frame folder; masks would overwrite frames (choose another --output)")
     frames = iter(source)
     first, mask0 = first_frame(frames, input_path, mask_path, resize_mask)
+    stale = stale_outputs(out)
     prepare_output(out)
     prepare_output(mask_dir)
+    for path in stale:  # an earlier run's outputs: replaced, not mixed with this run's
+        path.unlink(missing_ok=True)
     frames = prefetch(frames)  # decoding overlaps the model and the encoder
     summary = VideoSummary(
         input=str(input_path), output=str(out), mode=mode, every=every, frames_in_input=source.count,
@@ -160,7 +188,7 @@ def run_video(
         """The queries: every N-th frame after the first, bad ones reported."""
         while True:
             t0 = time.perf_counter()
-            frame = next(frames, None)
+            frame = _next_frame(frames, input_path)
             read_seconds[0] += time.perf_counter() - t0
             if frame is None:
                 return
@@ -212,6 +240,7 @@ def run_video(
     except OSError as exc:  # e.g. the disk filled up or the folder became read-only mid-run
         raise SgoneError(f"{_write_target(exc, out)}: cannot write the output there ({exc.strerror or exc})") from None
     finally:
+        frames.close()  # stops the reader thread (and ffmpeg) on an error or Ctrl-C too
         bar.close()
         summary.seconds = time.perf_counter() - start
         summary.fps = summary.masks_written / summary.seconds if summary.seconds > 0 else 0.0
@@ -239,6 +268,19 @@ def run_video(
             if ok:  # otherwise the error already on its way says more
                 raise SgoneError(f"{out / 'summary.json'}: cannot write ({exc.strerror or exc})") from None
     return summary
+
+
+def _next_frame(frames: Iterator[Frame], input_path: str | Path) -> Frame | None:
+    """The next frame, or None at the end. An unexpected error of the reader (raised in its
+    thread, e.g. an I/O error on the input's disk) becomes a one-line SgoneError naming the
+    input, so that it is neither a traceback nor taken for a failure to write the output."""
+    try:
+        return next(frames, None)
+    except SgoneError:
+        raise
+    except Exception as exc:
+        where = getattr(exc, "filename", None) or input_path
+        raise SgoneError(f"{where}: cannot read the input ({first_line(exc)})") from None
 
 
 def _write_target(exc: OSError, out: Path) -> Path:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sgone.errors import SgoneError
 from sgone.video.memory import FrameMemory, MemoryEntry, entry_from_probability, frame_confidence, match, window_mask
 from sgone.video.refine import colour_histogram, colour_index, colour_log_ratio, guided_filter, location_prior
 
@@ -63,6 +64,18 @@ def _rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image
 
 
+def grid_features(encoded: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(B,C,h,w) features on the grid of the model's logits: its "guide", or for a fused model
+    (parts' features keyed "<part>.guide") the finest part's, the grid its fused logits come at."""
+    if "guide" in encoded:
+        return encoded["guide"]
+    guides = [v for k, v in encoded.items() if k.endswith(".guide")]
+    if not guides:
+        raise SgoneError(f"the temporal video mode needs a model with guide features (it got {', '.join(encoded)}); "
+                         "use --mode independent")
+    return max(guides, key=lambda g: g.shape[-2] * g.shape[-1])
+
+
 def match_stride(grid: tuple[int, int], max_cells: int) -> int:
     """Smallest pooling factor s with ceil(h/s) * ceil(w/s) <= max_cells (at least 1)."""
     h, w = grid
@@ -93,7 +106,7 @@ class TemporalTracker:
 
         hw = input_size(*image.shape[:2], self.predictor.size)
         encoded = self.model.encode(image_tensor(image, hw).to(self.predictor.device))
-        return encoded, F.normalize(encoded["guide"][0].float(), dim=0).cpu()
+        return encoded, F.normalize(grid_features(encoded)[0].float(), dim=0).cpu()
 
     @torch.inference_mode()
     def start(self, first_image: np.ndarray, first_mask: np.ndarray) -> None:
@@ -108,13 +121,12 @@ class TemporalTracker:
         grid = feats.shape[-2:]
         m = torch.from_numpy(np.asarray(first_mask, dtype=np.uint8))[None, None]
         fg = F.adaptive_avg_pool2d((m == 1).float(), grid)[0, 0]
-        valid = F.adaptive_avg_pool2d((m != 255).float(), grid)[0, 0] > 0.5
-        prob = torch.where(valid, fg, torch.full_like(fg, 0.5))  # ignored pixels stay out of the memory
+        valid = F.adaptive_avg_pool2d((m != 255).float(), grid)[0, 0] > 0.5  # cells mostly of ignored (255) pixels stay out
         c = self.config
         self.memory = FrameMemory(c.capacity, c.every, c.min_confidence, c.max_growth)
-        self.memory.set_first(entry_from_probability(feats, prob, 0, low=0.5 - 1e-6, high=0.5))
+        self.memory.set_first(entry_from_probability(feats, fg, 0, low=0.5 - 1e-6, high=0.5, valid=valid))
         self.memory.first.confidence = 1.0
-        on_net = F.adaptive_avg_pool2d((m == 1).float(), encoded["guide"].shape[-2:])[0, 0] >= 0.5
+        on_net = F.adaptive_avg_pool2d((m == 1).float(), grid_features(encoded).shape[-2:])[0, 0] >= 0.5
         self.first_area = max(1.0, float(on_net.sum()))  # object cells on the network grid
         self.previous_mask: torch.Tensor | None = on_net
         if c.colour_weight > 0:
@@ -122,7 +134,7 @@ class TemporalTracker:
             mask_t = torch.from_numpy(np.array(first_mask, dtype=np.uint8))
             self.colour = [colour_histogram(index, (mask_t == k).float(), c.colour_bins) for k in (1, 0)]
         self.frame = 0
-        self._windows: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._windows: dict[tuple[int, int], torch.Tensor] = {}
 
     def _window(self, h: int, w: int) -> torch.Tensor:
         if (h, w) not in self._windows:
@@ -200,7 +212,8 @@ class TemporalTracker:
         return location_prior(prev, c.prior_sigma, c.prior_floor)
 
     def upsample(self, prob: torch.Tensor, image: np.ndarray) -> torch.Tensor:
-        """(h,w) grid probability -> (H,W) at the frame's size, guided by the frame's edges."""
+        """(h,w) grid probability -> (H,W) at the frame's size: bilinear, shifted by the colour
+        models (which then learn from this frame), guided by the frame's edges."""
         h, w = image.shape[:2]
         full = F.interpolate(prob[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
         c = self.config
@@ -208,11 +221,21 @@ class TemporalTracker:
             index = colour_index(torch.from_numpy(np.array(image, dtype=np.uint8)), c.colour_bins)
             logit = torch.logit(full.clamp(1e-4, 1 - 1e-4)) + c.colour_weight * colour_log_ratio(index, *self.colour)
             full = torch.sigmoid(logit)
-            if c.colour_rate > 0:  # the models follow the clip's colours, from its confident pixels
-                self.colour = [(1 - c.colour_rate) * old + c.colour_rate * colour_histogram(index, sel.float(), c.colour_bins)
-                               if bool(sel.any()) else old for old, sel in zip(self.colour, (full >= 0.9, full <= 0.1))]
-        radius = int(round(self.config.guided_radius * (h * h + w * w) ** 0.5))
+            self._follow_colours(index, full)
+        radius = int(round(c.guided_radius * (h * h + w * w) ** 0.5))
         if radius <= 0:
             return full
         grey = torch.from_numpy(np.asarray(image, dtype=np.float32).mean(axis=2) / 255.0)
-        return guided_filter(grey, full, radius, self.config.guided_eps, self.config.guided_scale).clamp(0, 1)
+        return guided_filter(grey, full, radius, c.guided_eps, c.guided_scale).clamp(0, 1)
+
+    def _follow_colours(self, index: torch.Tensor, full: torch.Tensor) -> None:
+        """Blend this frame's confident pixels (>= 0.9 object, <= 0.1 background) into the colour
+        models with weight `colour_rate`, so they follow lighting and pose changes; a side with
+        no confident pixel keeps its model. index, full: (H,W)."""
+        c = self.config
+        if c.colour_rate <= 0:
+            return
+        self.colour = [
+            (1 - c.colour_rate) * old + c.colour_rate * colour_histogram(index, sel.float(), c.colour_bins) if bool(sel.any()) else old
+            for old, sel in zip(self.colour, (full >= 0.9, full <= 0.1))
+        ]

@@ -2,7 +2,7 @@
 
 A mode is one module holding a tracker class with `name`, `__init__(predictor, config)`,
 `start(first_image, first_mask)`, `step(image) -> Prediction` and a `stats` dict; register it
-in `TRACKERS`.
+in `TRACKERS` and its name in `sgone.video.options.MODES`.
 """
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import numpy as np
 
 from sgone.errors import SgoneError
 from sgone.video.independent import IndependentTracker
+from sgone.video.options import DEFAULT_MODE, MODES
 from sgone.video.propagate import PropagateTracker
 from sgone.video.temporal import TemporalTracker
 
 TRACKERS = {t.name: t for t in (IndependentTracker, PropagateTracker, TemporalTracker)}
-MODES = tuple(TRACKERS)
-DEFAULT_MODE = "temporal"
+assert tuple(TRACKERS) == MODES, "register a new mode in sgone.video.options.MODES too"
 
 
 def check_mode(mode: str) -> None:

@@ -131,6 +131,9 @@ def test_sequence_lists_from_a_file_or_commas(tmp_path):
     (tmp_path / "empty.txt").write_text("# nothing\n")
     with pytest.raises(SgoneError, match="sequence list is empty"):
         read_sequence_list(tmp_path / "empty.txt")
+    for blank in (",", " , ", ""):
+        with pytest.raises(SgoneError, match="no sequence names"):
+            read_sequence_list(blank)
 
 
 def test_data_command_lists_a_davis_split(tmp_path, capsys):

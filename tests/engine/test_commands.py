@@ -71,11 +71,22 @@ def test_user_errors_exit_2(tmp_path, capsys):
 
 
 def test_davis_is_delegated(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(3)), raising=False)  # default: 2 threads
+    before = torch.get_num_threads()
+    try:
+        _check_davis_delegation(monkeypatch, tmp_path, capsys)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _check_davis_delegation(monkeypatch, tmp_path, capsys):
     """--model/--mode/--size reach the predictor and evaluate_davis; without them it runs what
     `sgone video` runs by default (model, size and mode)."""
-    from sgone.video.model import DEFAULT_VIDEO_MODEL, DEFAULT_VIDEO_SIZE
+    from sgone.video.model import DEFAULT_VIDEO_MODEL, DEFAULT_VIDEO_SIZE, default_threads
     from sgone.video.tracker import DEFAULT_MODE
+    from tests.engine.test_davis import make_davis
 
+    make_davis(tmp_path, ["bear"], n_frames=3)  # the sequences are checked before the model loads
     calls = {}
 
     class FakePredictor:
@@ -100,6 +111,7 @@ def test_davis_is_delegated(monkeypatch, tmp_path, capsys):
                  "--split", "train", "--out", str(tmp_path / "o2"), "--device", "cpu"]) == 0
     assert calls["predictor"] == (DEFAULT_VIDEO_MODEL, DEFAULT_VIDEO_SIZE, "avg")
     assert calls["davis"][2:] == (DEFAULT_MODE, ["bear"], "train")
+    assert torch.get_num_threads() == default_threads()  # the thread count `sgone video` uses
 
 
 def test_evaluate_defaults_to_the_training_free_model_at_size_473(tmp_path, capsys):

@@ -17,6 +17,7 @@ from sgone.engine.davis import (
     statistics,
     summarize_sequences,
 )
+from sgone.errors import SgoneError
 
 
 def square(shape, top, left, size_h, size_w=None):
@@ -358,3 +359,45 @@ def test_evaluate_command_scores_a_train_split_of_every_second_frame_in_every_mo
     err = capsys.readouterr().err.strip()
     assert err.startswith("sgone evaluate: error: ") and "val.txt: split list not found" in err and "\n" not in err
     assert not (tmp_path / "o2").exists()
+
+
+def test_evaluate_davis_refuses_an_incomplete_sequence_before_predicting(tmp_path):
+    root = tmp_path / "DAVIS"
+    masks = make_davis(root, ["good", "holed"], n_frames=5)
+    (root / "Annotations" / "480p" / "holed" / "00003.png").unlink()
+    predictor = OraclePredictor(masks)
+    with pytest.raises(SgoneError, match=r"holed: no annotation for 1 frame\(s\), e\.g\. 00003\.png"):
+        evaluate_davis(predictor, root, tmp_path / "out", sequences=["good", "holed"], progress=False, mode="independent")
+    assert predictor.supports == 0  # not after the first sequence was run
+
+
+def test_evaluate_command_checks_the_sequences_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    from sgone.cli import main
+
+    root = tmp_path / "DAVIS"
+    make_davis(root, ["good", "bare"], n_frames=4)
+    import shutil
+
+    shutil.rmtree(root / "Annotations" / "480p" / "bare")
+    monkeypatch.setattr("sgone.video.model.video_predictor", lambda *a, **k: pytest.fail("model loaded"))
+    code = main(["evaluate", "--dataset", "davis2016", "--root", str(root), "--sequences", "good,bare",
+                 "--output", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert "bare: annotation folder not found" in err
+
+
+def test_evaluate_davis_keeps_the_finished_sequences_of_a_stopped_run(tmp_path):
+    root = tmp_path / "DAVIS"
+    masks = make_davis(root, ["first", "second"], n_frames=5)
+    broken = root / "JPEGImages" / "480p" / "second" / "00003.png"
+    broken.write_bytes(broken.read_bytes()[:60])  # a valid header (the up-front check passes), truncated data
+    with pytest.raises(SgoneError, match=r"second/00003\.png"):
+        evaluate_davis(OraclePredictor(masks), root, tmp_path / "out", sequences=["first", "second"],
+                       progress=False, mode="independent")
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["completed"] is False and list(saved["sequences"]) == ["first"]
+    assert saved["overall"]["J"]["mean"] == 1.0
+    assert "Incomplete run" in (tmp_path / "out" / "results.md").read_text()
+    res = evaluate_davis(OraclePredictor(masks), root, tmp_path / "ok", sequences=["first"], progress=False, mode="independent")
+    assert res["completed"] is True and "Incomplete" not in (tmp_path / "ok" / "results.md").read_text()

@@ -46,3 +46,22 @@ def test_prefetch_stops_and_closes_the_producer_when_the_consumer_stops():
     items.close()  # the consumer gives up early (e.g. an error while writing)
     assert closed.wait(timeout=5)
     assert not any(t.name == "sgone-frame-reader" and t.is_alive() for t in threading.enumerate())
+
+
+def test_prefetch_does_not_hang_the_consumer_when_the_producer_is_stuck_in_a_read():
+    release = threading.Event()
+
+    def produce():
+        yield 0
+        release.wait()  # a hung decoder: the next frame never comes
+        yield 1
+
+    items = prefetch(produce(), stop_wait=0.2)
+    assert next(items) == 0
+    closer = threading.Thread(target=items.close)  # what Ctrl-C or an error does to the consumer
+    closer.start()
+    closer.join(timeout=5)
+    stuck = closer.is_alive()
+    release.set()  # let the producer finish either way
+    closer.join()
+    assert not stuck

@@ -62,3 +62,10 @@ def test_match_takes_the_best_reachable_cell_of_each_label():
 def test_window_is_chebyshev():
     w = window_mask(3, 3, radius=1)
     assert w.shape == (9, 9) and w[0, 4] and not w[0, 2 * 3 + 2] and w.diagonal().all()
+
+
+def test_entry_leaves_out_cells_that_are_not_valid():
+    feats = torch.nn.functional.normalize(torch.randn(3, 1, 4, generator=torch.Generator().manual_seed(0)), dim=0)
+    e = entry_from_probability(feats, torch.tensor([[0.9, 0.9, 0.1, 0.1]]), 0,
+                               valid=torch.tensor([[True, False, True, False]]))
+    assert e.fg_at.tolist() == [0] and e.bg_at.tolist() == [2]

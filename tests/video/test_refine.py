@@ -73,3 +73,37 @@ def test_match_stride_bounds_the_cells():
     h, w = 60, 107
     s = match_stride((h, w), 600)
     assert -(-h // s) * -(-w // s) <= 600 < -(-h // (s - 1)) * -(-w // (s - 1))
+
+
+def test_distance_to_mask_is_exact_and_measures_only_against_the_edge(monkeypatch):
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(4):
+        mask = F.max_pool2d((torch.rand(1, 1, 23, 31, generator=gen) > 0.97).float(), 5, 1, 2)[0, 0] > 0
+        mask[0, :] |= trial == 0  # an object touching the image border
+        ys, xs = torch.meshgrid(torch.arange(23.0), torch.arange(31.0), indexing="ij")
+        cells = torch.stack([ys.flatten(), xs.flatten()], 1)
+        brute = torch.cdist(cells, cells[mask.flatten()]).amin(1).view(23, 31)
+        assert torch.allclose(distance_to_mask(mask, chunk=100), brute)
+    # a filled half of the grid: distances are taken to its one-cell edge, not to all its cells
+    half = torch.zeros(40, 40, dtype=torch.bool)
+    half[:, :20] = True
+    sizes = []
+    cdist = torch.cdist
+    monkeypatch.setattr(torch, "cdist", lambda a, b: sizes.append(b.shape[0]) or cdist(a, b))
+    d = distance_to_mask(half)
+    assert set(sizes) == {40} and d[0, 39] == 20 and d[5, 5] == 0
+
+
+def test_filters_and_matching_stay_on_the_tensors_device():
+    # "meta" stands in for a GPU: nothing may be created on the CPU beside the inputs
+    meta = torch.device("meta")
+    g, p = torch.rand(16, 16, device=meta), torch.rand(16, 16, device=meta)
+    assert box_filter(g[None, None], 2).device == meta
+    assert guided_filter(g, p, 4, 1e-2, scale=2).device == meta
+    from sgone.video.memory import MemoryEntry, match, window_mask
+
+    entry = MemoryEntry(torch.rand(4, 3, device=meta), torch.rand(4, 2, device=meta),
+                        torch.arange(3, device=meta), torch.arange(2, device=meta), 0, 1.0)
+    window = window_mask(2, 5, 1.0, device=meta)
+    fg, bg = match(torch.rand(4, 10, device=meta), [(entry, window)])
+    assert fg.device == meta and bg.device == meta and window.device == meta

@@ -515,7 +515,7 @@ def test_sgone_video_tracks_the_generated_object_in_every_mode(generated_clip, c
 def test_cli_video_threads_and_mode_options(tmp_path, capsys, bright_cli, monkeypatch):
     import torch
 
-    from sgone.commands.video import default_threads
+    from sgone.video.model import default_threads
 
     frames, mask = make_folder(tmp_path, n=3)
     assert bright_cli("--input", frames, "--mask", mask, "--output", tmp_path / "o", "--threads", "0") == 2
@@ -528,3 +528,55 @@ def test_cli_video_threads_and_mode_options(tmp_path, capsys, bright_cli, monkey
     assert default_threads() == 1  # 2 cores: one for the model, one for decoding and encoding
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)
     assert default_threads() == 1
+
+
+def test_a_read_error_in_the_reader_thread_is_one_line_naming_the_input(tmp_path, monkeypatch):
+    import errno
+    import threading
+
+    import sgone.io
+
+    frames, mask = make_folder(tmp_path, n=6)
+    real = sgone.io.read_image
+
+    def flaky(path, *args, **kwargs):  # the input disk fails on frame 3
+        if str(path).endswith("00003.png"):
+            raise OSError(errno.EIO, "Input/output error", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(sgone.io, "read_image", flaky)
+    with pytest.raises(SgoneError) as err:
+        run_video(BrightPredictor(), frames, mask, tmp_path / "out", progress=False, mode="independent", preview="none")
+    message = str(err.value)
+    assert message.startswith(str(frames / "00003.png")) and "cannot read the input" in message
+    assert "cannot write" not in message and "\n" not in message
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["completed"] is False
+    assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == ["00000.png", "00001.png", "00002.png"]
+    assert not any(t.name == "sgone-frame-reader" and t.is_alive() for t in threading.enumerate())
+
+
+def test_the_cli_parser_and_sgone_video_load_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from sgone.cli import build_parser; build_parser(); import sgone.video; "
+            "from sgone.video import MODES, DEFAULT_MODE; "
+            "assert 'torch' not in sys.modules, 'building the parser pulled in torch'; "
+            "from sgone.video import run_video, TemporalConfig; assert 'torch' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_second_run_into_the_same_folder_replaces_the_first_and_spares_foreign_files(tmp_path):
+    long_clip, mask = make_folder(tmp_path / "long", n=6)
+    short_clip, short_mask = make_folder(tmp_path / "short", n=3)
+    out = tmp_path / "out"
+    run_video(BrightPredictor(), long_clip, mask, out, progress=False, mode="independent", preview="gif")
+    run_video(BrightPredictor(), short_clip, short_mask, out, progress=False, mode="independent", preview="none")
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["00000.png", "00001.png", "00002.png"]
+    assert not (out / "preview.gif").exists()  # the first clip's preview does not pose as the second's
+    foreign = tmp_path / "mine"
+    (foreign / "masks").mkdir(parents=True)
+    (foreign / "masks" / "keep.png").write_bytes(b"not ours")
+    with pytest.raises(SgoneError, match=r"masks: holds 1 PNG file\(s\) but .* no summary\.json"):
+        run_video(BrightPredictor(), short_clip, short_mask, foreign, progress=False, mode="independent")
+    assert (foreign / "masks" / "keep.png").read_bytes() == b"not ours"

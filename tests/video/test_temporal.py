@@ -81,3 +81,46 @@ def test_grey_frames_are_accepted_as_predictor_does(predictor):
     grey = [(f.mean(axis=2).astype(np.uint8), m) for f, m in clip]
     out = list(track(predictor, grey[0][0], grey[0][1], [("1", grey[1][0]), ("2", grey[2][0][:, :, None])], mode="temporal"))
     assert [p.mask.shape for _, p in out] == [(48, 64), (48, 64)]
+
+
+def test_ignored_pixels_of_the_first_mask_stay_out_of_the_memory(predictor):
+    frame, mask = next(synthetic_clip(1, (64, 80), seed=5))
+    mask = mask.copy()
+    mask[:, 40:] = 255  # the right half is "don't care"
+    tracker = TemporalTracker(predictor)
+    tracker.start(frame, mask)
+    first = tracker.memory.first
+    w = tracker._match_features(tracker._encode(frame)[1]).shape[-1]
+    columns = torch.cat([first.fg_at, first.bg_at]) % w
+    assert len(first.fg_at) > 0 and len(first.bg_at) > 0
+    assert int(columns.max()) < (w + 1) // 2  # no cell of the ignored half, neither object nor background
+
+
+
+class _FusedLike(torch.nn.Module):
+    """A stand-in for FusedPrototypeModel: features keyed "<part>.guide" (a coarse semantic grid and
+    a stride-8 detail grid), logits at the detail grid, object = bright pixels."""
+
+    def encode(self, images):
+        detail = torch.nn.functional.avg_pool2d(images, 8)
+        return {"semantic.guide": torch.nn.functional.avg_pool2d(images, 16), "detail.guide": detail}
+
+    def support_prototype(self, encoded, masks):
+        return {}
+
+    def segment(self, encoded, prototype):
+        bright = encoded["detail.guide"].mean(dim=1, keepdim=True)
+        return {"logits": torch.cat([0.5 - bright, bright - 0.5], dim=1) * 20}
+
+
+def test_temporal_runs_on_a_fused_model_without_a_plain_guide():
+    predictor = SimpleNamespace(model=_FusedLike(), size=64, device="cpu", threshold=0.5)
+    frames = []
+    for i in range(3):
+        img = np.full((48, 64, 3), 30, np.uint8)
+        img[8:32, 8 + 4 * i:32 + 4 * i] = 220
+        frames.append(img)
+    mask = (frames[0][:, :, 0] > 100).astype(np.uint8)
+    out = list(track(predictor, frames[0], mask, [("1", frames[1]), ("2", frames[2])], mode="temporal"))
+    truth = (frames[2][:, :, 0] > 100)
+    assert jaccard(out[-1][1].mask, truth) > 0.8
