@@ -30,7 +30,8 @@ from sgone.io import atomic_write
 from sgone.models.fused import FusedPrototypeModel
 from sgone.models.registry import DEFAULT_MODEL, load_model
 
-MODELS = (DEFAULT_MODEL, "prototype-dinov2_s14", "prototype-dinov2_s14-mobilenet_v2")
+MODELS = (DEFAULT_MODEL, "prototype-dinov2_s14", "prototype-dinov2_s14-mobilenet_v2",
+          "prototype-dinov2_s14-mobilenet_v2-224")
 
 
 def parts(model):
@@ -40,9 +41,13 @@ def parts(model):
     return (model.backbone, None) if model.backbone.name == "dinov2_s14" else (None, model.backbone)
 
 
+def cache_key(backbone) -> str:
+    return json.dumps([backbone.name, backbone.options], sort_keys=True)
+
+
 def cache_for(model, caches: dict):
     dino, cnn = parts(model)
-    chosen = [caches[b.name] for b in (dino, cnn) if b is not None]
+    chosen = [caches[cache_key(b)] for b in (dino, cnn) if b is not None]
     return chosen[0] if len(chosen) == 1 else JointFeatureCache(chosen)
 
 
@@ -91,8 +96,8 @@ def main() -> None:
     caches = {}
     for model in models.values():
         for backbone in parts(model):
-            if backbone is not None and backbone.name not in caches:
-                caches[backbone.name] = FeatureCache(feature_cache_folder(args.feature_cache), backbone, args.size)
+            if backbone is not None and cache_key(backbone) not in caches:
+                caches[cache_key(backbone)] = FeatureCache(feature_cache_folder(args.feature_cache), backbone, args.size)
     folds = [int(f) for f in args.folds.split(",")]
     shots_list = [int(k) for k in args.shots.split(",")]
     results = {"size": args.size, "episodes": args.episodes, "seed": 0, "folds": {}}

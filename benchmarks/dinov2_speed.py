@@ -46,7 +46,7 @@ def main() -> None:
         options = {"resolution": resolution, "tile_stride": stride}
         models[f"prototype-dinov2_s14, {label}"] = build_model("prototype", "dinov2_s14", levels=("low",),
                                                                backbone_options=options)
-    for name in ("prototype-dinov2_s14", "prototype-dinov2_s14-mobilenet_v2"):
+    for name in ("prototype-dinov2_s14", "prototype-dinov2_s14-mobilenet_v2", "prototype-dinov2_s14-mobilenet_v2-224"):
         models[name] = load_model(name)
     print(f"| model | grid (patches) | 1-shot episode, median ms | x default |\n|---|---|---|---|")
     base = None

@@ -44,14 +44,15 @@ def prepare_for_inference(model: nn.Module, device: torch.device | str = "cpu") 
     `device`. Measured on 2 CPU cores (`benchmarks/predictor_episode.py`): MobileNetV2 query at
     473x473 282 -> 150 ms.
     """
-    from sgone.backbones.base import fuse_batchnorm
+    from sgone.backbones.base import Backbone, fuse_batchnorm
 
     device = torch.device(device)
     model = model.to(device).eval()
     fuse_batchnorm(model)
-    backbone = getattr(model, "backbone", None)
-    if device.type == "cpu" and getattr(backbone, "name", "") in CHANNELS_LAST:
-        backbone.to(memory_format=torch.channels_last)
+    if device.type == "cpu":  # every backbone of the model (a fused model has two)
+        for backbone in model.modules():
+            if isinstance(backbone, Backbone) and backbone.name in CHANNELS_LAST:
+                backbone.to(memory_format=torch.channels_last)
     return model
 
 

@@ -98,6 +98,9 @@ FUSED_DINO_MOBILENET: dict = {
     "weight": 0.5,
 }
 
+FUSED_DINO_MOBILENET_224: dict = dict(FUSED_DINO_MOBILENET, semantic=dict(
+    FUSED_DINO_MOBILENET["semantic"], backbone_options={"resolution": 224}))
+
 # Registered names. "prototype-*" run with ImageNet weights alone; "sgone-*" have an untrained
 # head (for training and benchmarks) unless loaded from a checkpoint.
 MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -115,6 +118,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     # default's MobileNetV2; options chosen on fold 0 of the real corpora (docs/results.md, DINOv2)
     "prototype-dinov2_s14": _named("prototype", "dinov2_s14", **DINO_PROTOTYPE),
     "prototype-dinov2_s14-mobilenet_v2": _named("prototype-fused", "", **FUSED_DINO_MOBILENET),
+    # the same with DINOv2 on one 224 tile (16 patches a side): 2.3x faster, 2.2 mIoU lower on fold 0
+    "prototype-dinov2_s14-mobilenet_v2-224": _named("prototype-fused", "", **FUSED_DINO_MOBILENET_224),
     "sgone-mobilenet_v2": _named("sgone", "mobilenet_v2"),
     "sgone-efficientnet_lite0": _named("sgone", "efficientnet_lite0"),
     "sgone-vgg16": _named("sgone", "vgg16"),

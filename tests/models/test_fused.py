@@ -83,7 +83,7 @@ def test_fused_config_rebuilds_the_same_model():
 
 
 def test_dinov2_models_are_registered_training_free():
-    for name in ("prototype-dinov2_s14", "prototype-dinov2_s14-mobilenet_v2"):
+    for name in ("prototype-dinov2_s14", "prototype-dinov2_s14-mobilenet_v2", "prototype-dinov2_s14-mobilenet_v2-224"):
         assert name in MODELS and not MODELS[name].untrained_head
 
 
@@ -132,3 +132,12 @@ def test_fused_model_runs_the_temporal_video_mode(tmp_path):
     summary = run_video(predictor, tmp_path / "frames", tmp_path / "mask.png", tmp_path / "out", mode="temporal",
                         preview="none", write_video=False, progress=False)
     assert summary.mode == "temporal" and summary.masks_written == 3
+
+
+def test_prepare_for_inference_gives_both_backbones_the_fast_layout():
+    from sgone.predictor import prepare_for_inference
+
+    model = prepare_for_inference(_small_fused(0.5))
+    for part in (model.semantic, model.detail):
+        conv = next(m for m in part.backbone.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last)
