@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dinov2_real import breakdown, episode_images
+from dinov2_real import episode_images
+from real_folds import breakdown
 from sgone.backbones import find_weights
 from sgone.backbones.dinov2 import FINAL_OUTPUT, DinoV2S14, block_output
 from sgone.data.mix import MixSource

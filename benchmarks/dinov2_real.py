@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from real_folds import breakdown
 from sgone.data.mix import MixSource
 from sgone.data.sampler import TestEpisodes
 from sgone.engine.cached_episodes import LabelMaps, predict_cached
@@ -54,13 +55,6 @@ def cache_for(model, caches: dict):
 def episode_images(source, specs) -> list[str]:
     keys = {spec["query"] for spec in specs} | {k for spec in specs for way in spec["supports"] for k in way}
     return sorted({str(source.image_path(k)) for k in keys})
-
-
-def breakdown(acc: IoUAccumulator, source: MixSource, classes: list[int]) -> dict[str, float]:
-    by_source: dict[str, list[int]] = {}
-    for c in classes:
-        by_source.setdefault(source.class_source[c], []).append(c)
-    return {name: 100 * acc.miou(ids) for name, ids in sorted(by_source.items())}
 
 
 # object share of the query's labelled pixels: small, medium, large

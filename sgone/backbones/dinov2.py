@@ -89,17 +89,24 @@ def _cache_root() -> Path:
     return user_cache_dir() / "onnx"
 
 
-def edited_model_file(source: str | Path, outputs: Sequence[str], cache_dir: str | Path | None = None) -> Path:
+def source_digest(source: str | Path) -> str:
+    """SHA-1 of the ONNX file (SgoneError if it cannot be read)."""
+    try:
+        return file_digest(source)
+    except OSError as exc:
+        raise SgoneError(f"{source}: cannot read the ONNX file ({exc.strerror or exc})") from None
+
+
+def edited_model_file(source: str | Path, outputs: Sequence[str], cache_dir: str | Path | None = None,
+                      digest: str | None = None) -> Path:
     """The ONNX file `source` with graph outputs `outputs`, made once and cached.
 
-    Keyed by the SHA-1 of the source file and the output names; written atomically.
+    Keyed by the SHA-1 of the source file (`digest`, computed if not given) and the output names;
+    written atomically.
     """
     onnx = _require("onnx")
     source = Path(source)
-    try:
-        digest = file_digest(source)
-    except OSError as exc:
-        raise SgoneError(f"{source}: cannot read the ONNX file ({exc.strerror or exc})") from None
+    digest = digest or source_digest(source)
     key = hashlib.sha1("\n".join(outputs).encode()).hexdigest()[:12]
     target = Path(cache_dir or _cache_root()) / f"{source.stem}-{digest[:16]}-{key}.onnx"
     if target.is_file():
@@ -199,7 +206,8 @@ class DinoV2S14(Backbone):
     def load_file(self, path: str | Path) -> None:
         """Use the DINOv2 ONNX file at `path` (its edited copy is cached)."""
         ort = _require("onnxruntime")
-        edited = edited_model_file(path, self.outputs)
+        digest = source_digest(path)  # read once: it names the edited copy and marks the features
+        edited = edited_model_file(path, self.outputs, digest=digest)
         options = ort.SessionOptions()
         options.intra_op_num_threads = max(1, torch.get_num_threads())
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -208,7 +216,7 @@ class DinoV2S14(Backbone):
         except Exception as exc:  # onnxruntime raises its own exception types
             raise SgoneError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})") from None
         self.onnx_path = Path(path)
-        self.onnx_digest.copy_(torch.tensor(list(bytes.fromhex(file_digest(Path(path)))), dtype=torch.uint8))
+        self.onnx_digest.copy_(torch.tensor(list(bytes.fromhex(digest)), dtype=torch.uint8))
 
     def _run(self, images: Tensor) -> list[Tensor]:
         """(N,3,224,224) normalised -> one (N, 384, 16, 16) map per graph output in `self.outputs`."""
