@@ -1,6 +1,7 @@
 """Seconds per training step with the frozen backbone's features read from the cache vs computed from images.
 
-Same model (recipe "real": PriorGuidedSGOne, MobileNetV2 frozen, high tap at stride 16), same batch
+Same model (recipe "real": PriorGuidedSGOne, MobileNetV2 frozen, high tap at stride 16; `--backbone
+dinov2_s14+mobilenet_v2` adds DINOv2's features), same batch
 size and the same query area: the image path loads JPEGs, augments (scale, crop to size x size,
 colour) and runs the backbone (no gradient) each step; the cached path reads the features (filled
 beforehand) with its query window widened to the whole size x size grid (training crops it to at
@@ -36,10 +37,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--size", type=int, default=353)
     parser.add_argument("--feature-cache", default="auto")
+    parser.add_argument("--backbone", default="mobilenet_v2", help="mobilenet_v2 or dinov2_s14+mobilenet_v2")
     args = parser.parse_args()
     print(f"machine: 2048^3 matmul {matmul_gflops():.0f} GFLOP/s, {torch.get_num_threads()} threads")
     source = MixSource(args.root)
-    model = build_model("sgone-prior", "mobilenet_v2", backbone_options={"high_stride": 16})
+    model = build_model("sgone-prior", args.backbone, backbone_options={"high_stride": 16})
     freeze_backbone(model, "all")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     cache = FeatureCache(feature_cache_folder(args.feature_cache), model.backbone, args.size)

@@ -8,7 +8,8 @@ held-out evidence for the choice).
 
 Run: python benchmarks/dinov2_blocks.py --root ../shared/data/ccp --root ../shared/data/coco128 \
     --root ../shared/data/camvid --episodes 150
-Grid size vs accuracy for the chosen block: add --blocks 9 --resolution 224 (one tile), or 672 --tile-stride 224.
+Grid size vs accuracy for the chosen block: add --blocks 9 --resolution 224 (one tile), or 672 --tile-stride 224;
+--tile-stride 0 encodes the whole canvas in one pass instead of tiles.
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=473)
     parser.add_argument("--feature-cache", default="auto")
     parser.add_argument("--resolution", type=int, default=448, help="longer side of the tiled canvas")
-    parser.add_argument("--tile-stride", type=int, default=112)
+    parser.add_argument("--tile-stride", type=int, default=112, help="0: the whole canvas in one pass")
     parser.add_argument("--blocks", default=None, help="comma-separated blocks to score alone (default: the full grid)")
     args = parser.parse_args()
     candidates = CANDIDATES if args.blocks is None else [(f"block {b}",) for b in args.blocks.split(",")]
@@ -72,7 +73,8 @@ def main() -> None:
     for path in tqdm(episode_images(source, specs), desc="encoding every block", dynamic_ncols=True):
         image = read_image(path)
         x = dino.normalize(image_tensor(image, input_size(*image.shape[:2], args.size)))
-        tiled, global_view = dino.tiled_maps(x)
+        # --tile-stride 0: the whole canvas in one pass (no global view)
+        tiled, global_view = dino.tiled_maps(x) if args.tile_stride else (dino.whole_maps(x), [])
         maps[path] = {**{n: t[0].half() for n, t in zip(NAMES, tiled)},
                       **{f"global {n}": g[0].half() for n, g in zip(NAMES, global_view)}}
     default = load_model(DEFAULT_MODEL)

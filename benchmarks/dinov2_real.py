@@ -32,7 +32,7 @@ from sgone.models.fused import FusedPrototypeModel
 from sgone.models.registry import DEFAULT_MODEL, load_model
 
 MODELS = (DEFAULT_MODEL, "prototype-dinov2_s14", "prototype-dinov2_s14-mobilenet_v2",
-          "prototype-dinov2_s14-mobilenet_v2-224")
+          "prototype-dinov2_s14-mobilenet_v2-224", "prototype-dinov2_s14-mobilenet_v2-whole")
 
 
 def parts(model):
@@ -80,13 +80,14 @@ def main() -> None:
     parser.add_argument("--feature-cache", default="auto")
     parser.add_argument("--fill-only", action="store_true", help="encode the episodes' images into the caches, then stop")
     parser.add_argument("--out", default="runs/dinov2")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated registered names")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     from sgone.engine.train import feature_cache_folder
 
     source = MixSource(args.root)
     labels = LabelMaps(source, args.size)
-    models = {name: load_model(name) for name in MODELS}
+    models = {name: load_model(name) for name in args.models.split(",")}
     caches = {}
     for model in models.values():
         for backbone in parts(model):

@@ -19,7 +19,7 @@ from sgone.predictor import Predictor
 
 # (label, tiled canvas's longer side, tile stride); 224 = the global view alone
 TILINGS = (("224 (one tile)", 224, 224), ("448 / stride 224", 448, 224), ("448 / stride 112", 448, 112),
-           ("672 / stride 224", 672, 224))
+           ("672 / stride 224", 672, 224), ("448, whole image", 448, 0), ("336, whole image", 336, 0))
 
 
 def episode_ms(model, support, mask, query, repeats: int) -> float:
@@ -46,7 +46,8 @@ def main() -> None:
         options = {"resolution": resolution, "tile_stride": stride}
         models[f"prototype-dinov2_s14, {label}"] = build_model("prototype", "dinov2_s14", levels=("low",),
                                                                backbone_options=options)
-    for name in ("prototype-dinov2_s14", "prototype-dinov2_s14-mobilenet_v2", "prototype-dinov2_s14-mobilenet_v2-224"):
+    for name in ("prototype-dinov2_s14", "prototype-dinov2_s14-mobilenet_v2", "prototype-dinov2_s14-mobilenet_v2-224",
+                 "prototype-dinov2_s14-mobilenet_v2-whole", "sgone-dinov2_s14-mobilenet_v2-real"):
         models[name] = load_model(name)
     print(f"| model | grid (patches) | 1-shot episode, median ms | x default |\n|---|---|---|---|")
     base = None
@@ -54,6 +55,7 @@ def main() -> None:
         ms = episode_ms(model, support, mask, query, args.repeats)
         base = base or ms
         dino = model.semantic.backbone if isinstance(model, FusedPrototypeModel) else model.backbone
+        dino = getattr(dino, "semantic", dino)  # a JointBackbone's DINOv2 part
         grid = f"{dino.resolution // 14}" if dino.name == "dinov2_s14" else "-"
         print(f"| {name} | {grid} | {ms:.0f} | {ms / base:.1f} |", flush=True)
 

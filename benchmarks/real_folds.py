@@ -1,8 +1,8 @@
 """Trained SG-One (PriorGuidedSGOne) vs the training-free default on the UNSEEN classes of the real corpora.
 
 Per fold: HSNet-style test episodes of the fold's test classes (seed 0), 1-shot and 5-shot, both models
-on the same cached features (the frozen ImageNet MobileNetV2, high tap at stride 16, longer side
-`--size`), scored at the original label size, 255 excluded. Prints per-fold mIoU / FB-IoU, the
+on the same cached features (the checkpoints' frozen backbone: ImageNet MobileNetV2, high tap at
+stride 16, or DINOv2 + it; longer side `--size`), scored at the original label size, 255 excluded. Prints per-fold mIoU / FB-IoU, the
 per-source breakdown and the guidance check (mean learnt similarity inside vs outside the query's
 object); writes results.json and, per fold, the 4 best and 4 worst 1-shot episodes of the trained model.
 
@@ -30,22 +30,38 @@ from sgone.io import atomic_write
 from sgone.models.registry import build_model, load_model, read_checkpoint
 
 
+class LastLevels:
+    """A feature cache read as its last three levels: MobileNetV2's, out of a DINOv2 + MobileNetV2 cache."""
+
+    def __init__(self, cache: FeatureCache) -> None:
+        self.cache = cache
+
+    def tensors(self, path, device="cpu"):
+        return self.cache.tensors(path, device)[-3:]
+
+
 def score(model, source, specs, cache, labels, progress: str):
     """One pass over the episodes for the trained model and the training-free one (its prior, which the
     trained model computes from the same prototypes; checked against PrototypeModel on the first episodes).
+    A model with a semantic (DINOv2) level has a fused prior; the default then gets its own column,
+    "training-free default", computed from the cache's MobileNetV2 levels.
 
-    Returns {"trained": (acc, ious, guidance), "training-free": (acc, ious, [])}; guidance holds the
-    (mean learnt similarity inside, outside) of each episode's query object."""
+    Returns {"trained": (acc, ious, guidance), "training-free": (acc, ious, [])[, "training-free default": ...]};
+    guidance holds the (mean learnt similarity inside, outside) of each episode's query object."""
     from tqdm import tqdm
 
     free = build_model("prototype", "mobilenet_v2", weights=None, backbone_options={"high_stride": 16}).eval()
-    results = {name: (IoUAccumulator(), [], []) for name in ("trained", "training-free")}
+    joint = getattr(model, "semantic", False)
+    names = ("trained", "training-free") + (("training-free default",) if joint else ())
+    results = {name: (IoUAccumulator(), [], []) for name in names}
     for i, spec in enumerate(tqdm(specs, desc=progress, leave=False, dynamic_ncols=True)):
         out = predict_cached(model, source, spec, cache, labels, with_prior=True)
-        reference = predict_cached(free, source, spec, cache, labels) if i < 3 else None
-        if reference is not None and not torch.equal(reference["pred"], out["prior_pred"]):
+        rows = [("trained", out["pred"], out["similarity"]), ("training-free", out["prior_pred"], None)]
+        if joint:
+            rows.append(("training-free default", predict_cached(free, source, spec, LastLevels(cache), labels)["pred"], None))
+        elif i < 3 and not torch.equal(predict_cached(free, source, spec, cache, labels)["pred"], out["prior_pred"]):
             sys.exit(f"episode {i}: the trained model's prior differs from the training-free model")
-        for name, pred, sim in (("trained", out["pred"], out["similarity"]), ("training-free", out["prior_pred"], None)):
+        for name, pred, sim in rows:
             acc, ious, guidance = results[name]
             ious.append(acc.add(pred, out["label"], spec["class_ids"]))
             if sim is None:
@@ -107,8 +123,9 @@ def main() -> None:
     from sgone.engine.train import feature_cache_folder
 
     source = MixSource(args.root)
-    imagenet = build_model("prototype", "mobilenet_v2", backbone_options={"high_stride": 16}).backbone.eval()
-    cache = FeatureCache(feature_cache_folder(args.feature_cache), imagenet, args.size)
+    first = Path(args.runs) / f"fold{args.folds.split(',')[0]}" / args.checkpoint
+    # the frozen backbone the checkpoints were trained on (ImageNet MobileNetV2, or DINOv2 + it)
+    cache = FeatureCache(feature_cache_folder(args.feature_cache), load_model(first).backbone.eval(), args.size)
     labels = LabelMaps(source, args.size)
     out = Path(args.out or Path(args.runs) / "eval")
     out.mkdir(parents=True, exist_ok=True)
@@ -122,7 +139,8 @@ def main() -> None:
                      f"{trained_with.get('source_options')}; this script scores the default 4 folds")
         trained = load_model(path).eval()
         if FeatureCache(cache.dir.parent, trained.backbone, args.size).tag != cache.tag:
-            sys.exit(f"fold {fold}: the checkpoint's backbone differs from the ImageNet one; cached features do not apply")
+            sys.exit(f"fold {fold}: the checkpoint's backbone differs from fold {args.folds.split(',')[0]}'s; "
+                     "cached features do not apply")
         test = source.classes(fold, "test")
         row = {"classes": [source.class_names[c] for c in test]}
         for shots in [int(k) for k in args.shots.split(",")]:

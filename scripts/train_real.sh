@@ -1,32 +1,43 @@
 #!/usr/bin/env bash
-# Train SG-One on real photos (recipe "real": PriorGuidedSGOne on cached frozen MobileNetV2 features)
-# for each class fold of the mixed corpora, evaluate trained vs training-free on each fold's unseen
-# classes, then train the final model on every class. The figures of docs/results.md ("SG-One on
-# real photos") come from this script.
-# Usage: bash scripts/train_real.sh [STEPS] [EPISODES] [DATA]   (DATA: the shared data folder)
+# Train SG-One on real photos (recipe "real": PriorGuidedSGOne on cached frozen features) for each
+# class fold of the mixed corpora, evaluate trained vs training-free on each fold's unseen classes,
+# then train the final model on every class and copy it into the package. The figures of
+# docs/results.md ("SG-One on real photos") come from this script.
+# Usage: bash scripts/train_real.sh [STEPS] [EPISODES] [DATA] [BACKBONE]
+#   DATA: the shared data folder; BACKBONE: mobilenet_v2 (default; ships sgone-mobilenet_v2-real) or
+#   dinov2_s14+mobilenet_v2 (ships sgone-dinov2_s14-mobilenet_v2-real)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${1:-600}
 EPISODES=${2:-1000}
 DATA=${3:-../shared/data}
+BACKBONE=${4:-mobilenet_v2}
+case "$BACKBONE" in
+  mobilenet_v2) NAME=sgone-mobilenet_v2-real; RUNS=runs/real ;;
+  dinov2_s14+mobilenet_v2) NAME=sgone-dinov2_s14-mobilenet_v2-real; RUNS=runs/real-dinov2 ;;
+  *) echo "train_real.sh: unknown backbone $BACKBONE" >&2; exit 2 ;;
+esac
 SG=.venv/bin/sgone
 ROOTS=(--root "$DATA/ccp" --root "$DATA/coco128" --root "$DATA/camvid")
 $SG data --dataset mix "${ROOTS[@]}" --write-splits docs/splits/real-mix > /dev/null || true
 for fold in 0 1 2 3; do
-  $SG train --dataset mix "${ROOTS[@]}" --fold "$fold" --recipe real --steps "$STEPS" --val-every 0 \
-      --out "runs/real/fold$fold" --overwrite
+  $SG train --dataset mix "${ROOTS[@]}" --fold "$fold" --recipe real --backbone "$BACKBONE" --steps "$STEPS" \
+      --val-every 0 --out "$RUNS/fold$fold" --overwrite
 done
-.venv/bin/python benchmarks/real_folds.py "${ROOTS[@]}" --runs runs/real --episodes "$EPISODES" --out runs/real/eval
+.venv/bin/python benchmarks/real_folds.py "${ROOTS[@]}" --runs "$RUNS" --episodes "$EPISODES" --out "$RUNS/eval"
 # the shipped model: every class of the three corpora
-$SG train --dataset mix "${ROOTS[@]}" --folds 0 --fold 0 --recipe real --steps "$STEPS" --val-every 0 \
-    --out runs/real/all --overwrite
-# inference-only copy inside the package (no optimiser state): `--model sgone-mobilenet_v2-real`
-.venv/bin/python - <<'PY'
+$SG train --dataset mix "${ROOTS[@]}" --folds 0 --fold 0 --recipe real --backbone "$BACKBONE" --steps "$STEPS" \
+    --val-every 0 --out "$RUNS/all" --overwrite
+# inference-only copy inside the package (no optimiser state): `--model $NAME`
+NAME="$NAME" RUNS="$RUNS" BACKBONE="$BACKBONE" .venv/bin/python - <<'PY'
+import os
+
 from sgone.engine.checkpoint import export_for_inference
 
-export_for_inference("runs/real/all/last.pt", "sgone/checkpoints/sgone-mobilenet_v2-real.pt", card={
-    "name": "sgone-mobilenet_v2-real",
+name, runs, backbone = os.environ["NAME"], os.environ["RUNS"], os.environ["BACKBONE"]
+export_for_inference(f"{runs}/all/last.pt", f"sgone/checkpoints/{name}.pt", card={
+    "name": name,
     "data": "Clothing Co-Parsing, COCO-128, CamVid (voclike, every class with 6+ images); see the model card",
-    "recipe": "sgone train --dataset mix --folds 0 --recipe real (PriorGuidedSGOne, MobileNetV2 ImageNet frozen)",
-    "card": "sgone/checkpoints/sgone-mobilenet_v2-real.md"})
+    "recipe": f"sgone train --dataset mix --folds 0 --recipe real --backbone {backbone} (PriorGuidedSGOne, frozen backbone)",
+    "card": f"sgone/checkpoints/{name}.md"})
 PY

@@ -13,6 +13,7 @@ from typing import Any, Callable
 from ..errors import SgoneError
 from .base import IMAGENET_MEAN, IMAGENET_STD, Backbone, freeze_batchnorm
 from .dinov2 import DinoV2S14, dinov2_s14
+from .joint import JointBackbone, dinov2_s14_mobilenet_v2
 from .efficientnet import EfficientNetLite0, efficientnet_lite0
 from .mobilenet import MobileNetV2, mobilenet_v2
 from .resnet import ResNet50, resnet50
@@ -26,6 +27,8 @@ BACKBONES: dict[str, Callable[..., Backbone]] = {
     "efficientnet_lite0": efficientnet_lite0,
     "resnet50": resnet50,
     "dinov2_s14": dinov2_s14,
+    # DINOv2 resized onto MobileNetV2's stride-8 grid, four levels (for PriorGuidedSGOne)
+    "dinov2_s14+mobilenet_v2": dinov2_s14_mobilenet_v2,
 }
 
 
@@ -46,6 +49,9 @@ def build_backbone(name: str, weights: str | Path | None = "auto", **options: An
         raise SgoneError(f"{name}: unknown option(s) {', '.join(unknown)}; accepted: {', '.join(accepted) or 'none'}")
     backbone = builder(**options)
     backbone.weights_path = None
+    if hasattr(backbone, "load_weights"):  # several files, some never in a state dict
+        backbone.load_weights(weights)
+        return backbone
     if weights is None:
         return backbone
     path = find_weights(name, None if (isinstance(weights, str) and weights == "auto") else weights)
@@ -62,6 +68,7 @@ __all__ = [
     "Backbone",
     "DinoV2S14",
     "EfficientNetLite0",
+    "JointBackbone",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "MobileNetV2",
@@ -69,6 +76,7 @@ __all__ = [
     "VGG16",
     "build_backbone",
     "dinov2_s14",
+    "dinov2_s14_mobilenet_v2",
     "efficientnet_lite0",
     "find_weights",
     "freeze_batchnorm",

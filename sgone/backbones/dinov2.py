@@ -10,6 +10,10 @@ A 224 input gives a 16x16 patch grid, too coarse for small objects. The image is
 resized so that its longer side is `resolution` (a multiple of 14), cut into overlapping
 224x224 tiles at `tile_stride`, and the tiles' patch features are averaged where they overlap
 into one (H/14, W/14) map. The whole image squeezed to 224x224 is encoded too, as context.
+With `tile_stride=0` the resized image goes through the network whole instead: the graph
+interpolates its position embeddings to any size (the edited copy declares the input's height
+and width free), every patch attends to the whole image, and for 448 px it costs about half
+of the 9 overlapping tiles.
 
 Levels returned by `forward` (on the stitched patch grid, not at stride 8; the prototype model
 resizes them to its own grid): `low` and `mid` are block `block`'s output (the residual stream)
@@ -39,6 +43,7 @@ TILE = 224
 WIDTH = 384
 INPUT_NAME = "input_image"
 FINAL_OUTPUT = "/backbone/layernorm/Add_1_output_0"
+EDIT_FORMAT = "free-input-size"  # what expose_outputs changes besides the outputs (part of the cache key)
 ORT_HINT = "pip install 'sgone[onnx]' (or: pip install onnxruntime onnx)"
 
 
@@ -63,6 +68,11 @@ def expose_outputs(model: Any, outputs: Sequence[str]) -> Any:
     edited = onnx.ModelProto()
     edited.CopyFrom(model)
     graph = edited.graph
+    dims = graph.input[0].type.tensor_type.shape.dim
+    for index, name in ((2, "height"), (3, "width")):  # any input size (tile_stride=0)
+        if len(dims) > index:
+            dims[index].ClearField("dim_value")
+            dims[index].dim_param = name
     produced = {name for node in graph.node for name in node.output}
     missing = [name for name in outputs if name not in produced]
     if missing:
@@ -107,7 +117,7 @@ def edited_model_file(source: str | Path, outputs: Sequence[str], cache_dir: str
     onnx = _require("onnx")
     source = Path(source)
     digest = digest or source_digest(source)
-    key = hashlib.sha1("\n".join(outputs).encode()).hexdigest()[:12]
+    key = hashlib.sha1("\n".join([*outputs, EDIT_FORMAT]).encode()).hexdigest()[:12]
     target = Path(cache_dir or _cache_root()) / f"{source.stem}-{digest[:16]}-{key}.onnx"
     if target.is_file():
         return target
@@ -132,10 +142,11 @@ def tile_starts(length: int, tile: int = TILE, stride: int = 112) -> list[int]:
     return starts + [length - tile]
 
 
-def canvas_size(height: int, width: int, resolution: int) -> tuple[int, int]:
-    """(H, W) of the tiled canvas: longer side `resolution`, both multiples of 14 and at least 224."""
+def canvas_size(height: int, width: int, resolution: int, minimum: int = TILE) -> tuple[int, int]:
+    """(H, W) of the canvas: longer side `resolution`, both multiples of 14 and at least `minimum`
+    (224 for tiles; one patch for a whole-image pass)."""
     scale = resolution / max(height, width)
-    return tuple(max(TILE, int(round(side * scale / PATCH)) * PATCH) for side in (height, width))  # type: ignore[return-value]
+    return tuple(max(minimum, int(round(side * scale / PATCH)) * PATCH) for side in (height, width))  # type: ignore[return-value]
 
 
 def stitch(tiles: Tensor, starts: Sequence[tuple[int, int]], grid: tuple[int, int]) -> Tensor:
@@ -155,19 +166,21 @@ def stitch(tiles: Tensor, starts: Sequence[tuple[int, int]], grid: tuple[int, in
     return total / count
 
 
-def patch_map(tokens: np.ndarray) -> Tensor:
-    """[B, 1+n*n, C] tokens (CLS first) -> (B, C, n, n) patch features."""
+def patch_map(tokens: np.ndarray, grid: tuple[int, int] | None = None) -> Tensor:
+    """[B, 1+h*w, C] tokens (CLS first) -> (B, C, h, w) patch features; grid (h, w), square if None."""
     patches = torch.from_numpy(np.ascontiguousarray(tokens[:, 1:]))
-    n = int(round(patches.shape[1] ** 0.5))
-    return patches.transpose(1, 2).reshape(patches.shape[0], patches.shape[2], n, n)
+    if grid is None:
+        n = int(round(patches.shape[1] ** 0.5))
+        grid = (n, n)
+    return patches.transpose(1, 2).reshape(patches.shape[0], patches.shape[2], *grid)
 
 
 class DinoV2S14(Backbone):
     """DINOv2 ViT-S/14 through ONNX Runtime; see the module docstring for the levels.
 
     resolution: longer side of the tiled canvas (224 = one tile, no tiling); tile_stride: pixels
-    between tiles (a multiple of 14); block: whose output to use (0-11); global_view: also encode
-    the whole image at 224 (level `high`); batch: tiles per ONNX run.
+    between tiles (a multiple of 14), or 0: the canvas whole in one pass; block: whose output to
+    use (0-11); global_view: also encode the whole image at 224 (level `high`); batch: tiles per ONNX run.
     Frozen: it has no trainable parameters, and torch autograd does not see through it.
     """
 
@@ -179,8 +192,9 @@ class DinoV2S14(Backbone):
         super().__init__()
         if resolution < TILE or resolution % PATCH:
             raise SgoneError(f"dinov2_s14: resolution must be a multiple of {PATCH} and at least {TILE}, not {resolution}")
-        if tile_stride <= 0 or tile_stride % PATCH or tile_stride > TILE:
-            raise SgoneError(f"dinov2_s14: tile_stride must be a multiple of {PATCH} in [14, {TILE}], not {tile_stride}")
+        if tile_stride < 0 or tile_stride % PATCH or tile_stride > TILE:
+            raise SgoneError(f"dinov2_s14: tile_stride must be 0 (no tiles) or a multiple of {PATCH} in [14, {TILE}], "
+                             f"not {tile_stride}")
         if not 0 <= block <= 11:
             raise SgoneError(f"dinov2_s14: block must be in 0..11, not {block}")
         self.resolution, self.tile_stride, self.block, self.global_view = resolution, tile_stride, block, global_view
@@ -203,6 +217,16 @@ class DinoV2S14(Backbone):
             clone.__dict__[key] = value if key == "_session" else copy.deepcopy(value, memo)
         return clone
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # a checkpoint's head was trained on one file's features: refuse another file's
+        saved = state_dict.get(prefix + "onnx_digest")
+        if saved is not None and self.onnx_path is not None and int(saved.sum()) > 0:
+            want, have = bytes(saved.tolist()).hex(), bytes(self.onnx_digest.tolist()).hex()
+            if want != have:
+                raise SgoneError(f"{self.onnx_path}: not the DINOv2 file the checkpoint was made with "
+                                 f"(SHA-1 {want[:12]}..., this file {have[:12]}...)")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def load_file(self, path: str | Path) -> None:
         """Use the DINOv2 ONNX file at `path` (its edited copy is cached)."""
         ort = _require("onnxruntime")
@@ -219,14 +243,14 @@ class DinoV2S14(Backbone):
         self.onnx_digest.copy_(torch.tensor(list(bytes.fromhex(digest)), dtype=torch.uint8))
 
     def _run(self, images: Tensor) -> list[Tensor]:
-        """(N,3,224,224) normalised -> one (N, 384, 16, 16) map per graph output in `self.outputs`."""
+        """(N,3,H,W) normalised, H and W multiples of 14 -> one (N, 384, H/14, W/14) map per graph output."""
         if self._session is None:
             raise SgoneError("dinov2_s14: no ONNX file loaded (build it with weights='auto' or a path)")
         parts: list[list[Tensor]] = []
         x = images.detach().to("cpu", torch.float32).numpy()
         for start in range(0, len(x), self.batch):
             outs = self._session.run(list(self.outputs), {INPUT_NAME: x[start:start + self.batch]})
-            parts.append([patch_map(o) for o in outs])
+            parts.append([patch_map(o, (x.shape[-2] // PATCH, x.shape[-1] // PATCH)) for o in outs])
         return [torch.cat(level, dim=0) for level in zip(*parts)]
 
     def tiled_maps(self, x: Tensor, global_view: bool = True) -> tuple[list[Tensor], list[Tensor]]:
@@ -251,7 +275,21 @@ class DinoV2S14(Backbone):
                 context.append(F.interpolate(out[b * t:], size=grid, mode="bilinear", align_corners=False))
         return tiled, context
 
+    def whole_maps(self, x: Tensor) -> list[Tensor]:
+        """(B,3,H,W) normalised -> per graph output in `self.outputs`, (B,384,H'/14,W'/14): the canvas
+        (longer side `resolution`) in one pass."""
+        h, w = canvas_size(x.shape[-2], x.shape[-1], self.resolution, minimum=PATCH)
+        canvas = F.interpolate(x.float(), size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+        return self._run(canvas)
+
     def extract(self, x: Tensor) -> list[Tensor]:
+        if self.tile_stride == 0:
+            whole = self.whole_maps(x)[0]
+            high = whole
+            if self.global_view:
+                squeezed = F.interpolate(x.float(), size=(TILE, TILE), mode="bilinear", align_corners=False, antialias=True)
+                high = F.interpolate(self._run(squeezed)[0], size=whole.shape[-2:], mode="bilinear", align_corners=False)
+            return [m.to(device=x.device, dtype=x.dtype) for m in (whole, whole, high)]
         tiled, context = self.tiled_maps(x, self.global_view)
         high = context[0] if self.global_view else tiled[0]
         return [m.to(device=x.device, dtype=x.dtype) for m in (tiled[0], tiled[0], high)]

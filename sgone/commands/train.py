@@ -22,12 +22,16 @@ def register(subparsers) -> None:
                    help="the data set's folder (not needed for synthetic; repeat it for --dataset mix)")
     p.add_argument("--fold", type=int, default=0, help="fold whose classes are held out (default 0)")
     p.add_argument("--backbone", default="mobilenet_v2",
-                   help="mobilenet_v2 (default), efficientnet_lite0, vgg16 or resnet50")
+                   help="mobilenet_v2 (default), efficientnet_lite0, vgg16, resnet50, or dinov2_s14+mobilenet_v2 "
+                        "(DINOv2 features beside MobileNetV2's, for --recipe real)")
     p.add_argument("--weights", default="auto", metavar="PATH",
                    help="backbone ImageNet weights: auto (find them offline, default), none, or a file")
     p.add_argument("--variant", choices=("fixed", "published"), default="fixed",
                    help="fixed (default) or published: the public code's behaviour, 255 trained as object")
     p.add_argument("--shots", type=int, default=1, help="support images per episode (default 1)")
+    p.add_argument("--balance", choices=("pairs", "source"), default="pairs",
+                   help="training episodes: pairs = every (image, class) pair alike (default); source = each "
+                        "corpus of a --dataset mix alike, then its pairs")
     p.add_argument("--recipe", choices=("modern", "published", "real"), default="modern",
                    help="modern (default: AdamW, frozen backbone, batch 8, cosine), published (SGD 1e-5, batch 1) "
                         "or real (SG-One with the training-free prior on cached features: the real-photo recipe)")
@@ -76,7 +80,7 @@ def config_from_args(args: argparse.Namespace) -> dict:
     weights = None if str(args.weights).lower() == "none" else args.weights
     return {
         "dataset": args.dataset, "root": root_from_args(args), "fold": args.fold, "backbone": args.backbone,
-        "variant": args.variant, "weights": weights, "shots": args.shots, "recipe": args.recipe,
+        "variant": args.variant, "weights": weights, "shots": args.shots, "balance": args.balance, "recipe": args.recipe,
         "steps": args.steps, "batch_size": args.batch_size,
         "size": -1 if args.size is None else (None if args.size == 0 else args.size),
         "lr": args.lr, "freeze": args.freeze, "out": args.out or f"runs/{args.dataset}-fold{args.fold}",

@@ -93,19 +93,28 @@ def load_episode(source: Source, spec: dict, transform: Transform | None = None,
     return episode
 
 
+BALANCE = ("pairs", "source")
+
+
 class TrainEpisodes(Dataset):
     """Training episodes of `fold`'s seen classes from image split "train", indexed by step.
 
     Episode i: a (query image, class) pair drawn uniformly from all pairs of the seen classes
     (so classes weigh by their image count, as in HSNet/PFENet), the other ways' classes drawn
     from the remaining seen classes, and `shots` supports per way that are never the query.
+    balance "source" (a mixed source): a corpus drawn uniformly first, then a pair of it, so a
+    small corpus (COCO-128's 126 photos beside 1004 clothing photos) is not drowned out.
     `length` defaults to the number of (image, class) pairs: one pass counts as an epoch.
     """
 
     def __init__(self, source: Source, fold: int, shots: int = 1, ways: int = 1, seed: int = 0,
-                 transform: Transform | None = None, length: int | None = None) -> None:
+                 transform: Transform | None = None, length: int | None = None, balance: str = "pairs") -> None:
         if shots < 1:
             raise SgoneError(f"{source.root}: shots must be at least 1, got {shots}")
+        if balance not in BALANCE:
+            raise SgoneError(f"unknown balance '{balance}': use one of {', '.join(BALANCE)}")
+        if balance == "source" and not hasattr(source, "class_source"):
+            raise SgoneError(f"{source.root}: balance 'source' needs a mixed data set (dataset 'mix')")
         self.source, self.fold, self.shots, self.ways, self.seed = source, fold, shots, ways, seed
         self.transform = transform
         self.class_ids = list(source.classes(fold, "train"))
@@ -113,13 +122,22 @@ class TrainEpisodes(Dataset):
         self.lists = _class_lists(source, self.class_ids, "train", shots)
         self.pairs = [(key, c) for c in self.class_ids for key in self.lists[c]]
         self.length = len(self.pairs) if length is None else int(length)
+        self.balance = balance
+        self.groups: list[list[int]] = []  # indices into pairs, one list per corpus (balance "source")
+        if balance == "source":
+            names = sorted({source.class_source[c] for c in self.class_ids})
+            self.groups = [[i for i, (_, c) in enumerate(self.pairs) if source.class_source[c] == n] for n in names]
 
     def __len__(self) -> int:
         return self.length
 
     def spec(self, index: int) -> dict:
         rng = episode_rng(self.seed, index)
-        query, first = self.pairs[int(rng.integers(len(self.pairs)))]
+        if self.groups:
+            group = self.groups[int(rng.integers(len(self.groups)))]
+            query, first = self.pairs[group[int(rng.integers(len(group)))]]
+        else:
+            query, first = self.pairs[int(rng.integers(len(self.pairs)))]
         others = [c for c in self.class_ids if c != first]
         class_ids = [first] + [others[i] for i in rng.choice(len(others), size=self.ways - 1, replace=False)]
         supports = [_draw_supports(rng, self.lists[c], query, self.shots) for c in class_ids]

@@ -66,7 +66,8 @@ class CachedTrainBatches:
     """Step -> batch of cached levels for `fold`'s seen classes of a MixSource (see module docstring)."""
 
     def __init__(self, source, fold: int, cache: FeatureCache, shots: int = 1, batch_size: int = 8,
-                 seed: int = 0, augment: bool = True, min_crop: float = 0.6, max_cells: int = 32) -> None:
+                 seed: int = 0, augment: bool = True, min_crop: float = 0.6, max_cells: int = 32,
+                 balance: str = "pairs") -> None:
         for method in ("image_path", "label_path", "own_id", "own_ids"):
             if not hasattr(source, method):
                 raise SgoneError(f"{getattr(source, 'root', source)}: training on cached features needs a "
@@ -74,7 +75,7 @@ class CachedTrainBatches:
         self.source, self.fold, self.cache = source, fold, cache
         self.shots, self.batch_size, self.seed, self.augment, self.min_crop = shots, batch_size, seed, augment, min_crop
         self.max_cells = max_cells
-        self.episodes = TrainEpisodes(source, fold, shots=shots, ways=1, seed=seed)
+        self.episodes = TrainEpisodes(source, fold, shots=shots, ways=1, seed=seed, balance=balance)
         seen = set(source.classes(fold, "train"))
         self.test_ids = [c for c in source.classes(fold, "test") if c not in seen]  # none when nothing is held out
         self.labels = LabelMaps(source, cache.size)
@@ -122,8 +123,8 @@ class CachedTrainBatches:
         return out, torch.from_numpy(full)
 
     def batch(self, step: int, rank: int = 0, world_size: int = 1) -> dict[str, Any]:
-        """The batch of optimiser step `step` (1-based) for process `rank`: support_levels [(B,K,C,G,G)] x 3,
-        support_masks (B,K,8G,8G), query_levels [(B,C,Q,Q)] x 3, query_mask (B,8Q,8Q); Q = min(G, max_cells)."""
+        """The batch of optimiser step `step` (1-based) for process `rank`: support_levels [(B,K,C,G,G)] x L,
+        support_masks (B,K,8G,8G), query_levels [(B,C,Q,Q)] x L (L = the cache's levels, 3 or 4), query_mask (B,8Q,8Q); Q = min(G, max_cells)."""
         first = ((step - 1) * world_size + rank) * self.batch_size
         s_levels, s_masks, q_levels, q_masks = [], [], [], []
         for index in range(first, first + self.batch_size):
@@ -131,14 +132,15 @@ class CachedTrainBatches:
             rng = episode_rng(self.seed, index, 1)
             class_id = spec["class_ids"][0]
             shots = [self._item(key, class_id, rng, crop=False) for key in spec["supports"][0]]
-            s_levels.append([torch.stack([lv[i] for lv, _ in shots]) for i in range(3)])
+            n = len(shots[0][0])  # levels: 3, or 4 with a semantic one
+            s_levels.append([torch.stack([lv[i] for lv, _ in shots]) for i in range(n)])
             s_masks.append(torch.stack([m for _, m in shots]))
             levels, mask = self._item(spec["query"], class_id, rng, crop=True)
             q_levels.append(levels)
             q_masks.append(mask)
-        return {"support_levels": [torch.stack([s[i] for s in s_levels]) for i in range(3)],
+        return {"support_levels": [torch.stack([s[i] for s in s_levels]) for i in range(n)],
                 "support_masks": torch.stack(s_masks),
-                "query_levels": [torch.stack([q[i] for q in q_levels]) for i in range(3)],
+                "query_levels": [torch.stack([q[i] for q in q_levels]) for i in range(n)],
                 "query_mask": torch.stack(q_masks)}
 
 

@@ -91,6 +91,7 @@ class TrainConfig:
     variant: str = "fixed"
     weights: str | None = "auto"        # backbone init: "auto" (ImageNet, offline), None (random), or a path
     shots: int = 1
+    balance: str = "pairs"              # training episodes: "pairs" (image, class) uniform, or "source" (mix)
     recipe: str = "modern"
     steps: int = 20000
     batch_size: int | None = None
@@ -646,7 +647,7 @@ def _image_data(cfg: TrainConfig, model: nn.Module, source: Any, start: int, inf
     from sgone.data.sampler import TrainEpisodes
     from sgone.data.transforms import TrainTransform
 
-    dataset = TrainEpisodes(source, cfg.fold, shots=cfg.shots, ways=1, seed=cfg.seed,
+    dataset = TrainEpisodes(source, cfg.fold, shots=cfg.shots, ways=1, seed=cfg.seed, balance=cfg.balance,
                             transform=TrainTransform(cfg.size), length=cfg.steps * cfg.batch_size * info.world_size)
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=StepBatches(start, cfg.steps, cfg.batch_size, info.rank, info.world_size),
@@ -680,7 +681,8 @@ def _cached_data(cfg: TrainConfig, model: nn.Module, source: Any, start: int, in
 
     backbone = unwrap(model).backbone
     cache = FeatureCache(feature_cache_folder(cfg.feature_cache), backbone, cfg.size, device=info.device)
-    batches = CachedTrainBatches(source, cfg.fold, cache, shots=cfg.shots, batch_size=cfg.batch_size, seed=cfg.seed)
+    batches = CachedTrainBatches(source, cfg.fold, cache, shots=cfg.shots, batch_size=cfg.batch_size, seed=cfg.seed,
+                                 balance=cfg.balance)
     val_set, val_kind = (validation_episodes(source, cfg) if cfg.val_every > 0 and cfg.val_episodes > 0
                          else (None, "none"))
     keys = set(batches.image_keys())
@@ -709,7 +711,7 @@ def _cached_data(cfg: TrainConfig, model: nn.Module, source: Any, start: int, in
 
 def _check_resume(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
     """Refuse to resume with settings that change what the steps compute."""
-    keys = ("dataset", "root", "source_options", "backbone_options", "fold", "backbone", "arch", "variant", "shots",
+    keys = ("dataset", "root", "source_options", "backbone_options", "fold", "backbone", "arch", "variant", "shots", "balance",
             "recipe", "steps", "batch_size", "aux_weight", "dice_weight",
             "size", "lr", "weight_decay", "optimizer", "schedule", "warmup", "freeze", "seed")
     if cfg.schedule == "constant" and not cfg.warmup:

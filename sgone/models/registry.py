@@ -66,7 +66,7 @@ def build_model_from_config(config: dict, weights: str | Path | None = None) -> 
     if arch == "sgone":
         keys = ("variant", "guidance_dim", "side_dim")
     elif arch == "sgone-prior":
-        keys = ("guidance_dim", "side_dim", "background_prototypes", "temperature", "side_levels")
+        keys = ("guidance_dim", "side_dim", "background_prototypes", "temperature", "side_levels", "semantic_weight")
     else:
         keys = ("levels", "temperature", "refine_steps", "refine_confidence", "refine_weight",
                 "background_prototypes", "foreground_prototypes", "scales")
@@ -100,6 +100,8 @@ FUSED_DINO_MOBILENET: dict = {
 
 FUSED_DINO_MOBILENET_224: dict = dict(FUSED_DINO_MOBILENET, semantic=dict(
     FUSED_DINO_MOBILENET["semantic"], backbone_options={"resolution": 224}))
+FUSED_DINO_MOBILENET_WHOLE: dict = dict(FUSED_DINO_MOBILENET, semantic=dict(
+    FUSED_DINO_MOBILENET["semantic"], backbone_options={"tile_stride": 0}))
 
 # Registered names. "prototype-*" run with ImageNet weights alone; "sgone-*" have an untrained
 # head (for training and benchmarks) unless loaded from a checkpoint.
@@ -120,7 +122,12 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "prototype-dinov2_s14-mobilenet_v2": _named("prototype-fused", "", **FUSED_DINO_MOBILENET),
     # the same with DINOv2 on one 224 tile (16 patches a side): 2.3x faster, 2.2 mIoU lower on fold 0
     "prototype-dinov2_s14-mobilenet_v2-224": _named("prototype-fused", "", **FUSED_DINO_MOBILENET_224),
+    # DINOv2 on the whole 448-px image in one pass (no tiles): fold 0 as the tiled one, half its DINOv2 time
+    "prototype-dinov2_s14-mobilenet_v2-whole": _named("prototype-fused", "", **FUSED_DINO_MOBILENET_WHOLE),
     "sgone-mobilenet_v2": _named("sgone", "mobilenet_v2"),
+    # PriorGuidedSGOne on DINOv2 + MobileNetV2 (its prior is prototype-dinov2_s14-mobilenet_v2's rule)
+    "sgone-dinov2_s14-mobilenet_v2": _named("sgone-prior", "dinov2_s14+mobilenet_v2",
+                                            backbone_options={"high_stride": 16}),
     "sgone-efficientnet_lite0": _named("sgone", "efficientnet_lite0"),
     "sgone-vgg16": _named("sgone", "vgg16"),
     "sgone-vgg16-published": _named("sgone", "vgg16", variant="published"),

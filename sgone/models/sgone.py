@@ -138,15 +138,21 @@ class PriorGuidedSGOne(SGOne):
 
     def __init__(self, backbone: nn.Module, guidance_dim: int = 256, side_dim: int = 64,
                  background_prototypes: int = 8, temperature: float = 10.0, side_levels: str = "low",
-                 config: dict | None = None) -> None:
+                 semantic_weight: float = 0.5, config: dict | None = None) -> None:
         nn.Module.__init__(self)
         if side_levels not in ("low", "all"):
             raise ValueError(f"side_levels must be 'low' or 'all', got {side_levels!r}")
+        if not 0.0 <= semantic_weight <= 1.0:
+            raise ValueError(f"semantic_weight must be in [0, 1], got {semantic_weight}")
         self.variant = "fixed"
         self.backbone = backbone
         self.side_levels = side_levels
-        c_low, c_mid, c_high = backbone.channels
-        self.guidance = nn.Sequential(nn.Conv2d(c_mid + c_high, guidance_dim, 1), nn.ReLU(inplace=True),
+        # a 4-level backbone (`JointBackbone`) puts a semantic level first
+        self.semantic = len(backbone.channels) == 4
+        self.semantic_weight = float(semantic_weight) if self.semantic else 0.0
+        c_sem = backbone.channels[0] if self.semantic else 0
+        c_low, c_mid, c_high = backbone.channels[-3:]
+        self.guidance = nn.Sequential(nn.Conv2d(c_sem + c_mid + c_high, guidance_dim, 1), nn.ReLU(inplace=True),
                                       nn.Conv2d(guidance_dim, guidance_dim, 1))
         self.side3 = _conv3x3(c_low, side_dim, relu=True)
         if side_levels == "all":  # SG-One's branch over low, mid and high
@@ -167,6 +173,8 @@ class PriorGuidedSGOne(SGOne):
         self.config = dict(config or {}, arch="sgone-prior", variant="fixed", guidance_dim=guidance_dim,
                            side_dim=side_dim, background_prototypes=background_prototypes,
                            temperature=temperature, side_levels=side_levels)
+        if self.semantic:
+            self.config["semantic_weight"] = self.semantic_weight
 
     def _side(self, levels: list[torch.Tensor]) -> torch.Tensor:
         if self.side_levels == "all":
@@ -174,21 +182,29 @@ class PriorGuidedSGOne(SGOne):
         return self.side5(self.side4(self.side3(levels[0])))
 
     def _heads(self, levels: list[torch.Tensor], need_side: bool) -> dict[str, torch.Tensor]:
-        _, mid, high = levels
-        out = {"guide": self.guidance(torch.cat([mid, high], dim=1)),
+        """[low, mid, high] or [semantic, low, mid, high] -> {"guide", "prior"[, "prior_semantic"][, "side"]}."""
+        semantic = list(levels[:1]) if self.semantic else []
+        _, mid, high = levels[-3:]
+        out = {"guide": self.guidance(torch.cat([*semantic, mid, high], dim=1)),
                # the training-free model's features: each level normalised per pixel
                "prior": torch.cat([F.normalize(mid, dim=1), F.normalize(high, dim=1)], dim=1)}
+        if semantic:
+            out["prior_semantic"] = F.normalize(semantic[0], dim=1)
         if need_side:
-            out["side"] = self._side(levels)
+            out["side"] = self._side(list(levels[-3:]))
         return out
 
     def support_prototype(self, encoded: dict[str, torch.Tensor], masks: torch.Tensor) -> dict[str, torch.Tensor]:
-        """masks (B,H,W) -> {"vector": (B,Cg), "prior_fg": (B,Cp), "background_set": (B,N,Cp)}."""
-        prior = encoded["prior"]
-        weights = ops.region_weights(masks, prior.shape[-2:], "background")
-        return {"vector": ops.masked_average_pooling(encoded["guide"], masks),
-                "prior_fg": ops.masked_average_pooling(prior, masks),
-                "background_set": ops.region_prototypes(prior, weights, self.background_prototypes)}
+        """masks (B,H,W) -> {"vector": (B,Cg), "prior_fg": (B,Cp), "background_set": (B,N,Cp)} and, with a
+        semantic level, the same two for it ("semantic_fg", "semantic_background_set")."""
+        weights = ops.region_weights(masks, encoded["prior"].shape[-2:], "background")
+        out = {"vector": ops.masked_average_pooling(encoded["guide"], masks)}
+        for features, fg, parts in (("prior", "prior_fg", "background_set"),
+                                    ("prior_semantic", "semantic_fg", "semantic_background_set")):
+            if features in encoded:
+                out[fg] = ops.masked_average_pooling(encoded[features], masks)
+                out[parts] = ops.region_prototypes(encoded[features], weights, self.background_prototypes)
+        return out
 
     @staticmethod
     def fuse_prototypes(prototypes: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -205,12 +221,18 @@ class PriorGuidedSGOne(SGOne):
         logits = prior_logits + self.classifier(self.fuse(x))
         return {"logits": logits, "similarity": similarity, "prior_logits": prior_logits}
 
-    @staticmethod
-    def _prior(encoded: dict[str, torch.Tensor], prototype: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(cosine to the object prototype, best cosine among the background parts), each (B,h,w)."""
+    def _prior(self, encoded: dict[str, torch.Tensor], prototype: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cosine to the object prototype, best cosine among the background parts), each (B,h,w).
+        With a semantic level: semantic_weight x its pair + (1 - semantic_weight) x the CNN's, which
+        makes the prior logits those of `FusedPrototypeModel` (a weighted sum of two-class logits)."""
         fg = ops.cosine_similarity_map(prototype["prior_fg"], encoded["prior"])
         bg = ops.cosine_similarity_map(prototype["background_set"], encoded["prior"]).amax(dim=1)
-        return fg, bg
+        if not self.semantic:
+            return fg, bg
+        w = self.semantic_weight
+        sem_fg = ops.cosine_similarity_map(prototype["semantic_fg"], encoded["prior_semantic"])
+        sem_bg = ops.cosine_similarity_map(prototype["semantic_background_set"], encoded["prior_semantic"]).amax(dim=1)
+        return w * sem_fg + (1 - w) * fg, w * sem_bg + (1 - w) * bg
 
     def prior_logits(self, encoded: dict[str, torch.Tensor], prototype: dict[str, torch.Tensor]) -> torch.Tensor:
         """The training-free model's logits (B,2,h,w) from the same prototypes (no learnt layer)."""

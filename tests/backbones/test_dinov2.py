@@ -193,3 +193,20 @@ def test_default_runs_only_up_to_its_block_and_repeats_the_tiled_map(tmp_path, m
     assert "layer.9/" in names and "layer.10/" not in names and "decoder" not in names
     low, mid, high = backbone(torch.rand(1, 3, 120, 90))
     assert torch.equal(low, mid) and torch.equal(low, high)
+
+
+@needs_file
+def test_whole_image_pass_keeps_the_aspect_and_equals_one_tile_at_224(tmp_path, monkeypatch):
+    monkeypatch.setenv("SGONE_CACHE_DIR", str(tmp_path))
+    whole = build_backbone("dinov2_s14", resolution=224, tile_stride=0)
+    edited = onnx.load(str(dino.edited_model_file(whole.onnx_path, whole.outputs)))
+    assert [d.dim_param for d in edited.graph.input[0].type.tensor_type.shape.dim[2:]] == ["height", "width"]
+    torch.manual_seed(2)
+    square = torch.rand(1, 3, 224, 224)
+    tiled = build_backbone("dinov2_s14", resolution=224)
+    torch.testing.assert_close(whole(square)[0], tiled(square)[0], atol=1e-4, rtol=1e-4)
+    wide = build_backbone("dinov2_s14", resolution=448, tile_stride=0)
+    low, mid, high = wide(torch.rand(2, 3, 100, 150))
+    assert low.shape == (2, 384, 21, 32) and torch.equal(low, high)  # 294 x 448 px: 21 x 32 patches
+    with pytest.raises(SgoneError, match="tile_stride"):
+        build_backbone("dinov2_s14", tile_stride=-14)

@@ -159,3 +159,23 @@ def test_write_splits_refuses_a_broken_data_set(tmp_path, capsys):
     assert main(["data", "--dataset", "mix", "--root", str(tmp_path / "missing"), "--write-splits",
                  str(tmp_path / "splits")]) == 2
     assert not (tmp_path / "splits").exists()
+
+
+def test_source_balance_gives_each_corpus_an_equal_share_of_training_episodes(tmp_path):
+    from sgone.data.sampler import TrainEpisodes
+
+    big, small = tmp_path / "big", tmp_path / "small"
+    make_corpus(big, ["a", "b", "c", "d", "e", "f"], [20] * 6, seed=1)
+    make_corpus(small, ["g", "h"], [6, 6], seed=300)
+    mix = MixSource([big, small], folds=0)  # every class trains
+
+    def share_of_small(balance: str) -> float:
+        episodes = TrainEpisodes(mix, 0, seed=0, balance=balance)
+        picks = [mix.class_source[episodes.spec(i)["class_ids"][0]] for i in range(600)]
+        return picks.count("small") / len(picks)
+
+    assert share_of_small("pairs") < 0.2  # 12 of 132 pairs
+    assert 0.42 < share_of_small("source") < 0.58
+    assert TrainEpisodes(mix, 0, seed=0, balance="source").spec(7) == TrainEpisodes(mix, 0, seed=0, balance="source").spec(7)
+    with pytest.raises(SgoneError, match="unknown balance"):
+        TrainEpisodes(mix, 0, balance="classes")

@@ -78,3 +78,30 @@ def tiny_model(seed: int = 0, variant: str = "fixed") -> nn.Module:
 
     torch.manual_seed(seed)
     return SGOne(TinyBackbone(), variant=variant, guidance_dim=32, side_dim=16, config={"backbone": "tiny"})
+
+
+class TinySemanticBackbone(nn.Module):
+    """TinyBackbone with a "semantic" level first (as `JointBackbone`): [semantic, low, mid, high]."""
+
+    channels = (12, 8, 16, 24)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.detail = TinyBackbone()
+        self.semantic = nn.Sequential(nn.Conv2d(8, 12, 3, padding=1), nn.Tanh())
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        low, mid, high = self.detail(x)
+        return [self.semantic(low), low, mid, high]
+
+
+class LevelsOf(nn.Module):
+    """Three levels picked from another backbone's output (a PrototypeModel reads levels by position)."""
+
+    def __init__(self, net: nn.Module, picks: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.net, self.picks = net, picks
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        levels = self.net(x)
+        return [levels[i] for i in self.picks]

@@ -20,7 +20,7 @@ from sgone.io import write_label_png
 from sgone.models.prototype import PrototypeModel
 from sgone.models.sgone import PriorGuidedSGOne, guidance_loss
 
-from .helpers import COLOURS, TinyBackbone
+from .helpers import COLOURS, LevelsOf, TinyBackbone, TinySemanticBackbone
 
 H, W = 40, 56
 
@@ -151,6 +151,46 @@ def test_untrained_prior_model_equals_the_training_free_model():
         levels_s = [lv.unsqueeze(1) for lv in net(s[:, 0])]
         from_levels = guided(levels_s, m, net(q), from_levels=True)["logits"]
     torch.testing.assert_close(from_levels, free(s, m, q)["logits"])
+
+
+def test_untrained_model_with_a_semantic_level_equals_the_fused_training_free_model():
+    from sgone.models.fused import FusedPrototypeModel
+
+    torch.manual_seed(0)
+    net = TinySemanticBackbone().eval()
+    guided = PriorGuidedSGOne(net, guidance_dim=16, side_dim=8, semantic_weight=0.3).eval()
+    assert guided.config["semantic_weight"] == 0.3
+    semantic = PrototypeModel(LevelsOf(net, (0, 0, 0)), levels=("low",))
+    detail = PrototypeModel(LevelsOf(net, (1, 2, 3)), levels=("mid", "high"))
+    fused = FusedPrototypeModel(semantic, detail, weight=0.3).eval()
+    s, q = torch.rand(1, 2, 3, 48, 64), torch.rand(1, 3, 48, 64)
+    m = torch.zeros(1, 2, 48, 64, dtype=torch.long)
+    m[:, 0, 10:30, 10:40] = 1
+    m[:, 1, 20:40, 5:30] = 1
+    with torch.no_grad():
+        expected = fused(s, m, q)["logits"]
+        torch.testing.assert_close(guided(s, m, q)["logits"], expected)
+        levels_s = [lv.unflatten(0, (1, 2)) for lv in net(s.flatten(0, 1))]
+        torch.testing.assert_close(guided(levels_s, m, net(q), from_levels=True)["logits"], expected)
+        # weight 0: the CNN's prior alone, whatever the semantic level says
+        cnn_only = PriorGuidedSGOne(net, guidance_dim=16, side_dim=8, semantic_weight=0.0).eval()
+        torch.testing.assert_close(cnn_only(s, m, q)["logits"], detail(s, m, q)["logits"])
+    # the semantic level feeds the learnt guidance too
+    assert guided.guidance[0].in_channels == 12 + 16 + 24
+
+
+def test_cached_training_with_a_semantic_level(mix, tmp_path):
+    torch.manual_seed(0)
+    net = TinySemanticBackbone().eval()
+    net.name = "tiny-semantic"
+    model = PriorGuidedSGOne(net, guidance_dim=16, side_dim=8, background_prototypes=2, config={"backbone": "tiny"})
+    cache = FeatureCache(tmp_path / "cache", net, size=48)
+    batch = CachedTrainBatches(mix, 0, cache, batch_size=2, seed=3).batch(1)
+    assert [t.shape[1] for t in batch["query_levels"]] == [12, 8, 16, 24]
+    assert [t.shape[2] for t in batch["support_levels"]] == [12, 8, 16, 24]
+    result = train(cached_config(tmp_path / "run", tmp_path / "cache"), source=mix, model=model)
+    assert result["feature_cache"] is True and len(result["losses"]) == 6
+    assert all(np.isfinite(loss) for _, loss in result["losses"])
 
 
 def test_guidance_loss_rewards_a_discriminative_map():
