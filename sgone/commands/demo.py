@@ -5,8 +5,9 @@ import argparse
 from importlib import resources
 from pathlib import Path
 
-from sgone.commands.segment import (add_model_arguments, add_runtime_argument, add_weights_argument, build_predictor,
-                                    check_model_arguments, check_output_folder, make_output_folder, write_results)
+from sgone.commands.segment import (add_boundary_argument, add_model_arguments, add_runtime_argument,
+                                    add_weights_argument, build_predictor, check_model_arguments, check_output_folder,
+                                    make_output_folder, write_results)
 
 EXAMPLE = """example:
   sgone demo --output sgone-demo --size 473"""
@@ -19,6 +20,7 @@ def register(subparsers) -> None:
     p.add_argument("--output", default="sgone-demo", metavar="DIR", help="where to write results (default sgone-demo)")
     add_weights_argument(p)
     add_model_arguments(p)
+    add_boundary_argument(p)
     add_runtime_argument(p)
     p.set_defaults(func=run)
 

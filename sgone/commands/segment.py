@@ -31,6 +31,14 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold")
 
 
+def add_boundary_argument(parser: argparse.ArgumentParser) -> None:
+    """`--boundary`, for the still-image commands (video modes have their own upsampling)."""
+    parser.add_argument("--boundary", choices=("none", "guided"), default="none",
+                        help="from the network's stride-8 grid to pixels: none (default: bilinear) or guided (a "
+                             "guided filter moves the mask's edges onto the image's; helps at --size 473 and "
+                             "above with MobileNetV2 models, hurts at small sizes)")
+
+
 def add_runtime_argument(parser: argparse.ArgumentParser) -> None:
     """`--runtime`, for commands whose predictor `build_predictor` makes."""
     parser.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
@@ -78,6 +86,7 @@ def register(subparsers) -> None:
                         "PIL's limit); 0 = no limit")
     add_weights_argument(p)
     add_model_arguments(p)
+    add_boundary_argument(p)
     add_runtime_argument(p)
     p.set_defaults(func=run)
 
@@ -109,6 +118,7 @@ def build_predictor(args: argparse.Namespace, fusion: str = "avg"):
     from sgone import predictor as predictors
 
     model, runtime = args.model, getattr(args, "runtime", "torch")
+    boundary = getattr(args, "boundary", "none")
     if getattr(args, "weights", None) is not None:
         from sgone.models.registry import DEFAULT_MODEL, load_model
 
@@ -116,9 +126,9 @@ def build_predictor(args: argparse.Namespace, fusion: str = "avg"):
         model = predictors.prepare_for_inference(load_model(args.model or DEFAULT_MODEL, device, weights=args.weights),
                                                  device)
         return predictors.Predictor(model, device=device, size=args.size or None, threshold=args.threshold,
-                                    fusion=fusion, fuse=False, runtime=runtime)
+                                    fusion=fusion, fuse=False, runtime=runtime, boundary=boundary)
     return predictors.Predictor(model, device=args.device, size=args.size or None, threshold=args.threshold,
-                                fusion=fusion, runtime=runtime)
+                                fusion=fusion, runtime=runtime, boundary=boundary)
 
 
 def fit_hw(hw: tuple[int, int], side: int | None) -> tuple[int, int]:

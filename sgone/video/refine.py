@@ -1,5 +1,6 @@
-"""Pure maths of the temporal mode: location prior from the previous mask, and the guided filter
-that lifts a coarse probability map to the frame's edges."""
+"""Pure maths of the temporal mode: location prior from the previous mask and colour models.
+The guided filter that lifts a coarse probability map to the frame's edges lives in `sgone.refine`
+(still images use it too)."""
 from __future__ import annotations
 
 import math
@@ -36,52 +37,6 @@ def location_prior(previous: torch.Tensor, sigma: float, floor: float = 0.0) -> 
     size = math.sqrt(max(1.0, float(previous.sum())))
     d = distance_to_mask(previous)
     return floor + (1.0 - floor) * torch.exp(-0.5 * (d / (sigma * size)) ** 2)
-
-
-def box_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """(B,C,H,W) mean over a (2r+1)^2 window clipped at the image border (running sums, O(HW))."""
-    if radius <= 0:
-        return x
-    ones = torch.ones(1, 1, *x.shape[-2:], dtype=x.dtype, device=x.device)
-    return _box_sum(x, radius) / _box_sum(ones, radius)
-
-
-def _box_sum(x: torch.Tensor, r: int) -> torch.Tensor:
-    for dim in (-2, -1):
-        n = x.shape[dim]
-        c = F.pad(x.cumsum(dim), (0, 0, 1, 0) if dim == -2 else (1, 0))
-        at = torch.arange(n, device=x.device)
-        hi = c.index_select(dim, torch.clamp(at + r + 1, max=n))
-        lo = c.index_select(dim, torch.clamp(at - r, min=0))
-        x = hi - lo
-    return x
-
-
-def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float, scale: int = 1) -> torch.Tensor:
-    """Edge-aware smoothing of `src` (H,W) steered by `guide` (H,W), both in [0,1] (He et al. 2013).
-
-    The local linear model src ~ a * guide + b is fitted in (2r+1)^2 windows; `scale` > 1 fits
-    it on a grid `scale` times coarser and upsamples a and b (the "fast guided filter"), which
-    keeps the guide's full-resolution edges at a fraction of the cost.
-    """
-    h, w = guide.shape
-    g_full = guide[None, None]
-    g, p = g_full, src[None, None]
-    if scale > 1:
-        size = (max(1, h // scale), max(1, w // scale))
-        g = F.interpolate(g_full, size=size, mode="bilinear", align_corners=False)
-        p = F.interpolate(p, size=size, mode="bilinear", align_corners=False)
-        radius = max(1, radius // scale)
-    mean_g, mean_p = box_filter(g, radius), box_filter(p, radius)
-    var_g = box_filter(g * g, radius) - mean_g * mean_g
-    cov = box_filter(g * p, radius) - mean_g * mean_p
-    a = cov / (var_g + eps)
-    b = mean_p - a * mean_g
-    a, b = box_filter(a, radius), box_filter(b, radius)
-    if scale > 1:
-        a = F.interpolate(a, size=(h, w), mode="bilinear", align_corners=False)
-        b = F.interpolate(b, size=(h, w), mode="bilinear", align_corners=False)
-    return (a * g_full + b)[0, 0]
 
 
 def colour_index(image: torch.Tensor, bins: int) -> torch.Tensor:

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 
 from sgone.errors import SgoneError
 from sgone.video.memory import FrameMemory, MemoryEntry, entry_from_probability, frame_confidence, match, window_mask
-from sgone.video.refine import colour_histogram, colour_index, colour_log_ratio, guided_filter, location_prior
+from sgone.refine import guided_filter
+from sgone.video.refine import colour_histogram, colour_index, colour_log_ratio, location_prior
 
 
 @dataclass

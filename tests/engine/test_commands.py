@@ -90,8 +90,9 @@ def _check_davis_delegation(monkeypatch, tmp_path, capsys):
     calls = {}
 
     class FakePredictor:
-        def __init__(self, model, device=None, size=None, threshold=0.5, fusion="avg"):
+        def __init__(self, model, device=None, size=None, threshold=0.5, fusion="avg", boundary="none"):
             calls["predictor"] = (model, size, fusion)
+            calls["boundary"] = boundary
 
     def fake_evaluate_davis(predictor, root, output_dir, mode=None, sequences=None, split="val", **kw):
         calls["davis"] = (root, str(output_dir), mode, sequences, split)
@@ -105,6 +106,7 @@ def _check_davis_delegation(monkeypatch, tmp_path, capsys):
                  "--mode", "propagate", "--size", "320", "--sequences", "bear", "--out", str(tmp_path / "o"),
                  "--device", "cpu"]) == 0
     assert calls["predictor"] == ("prototype-mobilenet_v2", 320, "avg")
+    assert calls["boundary"] == "none"  # video figures are measured without the still-image boundary step
     assert calls["davis"] == (str(tmp_path), str(tmp_path / "o"), "propagate", ["bear"], "val")
     assert "mode propagate: J&F 37.5  J mean 50.0" in capsys.readouterr().out
     assert main(["evaluate", "--dataset", "davis2016", "--root", str(tmp_path), "--sequences", "bear",

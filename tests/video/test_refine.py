@@ -7,15 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sgone.video.refine import (
-    box_filter,
-    colour_histogram,
-    colour_index,
-    colour_log_ratio,
-    distance_to_mask,
-    guided_filter,
-    location_prior,
-)
+from sgone.refine import box_filter, guided_filter
+from sgone.video.refine import colour_histogram, colour_index, colour_log_ratio, distance_to_mask, location_prior
 from sgone.video.temporal import match_stride
 
 
