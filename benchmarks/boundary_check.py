@@ -44,6 +44,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=473)
     parser.add_argument("--feature-cache", default="auto")
     parser.add_argument("--settings", default=GRID, help="comma list of radius:eps (radius in feature strides)")
+    parser.add_argument("--filter", choices=("probability", "mask"), default="probability",
+                        help="what the guided filter smooths: the probability (the Predictor's step) or the "
+                             "thresholded mask (an alternative, not in the Predictor)")
     args = parser.parse_args()
     if args.sample:
         return sample_sizes()
@@ -71,7 +74,8 @@ def main() -> None:
                 continue  # a label map of another size than its image (none in the shared corpora)
             accs[names[0]].add((prob > 0.5).long(), out["label"], spec["class_ids"])
             for name, (radius, eps) in zip(names[1:], settings):
-                refined = refine_probability(prob[None], image, args.size, radius=radius, eps=eps)[0]
+                src = prob if args.filter == "probability" else (prob > 0.5).float()
+                refined = refine_probability(src[None], image, args.size, radius=radius, eps=eps)[0]
                 accs[name].add((refined > 0.5).long(), out["label"], spec["class_ids"])
         for name, acc in accs.items():
             means[name].append(100 * acc.miou(test))
