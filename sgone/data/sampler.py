@@ -122,7 +122,6 @@ class TrainEpisodes(Dataset):
         self.lists = _class_lists(source, self.class_ids, "train", shots)
         self.pairs = [(key, c) for c in self.class_ids for key in self.lists[c]]
         self.length = len(self.pairs) if length is None else int(length)
-        self.balance = balance
         self.groups: list[list[int]] = []  # indices into pairs, one list per corpus (balance "source")
         if balance == "source":
             names = sorted({source.class_source[c] for c in self.class_ids})

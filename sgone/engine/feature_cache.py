@@ -152,10 +152,10 @@ class FeatureCache:
                 problems.append(str(exc))
         return problems
 
-    def tensors(self, path: str | Path, device: str | torch.device = "cpu") -> list[torch.Tensor]:
-        """levels() as float32 tensors (1,C,h,w) on `device`."""
+    def tensors(self, path: str | Path, device: str | torch.device = "cpu", select: slice = slice(None)) -> list[torch.Tensor]:
+        """levels()[select] as float32 tensors (1,C,h,w) on `device` (only the selected levels are converted)."""
         return [torch.from_numpy(np.ascontiguousarray(lv, dtype=np.float32)).unsqueeze(0).to(device)
-                for lv in self.levels(path)]
+                for lv in self.levels(path)[select]]
 
 
 class JointFeatureCache:

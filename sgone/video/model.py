@@ -12,11 +12,9 @@ DEFAULT_VIDEO_SIZE = 473  # longer side fed to the network
 def video_predictor(model: Any = None, *, device: Any = "auto", size: int | None = DEFAULT_VIDEO_SIZE,
                     threshold: float = 0.5, **predictor_options: Any) -> Any:
     """A `sgone.predictor.Predictor` for video: `model` None = the video default; size 0/None =
-    frames at their own size; `predictor_options` go to Predictor unchanged. The still-image boundary
-    step is off unless asked for (the temporal mode has its own; the video figures were measured without)."""
+    frames at their own size; `predictor_options` go to Predictor unchanged."""
     from sgone.predictor import Predictor
 
-    predictor_options.setdefault("boundary", "none")
     return Predictor(model if model is not None else DEFAULT_VIDEO_MODEL, device=device, size=size or None,
                      threshold=threshold, **predictor_options)
 
