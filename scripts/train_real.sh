@@ -4,6 +4,7 @@
 # then train the final model on every class and copy it into the package. The figures of
 # docs/results.md ("SG-One on real photos") come from this script.
 # Usage: bash scripts/train_real.sh [STEPS] [EPISODES] [DATA] [BACKBONE]
+#   the shipped models: 600 steps for mobilenet_v2, 1200 for dinov2_s14+mobilenet_v2
 #   DATA: the shared data folder; BACKBONE: mobilenet_v2 (default; ships sgone-mobilenet_v2-real) or
 #   dinov2_s14+mobilenet_v2 (ships sgone-dinov2_s14-mobilenet_v2-real)
 set -euo pipefail
@@ -29,15 +30,15 @@ done
 $SG train --dataset mix "${ROOTS[@]}" --folds 0 --fold 0 --recipe real --backbone "$BACKBONE" --steps "$STEPS" \
     --val-every 0 --out "$RUNS/all" --overwrite
 # inference-only copy inside the package (no optimiser state): `--model $NAME`
-NAME="$NAME" RUNS="$RUNS" BACKBONE="$BACKBONE" .venv/bin/python - <<'PY'
+NAME="$NAME" RUNS="$RUNS" BACKBONE="$BACKBONE" STEPS="$STEPS" .venv/bin/python - <<'PY'
 import os
 
 from sgone.engine.checkpoint import export_for_inference
 
-name, runs, backbone = os.environ["NAME"], os.environ["RUNS"], os.environ["BACKBONE"]
+name, runs, backbone, steps = os.environ["NAME"], os.environ["RUNS"], os.environ["BACKBONE"], os.environ["STEPS"]
 export_for_inference(f"{runs}/all/last.pt", f"sgone/checkpoints/{name}.pt", card={
     "name": name,
     "data": "Clothing Co-Parsing, COCO-128, CamVid (voclike, every class with 6+ images); see the model card",
-    "recipe": f"sgone train --dataset mix --folds 0 --recipe real --backbone {backbone} (PriorGuidedSGOne, frozen backbone)",
+    "recipe": f"sgone train --dataset mix --folds 0 --recipe real --backbone {backbone} --steps {steps} (PriorGuidedSGOne, frozen backbone)",
     "card": f"sgone/checkpoints/{name}.md"})
 PY

@@ -249,3 +249,87 @@ class DavisSource(Source):
         seq = self.sequence(name)
         index = seq.frame_names.index(stem)
         return seq.read_frame(index), seq.read_mask(index)
+
+
+CATEGORIES_FILE = Path(__file__).with_name("lists") / "davis2016_train_categories.txt"
+
+
+def read_categories(path: str | Path = CATEGORIES_FILE) -> dict[str, set[str]]:
+    """sequence -> the class names its mask covers ("sequence<TAB>a,b,c" lines, '#' comments)."""
+    out: dict[str, set[str]] = {}
+    for line in Path(path).read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, names = line.partition("\t")
+            out[name.strip()] = {n.strip() for n in names.split(",") if n.strip()}
+    return out
+
+
+class DavisObjectSource:
+    """DAVIS train sequences as extra OBJECT classes of a mixed data set, for training only.
+
+    One class per sequence (own ids 1..S in name order), its frames as images and its mask (any
+    non-zero label) as the object. Its classes are never test classes: `MixSource` leaves a
+    sequence out of a fold's training when one of its `categories` (what the mask covers, as the
+    corpora name it, from `CATEGORIES_FILE`) is a test class of the fold. A sequence without an
+    entry there is refused (it could hide a test class). Keys are "<seq>/<frame stem>".
+    """
+
+    train_only = True
+
+    def __init__(self, root: str | Path, categories: dict[str, set[str]] | None = None, split: str = "train") -> None:
+        self.root = Path(root)
+        self.problems: list[str] = []
+        self.notes: list[str] = []
+        self.class_names: dict[int, str] = {}
+        self.categories: dict[int, set[str]] = {}
+        self._frames: dict[int, list[str]] = {}
+        self._files: dict[str, Path] = {}
+        known = read_categories() if categories is None else categories
+        try:
+            davis = DavisSource(self.root)
+            names = davis.sequences(split)
+        except SgoneError as exc:
+            self.problems.append(str(exc))
+            return
+        self.image_dir, self.mask_dir = davis.image_root, davis.annotation_root
+        unnamed = [n for n in names if n not in known]
+        if unnamed:
+            self.problems.append(f"{self.root}: {len(unnamed)} sequence(s) without an entry in {CATEGORIES_FILE.name} "
+                                 f"(what their masks cover decides the folds that may train on them): {', '.join(unnamed[:5])}")
+        self.problems += davis.check_sequences(names)
+        if self.problems:
+            return
+        for i, name in enumerate(sorted(names), start=1):
+            self.class_names[i] = name
+            self.categories[i] = set(known[name])
+            seq = davis.sequence(name)
+            self._frames[i] = seq.frame_names
+            self._files.update({f"{name}/{p.stem}": p for p in seq.frame_paths})
+
+    def items(self, split: str, class_id: int) -> list[str]:
+        name = self.class_names[class_id]
+        return [f"{name}/{stem}" for stem in self._frames.get(class_id, [])]
+
+    def image_file(self, key: str) -> Path:
+        return self._files.get(key, self.image_dir / f"{key}.jpg")
+
+    def label_file(self, key: str) -> Path:
+        return self.mask_dir / f"{key}.png"
+
+    def read_labels(self, key: str) -> np.ndarray:
+        """The frame's mask as a label map in own ids: the sequence's id on the object, 0 elsewhere."""
+        seq = key.split("/", 1)[0]
+        own = next(c for c, n in self.class_names.items() if n == seq)
+        return _read_annotation(self.label_file(key)) * np.uint8(own)
+
+    def load(self, key: str, class_id: int) -> tuple[np.ndarray, np.ndarray]:
+        from sgone.data.episode import check_same_size
+        from sgone.io import read_image
+
+        image, mask = read_image(self.image_file(key)), self.load_mask(key, class_id)
+        check_same_size(image.shape, mask.shape, self.label_file(key))
+        return image, mask
+
+    def load_mask(self, key: str, class_id: int) -> np.ndarray:
+        return (self.read_labels(key) == class_id).astype(np.uint8)

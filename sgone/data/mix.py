@@ -6,6 +6,12 @@ Each root is a voclike folder (JPEGImages/, SegmentationClass/, classes.txt). Th
 root is its folder name (or NAME in "NAME=PATH"). Class names are kept where they are unique and
 prefixed by their source where two sources share one ("coco128/car", "camvid/car").
 
+A root in the DAVIS layout (JPEGImages/480p/<seq>/) adds its train sequences as extra OBJECT
+classes for training only (`sgone.data.davis.DavisObjectSource`, one class per sequence, named
+"<source>/<seq>"): they are in no fold's test list and leave the folds and split files as they
+are; a sequence is left out of a fold's training when what its mask covers (its categories,
+e.g. "person, skin, hair" or "car") names one of the fold's test classes.
+
 Long tails: a class with fewer than `min_images` images cannot make the episodes that the
 project evaluates (5-shot needs 6 images), so it is dropped with ONE summarised note (how many,
 which) instead of a refusal.
@@ -31,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sgone.data.davis import DavisObjectSource, read_categories
 from sgone.data.episode import Source
 from sgone.data.folder import VocLikeSource
 from sgone.data.pascal import summarise
@@ -63,7 +70,8 @@ class MixSource(Source):
 
     def __init__(self, root: str | Path | list, folds: int = 4, min_images: int = MIN_IMAGES,
                  split_seed: int = 0, splits: str | Path | None = None, class_names_file: str = "classes.txt",
-                 cache_dir: str | Path | None = None, strict: bool = True) -> None:
+                 cache_dir: str | Path | None = None, strict: bool = True,
+                 davis_categories: str | Path | None = None) -> None:
         roots = [root] if isinstance(root, (str, Path)) else list(root)
         if isinstance(root, str) and "," in root and not Path(root).exists():
             roots = [r for r in root.split(",") if r.strip()]
@@ -75,7 +83,7 @@ class MixSource(Source):
         self.class_names: dict[int, str] = {}
         self.class_source: dict[int, str] = {}
         self.plain_names: dict[int, str] = {}
-        self.sources: dict[str, VocLikeSource] = {}
+        self.sources: dict[str, VocLikeSource | DavisObjectSource] = {}
         self._members: dict[int, tuple[str, int]] = {}  # mixed id -> (source name, its own id)
         self._plain_of: dict[tuple[str, int], str] = {}  # (source, own id) -> plain name, dropped classes too
         self._keys: dict[int, list[str]] = {}
@@ -87,6 +95,11 @@ class MixSource(Source):
             if name in self.sources:
                 self.problems.append(f"{path}: two roots are named '{name}' (use NAME=PATH to tell them apart)")
                 continue
+            if (path / "JPEGImages" / "480p").is_dir():
+                davis = DavisObjectSource(path, None if davis_categories is None else read_categories(davis_categories))
+                self.problems += davis.problems
+                self.sources[name] = davis
+                continue
             sub = VocLikeSource(path, class_names_file=class_names_file, cache_dir=cache_dir, min_images=0,
                                 strict=False)
             self.problems += sub.problems
@@ -96,22 +109,30 @@ class MixSource(Source):
                                             for p in sorted(sub.image_dir.glob("*.jpg")) if p.stem not in labelled],
                                            "images without label maps", sub.image_dir)
             self.sources[name] = sub
+        if self.sources and all(self._train_only(n) for n in self.sources):
+            self.problems.append(f"{self.root}: a DAVIS root only adds training classes; give a voclike root too")
         if not self.problems:
             self._merge(int(min_images))
             self._assign_folds(split_seed, splits)
         self.finish_init(strict)
 
+    def _train_only(self, source_name: str) -> bool:
+        return getattr(self.sources[source_name], "train_only", False)
+
     def _merge(self, min_images: int) -> None:
         counts: dict[str, int] = {}
-        for sub in self.sources.values():
+        for name, sub in self.sources.items():
             for c, plain in sub.class_names.items():
-                counts[plain] = counts.get(plain, 0) + 1
+                if not self._train_only(name):
+                    counts[plain] = counts.get(plain, 0) + 1
         dropped = []
-        for source_name, sub in self.sources.items():
+        # training-only classes last, so that adding them leaves every other class's id as it was
+        ordered = sorted(self.sources.items(), key=lambda item: self._train_only(item[0]))
+        for source_name, sub in ordered:
             for c, plain in sorted(sub.class_names.items()):
                 self._plain_of[(source_name, c)] = plain
                 keys = [f"{source_name}:{k}" for k in sub.items("train", c)]
-                label = plain if counts[plain] == 1 else f"{source_name}/{plain}"
+                label = plain if counts.get(plain) == 1 and not self._train_only(source_name) else f"{source_name}/{plain}"
                 if len(keys) < min_images:
                     if keys:  # a class that never occurs is not worth a mention
                         dropped.append(f"{label} ({len(keys)})")
@@ -128,12 +149,22 @@ class MixSource(Source):
         if not self.class_names:
             self.problems.append(f"{self.root}: no class has {min_images} or more images")
 
+    def is_train_only(self, class_id: int) -> bool:
+        """A class of a DAVIS root: extra training data, never a test class."""
+        return self._train_only(self.class_source[class_id])
+
+    def categories(self, class_id: int) -> set[str]:
+        """The plain class names a class's masks cover: its own, or a DAVIS sequence's categories."""
+        name, own = self._members[class_id]
+        return set(getattr(self.sources[name], "categories", {}).get(own, {self.plain_names[class_id]}))
+
     def _assign_folds(self, seed: int, splits: str | Path | None) -> None:
+        held = [c for c in self.class_names if not self.is_train_only(c)]
         if splits is None:
-            groups = fold_of_groups(list(self.plain_names.values()), self.folds, seed)
-            self.fold_of = {c: groups[self.plain_names[c]] for c in self.class_names}
+            groups = fold_of_groups([self.plain_names[c] for c in held], self.folds, seed)
+            self.fold_of = {c: groups[self.plain_names[c]] for c in held}
             return
-        by_name = {(self.class_source[c], self.plain_names[c]): c for c in self.class_names}
+        by_name = {(self.class_source[c], self.plain_names[c]): c for c in held}
         folder = Path(splits)
         for fold in range(self.folds):
             path = folder / f"fold{fold}.txt"
@@ -149,7 +180,7 @@ class MixSource(Source):
                     self.problems.append(f"{path}: line {n}: unknown class {line.strip()!r} (expected source<TAB>class)")
                     continue
                 self.fold_of[by_name[key]] = fold
-        missing = [self.class_names[c] for c in self.class_names if c not in self.fold_of]
+        missing = [self.class_names[c] for c in held if c not in self.fold_of]
         if missing and not self.problems:
             self.problems.append(f"{folder}: {len(missing)} class(es) in no fold: {', '.join(missing[:10])}")
 
@@ -160,13 +191,17 @@ class MixSource(Source):
         if not self.holdout:
             return sorted(self.class_names)
         test = [c for c in sorted(self.class_names) if self.fold_of.get(c) == fold]
-        return test if role == "test" else [c for c in sorted(self.class_names) if c not in test]
+        if role == "test":
+            return test
+        test_names = {self.plain_names[c] for c in test}
+        return [c for c in sorted(self.class_names) if c not in test
+                and not (self.is_train_only(c) and self.categories(c) & test_names)]
 
     def items(self, split: str, class_id: int) -> list[str]:
         self.check_split(split)
         return list(self._keys.get(class_id, []))
 
-    def _split_key(self, key: str) -> tuple[VocLikeSource, str]:
+    def _split_key(self, key: str) -> tuple[VocLikeSource | DavisObjectSource, str]:
         name, _, stem = key.partition(":")
         if name not in self.sources:
             raise SgoneError(f"{self.root}: no source '{name}' for image key '{key}'")
@@ -184,11 +219,18 @@ class MixSource(Source):
 
     def image_path(self, key: str) -> Path:
         sub, stem = self._split_key(key)
-        return sub.image_dir / f"{stem}.jpg"
+        return sub.image_file(stem) if hasattr(sub, "image_file") else sub.image_dir / f"{stem}.jpg"
 
     def label_path(self, key: str) -> Path:
         sub, stem = self._split_key(key)
-        return sub.mask_dir / f"{stem}.png"
+        return sub.label_file(stem) if hasattr(sub, "label_file") else sub.mask_dir / f"{stem}.png"
+
+    def read_labels(self, key: str) -> np.ndarray:
+        """The image's label map in its source's own class ids (`own_id`)."""
+        from sgone.io import read_label
+
+        sub, stem = self._split_key(key)
+        return sub.read_labels(stem) if hasattr(sub, "read_labels") else read_label(self.label_path(key))
 
     def own_id(self, class_id: int) -> tuple[str, int]:
         """Mixed class id -> (source name, the class id in that source's label maps)."""

@@ -49,7 +49,8 @@ class LabelMaps:
 
             if len(self._originals) >= self.keep_originals:
                 self._originals.pop(next(iter(self._originals)))
-            self._originals[key] = read_label(self.source.label_path(key))
+            read = getattr(self.source, "read_labels", None)
+            self._originals[key] = read(key) if read else read_label(self.source.label_path(key))
         return self._originals[key]
 
     def resized(self, key: str) -> np.ndarray:

@@ -179,3 +179,84 @@ def test_source_balance_gives_each_corpus_an_equal_share_of_training_episodes(tm
     assert TrainEpisodes(mix, 0, seed=0, balance="source").spec(7) == TrainEpisodes(mix, 0, seed=0, balance="source").spec(7)
     with pytest.raises(SgoneError, match="unknown balance"):
         TrainEpisodes(mix, 0, balance="classes")
+
+
+def make_davis_train(root: Path, sequences: list[str], frames: int = 7) -> None:
+    """A DAVIS-layout tree whose train list names `sequences`; the object (0/255 mask) is a box."""
+    from PIL import Image
+
+    for s, name in enumerate(sequences):
+        for i in range(frames):
+            image = random_image(500 + 10 * s + i)
+            save_jpg(root / "JPEGImages" / "480p" / name / f"{2 * i:05d}.jpg", image)
+            mask = np.zeros(image.shape[:2], np.uint8)
+            mask[4 + i:20 + i, 6:26] = 255
+            path = root / "Annotations" / "480p" / name / f"{2 * i:05d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(mask).save(path)
+    (root / "ImageSets" / "480p").mkdir(parents=True)
+    (root / "ImageSets" / "480p" / "train.txt").write_text("".join(f"{n}\n" for n in sequences))
+
+
+@pytest.fixture
+def with_davis(corpora, tmp_path) -> tuple[list[Path], Path]:
+    davis = tmp_path / "davis"
+    make_davis_train(davis, ["dog-run", "kid-jump", "boat-ride"])
+    (tmp_path / "categories.txt").write_text("# test\ndog-run\tdog\nkid-jump\tperson,cup\nboat-ride\tboat\n")
+    return corpora + [davis], tmp_path / "categories.txt"
+
+
+def test_davis_root_adds_training_only_classes_and_leaves_the_folds_as_they_are(corpora, with_davis):
+    roots, categories = with_davis
+    plain = MixSource(corpora, folds=2)
+    mixed = MixSource(roots, folds=2, davis_categories=categories)
+    extra = [c for c in mixed.class_names if mixed.is_train_only(c)]
+    assert sorted(mixed.class_names[c] for c in extra) == ["davis/boat-ride", "davis/dog-run", "davis/kid-jump"]
+    assert {c: n for c, n in mixed.class_names.items() if c not in extra} == plain.class_names  # same ids, names
+    for fold in range(2):
+        test = mixed.classes(fold, "test")
+        assert test == plain.classes(fold, "test") and not set(test) & set(extra)
+        names = {mixed.plain_names[c] for c in test}
+        for c in extra:  # a sequence trains unless what its mask covers is a test class of the fold
+            assert (c in mixed.classes(fold, "train")) == (not mixed.categories(c) & names)
+    left_out = {mixed.class_names[c] for f in range(2) for c in extra if c not in mixed.classes(f, "train")}
+    assert left_out == {"davis/dog-run", "davis/kid-jump"}  # dog and cup are test classes of some fold
+    tmp_path_splits = categories.parent / "splits"
+    mixed.write_splits(tmp_path_splits)
+    plain.write_splits(categories.parent / "plain-splits")
+    for fold in range(2):
+        assert (tmp_path_splits / f"fold{fold}.txt").read_text() == (categories.parent / "plain-splits" / f"fold{fold}.txt").read_text()
+
+
+def test_davis_frames_load_as_object_masks(with_davis):
+    roots, categories = with_davis
+    mixed = MixSource(roots, folds=0, davis_categories=categories)
+    boat = next(c for c, n in mixed.class_names.items() if n == "davis/boat-ride")
+    keys = mixed.items("train", boat)
+    assert len(keys) == 7 and keys[1] == "davis:boat-ride/00002"
+    image, mask = mixed.load(keys[1], boat)
+    assert image.shape[:2] == mask.shape and set(np.unique(mask)) == {0, 1} and mask[5:21, 6:26].all()
+    labels = mixed.read_labels(keys[1])
+    assert set(np.unique(labels)) == {0, mixed.own_id(boat)[1]}  # own ids, as a voclike label map
+    assert mixed.image_path(keys[1]).is_file() and mixed.label_path(keys[1]).is_file()
+
+
+def test_davis_sequence_without_categories_or_without_a_voclike_root_is_refused(with_davis, tmp_path):
+    roots, categories = with_davis
+    (tmp_path / "few.txt").write_text("dog-run\tdog\n")
+    mixed = MixSource(roots, folds=2, davis_categories=tmp_path / "few.txt", strict=False)
+    assert len(mixed.problems) == 1 and "2 sequence(s) without an entry" in mixed.problems[0]
+    assert "kid-jump" in mixed.problems[0]
+    alone = MixSource([roots[-1]], folds=2, davis_categories=categories, strict=False)
+    assert any("give a voclike root too" in p for p in alone.problems)
+
+
+def test_bundled_davis_categories_cover_the_shared_train_sequences():
+    from sgone.data.davis import CATEGORIES_FILE, DavisSource, read_categories
+
+    known = read_categories()
+    assert len(known) == 30 and all(known.values()) and CATEGORIES_FILE.is_file()
+    root = Path(__file__).resolve().parents[3] / "shared" / "data" / "davis2016-train"
+    if not root.is_dir():
+        pytest.skip(f"{root} not found (the shared data folder)")
+    assert set(DavisSource(root).sequences("train")) == set(known)

@@ -341,3 +341,31 @@ def test_resume_refuses_other_data_settings(mix, tmp_path):
     with pytest.raises(SgoneError, match="source_options"):
         train(cached_config(tmp_path / "r", tmp_path / "cache", steps=2, val_every=0, resume=True,
                             source_options={"min_images": 2}), source=mix, model=prior_model())
+
+
+def test_davis_sequences_train_as_object_classes_from_the_cache(tmp_path):
+    make_corpus(tmp_path / "one", ["a", "b", "c", "d"], seed=1)
+    davis = tmp_path / "davis"
+    for i in range(6):
+        image = np.full((H, W, 3), 30, np.uint8)
+        image[8:28, 10:40] = COLOURS[i % len(COLOURS)]
+        (davis / "JPEGImages" / "480p" / "blob").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(davis / "JPEGImages" / "480p" / "blob" / f"{i:05d}.jpg", quality=95)
+        mask = np.zeros((H, W), np.uint8)
+        mask[8:28, 10:40] = 255
+        (davis / "Annotations" / "480p" / "blob").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(mask).save(davis / "Annotations" / "480p" / "blob" / f"{i:05d}.png")
+    (davis / "ImageSets" / "480p").mkdir(parents=True)
+    (davis / "ImageSets" / "480p" / "train.txt").write_text("blob\n")
+    (tmp_path / "categories.txt").write_text("blob\tblob\n")
+    mix = MixSource([tmp_path / "one", davis], folds=2, davis_categories=tmp_path / "categories.txt")
+    blob = next(c for c, n in mix.class_names.items() if n == "davis/blob")
+    cache = FeatureCache(tmp_path / "cache", tiny_backbone(), size=48)
+    batches = CachedTrainBatches(mix, 0, cache, shots=1, batch_size=2, seed=0, augment=False)
+    assert blob in batches.episodes.class_ids
+    mask = batches._mask("davis:blob/00003", blob)
+    resized = LabelMaps(mix, 48).resized("davis:blob/00003")
+    assert (mask == (resized > 0)).all() and 0.2 < mask.mean() < 0.4  # the box, 20x30 of 40x56
+    index = next(i for i in range(200) if batches.episodes.spec(i)["class_ids"] == [blob])
+    item, item_mask = batches._item(batches.episodes.spec(index)["query"], blob, np.random.default_rng(0), crop=False)
+    assert len(item) == 3 and (item_mask == 1).any()
