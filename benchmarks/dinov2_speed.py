@@ -2,7 +2,8 @@
 the default, DINOv2 at several tiling settings, and the fused model, side by side in one run.
 Median of --repeats; the ratio column is against the default measured in the same run.
 
-Run: python benchmarks/dinov2_speed.py [--repeats 5]
+Run: python benchmarks/dinov2_speed.py [--repeats 5] [--models NAME,NAME]   (registered names; the
+default is always measured, first; without --models every row below)
 """
 from __future__ import annotations
 
@@ -38,16 +39,19 @@ def episode_ms(model, support, mask, query, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--models", default=None, help="comma list of registered names (skips the tiling rows)")
     args = parser.parse_args()
     paths = sample_paths()
     support, mask, query = read_image(paths["support"]), read_mask(paths["support_mask"]), read_image(paths["query"])
     models = {DEFAULT_MODEL: load_model(DEFAULT_MODEL)}
-    for label, resolution, stride in TILINGS:
+    for label, resolution, stride in TILINGS if args.models is None else ():
         options = {"resolution": resolution, "tile_stride": stride}
         models[f"prototype-dinov2_s14, {label}"] = build_model("prototype", "dinov2_s14", levels=("low",),
                                                                backbone_options=options)
-    for name in ("prototype-dinov2_s14", "prototype-dinov2_s14-mobilenet_v2", "prototype-dinov2_s14-mobilenet_v2-224",
-                 "prototype-dinov2_s14-mobilenet_v2-whole", "sgone-dinov2_s14-mobilenet_v2-real"):
+    names = ("prototype-dinov2_s14", "prototype-dinov2_s14-mobilenet_v2", "prototype-dinov2_s14-mobilenet_v2-224",
+             "prototype-dinov2_s14-mobilenet_v2-whole", "prototype-dinov2_s14-mobilenet_v2-whole-int8",
+             "sgone-dinov2_s14-mobilenet_v2-real")
+    for name in names if args.models is None else [n for n in args.models.split(",") if n]:
         models[name] = load_model(name)
     print(f"| model | grid (patches) | 1-shot episode, median ms | x default |\n|---|---|---|---|")
     base = None

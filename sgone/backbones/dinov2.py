@@ -47,6 +47,9 @@ EDIT_FORMAT = "free-input-size"  # what expose_outputs changes besides the outpu
 ORT_HINT = "pip install 'sgone[onnx]' (or: pip install onnxruntime onnx)"
 
 
+PRECISIONS = ("fp32", "int8")
+
+
 def block_output(index: int) -> str:
     """Graph name of block `index`'s output (the residual stream after it), [B, 1+256, 384]."""
     return f"/backbone/encoder/layer.{index}/Add_1_output_0"
@@ -134,6 +137,31 @@ def edited_model_file(source: str | Path, outputs: Sequence[str], cache_dir: str
     return target
 
 
+def quantized_model_file(edited: str | Path) -> Path:
+    """The int8 copy of an edited DINOv2 file (dynamic quantisation of its MatMul weights), made once
+    beside it and written atomically. Weights int8 per tensor, activations quantised at run time."""
+    edited = Path(edited)
+    target = edited.with_name(f"{edited.stem}-int8.onnx")
+    if target.is_file():
+        return target
+    _require("onnxruntime")
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from ..io import atomic_path
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # its advice to pre-process the graph is for static quantisation
+    try:
+        with atomic_path(target) as tmp:
+            quantize_dynamic(str(edited), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+    finally:
+        root.setLevel(level)
+    return target
+
+
 def tile_starts(length: int, tile: int = TILE, stride: int = 112) -> list[int]:
     """Offsets of tiles of `tile` pixels covering [0, length), `stride` apart, the last flush with the end."""
     if length <= tile:
@@ -180,7 +208,8 @@ class DinoV2S14(Backbone):
 
     resolution: longer side of the tiled canvas (224 = one tile, no tiling); tile_stride: pixels
     between tiles (a multiple of 14), or 0: the canvas whole in one pass; block: whose output to
-    use (0-11); global_view: also encode the whole image at 224 (level `high`); batch: tiles per ONNX run.
+    use (0-11); global_view: also encode the whole image at 224 (level `high`); batch: tiles per ONNX run;
+    precision: "fp32" (the file as it is) or "int8" (its MatMul weights quantised, `quantized_model_file`).
     Frozen: it has no trainable parameters, and torch autograd does not see through it.
     """
 
@@ -188,8 +217,10 @@ class DinoV2S14(Backbone):
     channels = (WIDTH, WIDTH, WIDTH)
 
     def __init__(self, resolution: int = 448, tile_stride: int = 112, block: int = 9, global_view: bool = False,
-                 batch: int = 8) -> None:
+                 batch: int = 8, precision: str = "fp32") -> None:
         super().__init__()
+        if precision not in PRECISIONS:
+            raise SgoneError(f"dinov2_s14: precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         if resolution < TILE or resolution % PATCH:
             raise SgoneError(f"dinov2_s14: resolution must be a multiple of {PATCH} and at least {TILE}, not {resolution}")
         if tile_stride < 0 or tile_stride % PATCH or tile_stride > TILE:
@@ -198,9 +229,11 @@ class DinoV2S14(Backbone):
         if not 0 <= block <= 11:
             raise SgoneError(f"dinov2_s14: block must be in 0..11, not {block}")
         self.resolution, self.tile_stride, self.block, self.global_view = resolution, tile_stride, block, global_view
-        self.batch = batch
+        self.batch, self.precision = batch, precision
         self.options = {"resolution": resolution, "tile_stride": tile_stride, "block": block,
                         "global_view": global_view}
+        if precision != "fp32":  # fp32 keeps the options (and so the feature caches' keys) it always had
+            self.options["precision"] = precision
         self.outputs: tuple[str, ...] = (block_output(block),)
         self._session = None
         self.onnx_path: Path | None = None
@@ -232,6 +265,8 @@ class DinoV2S14(Backbone):
         ort = _require("onnxruntime")
         digest = source_digest(path)  # read once: it names the edited copy and marks the features
         edited = edited_model_file(path, self.outputs, digest=digest)
+        if self.precision == "int8":
+            edited = quantized_model_file(edited)
         options = ort.SessionOptions()
         options.intra_op_num_threads = max(1, torch.get_num_threads())
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -301,5 +336,7 @@ class DinoV2S14(Backbone):
         return self.extract(self.normalize(x))
 
 
-def dinov2_s14(resolution: int = 448, tile_stride: int = 112, block: int = 9, global_view: bool = False) -> DinoV2S14:
-    return DinoV2S14(resolution=resolution, tile_stride=tile_stride, block=block, global_view=global_view)
+def dinov2_s14(resolution: int = 448, tile_stride: int = 112, block: int = 9, global_view: bool = False,
+               precision: str = "fp32") -> DinoV2S14:
+    return DinoV2S14(resolution=resolution, tile_stride=tile_stride, block=block, global_view=global_view,
+                     precision=precision)

@@ -102,6 +102,8 @@ FUSED_DINO_MOBILENET_224: dict = dict(FUSED_DINO_MOBILENET, semantic=dict(
     FUSED_DINO_MOBILENET["semantic"], backbone_options={"resolution": 224}))
 FUSED_DINO_MOBILENET_WHOLE: dict = dict(FUSED_DINO_MOBILENET, semantic=dict(
     FUSED_DINO_MOBILENET["semantic"], backbone_options={"tile_stride": 0}))
+FUSED_DINO_MOBILENET_WHOLE_INT8: dict = dict(FUSED_DINO_MOBILENET, semantic=dict(
+    FUSED_DINO_MOBILENET["semantic"], backbone_options={"tile_stride": 0, "precision": "int8"}))
 
 # Registered names. "prototype-*" run with ImageNet weights alone; "sgone-*" have an untrained
 # head (for training and benchmarks) unless loaded from a checkpoint.
@@ -124,6 +126,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "prototype-dinov2_s14-mobilenet_v2-224": _named("prototype-fused", "", **FUSED_DINO_MOBILENET_224),
     # DINOv2 on the whole 448-px image in one pass (no tiles): fold 0 as the tiled one, half its DINOv2 time
     "prototype-dinov2_s14-mobilenet_v2-whole": _named("prototype-fused", "", **FUSED_DINO_MOBILENET_WHOLE),
+    # the same with DINOv2's MatMul weights in int8 (dynamic quantisation, made once from the file)
+    "prototype-dinov2_s14-mobilenet_v2-whole-int8": _named("prototype-fused", "", **FUSED_DINO_MOBILENET_WHOLE_INT8),
     "sgone-mobilenet_v2": _named("sgone", "mobilenet_v2"),
     # PriorGuidedSGOne on DINOv2 + MobileNetV2 (its prior is prototype-dinov2_s14-mobilenet_v2's rule)
     "sgone-dinov2_s14-mobilenet_v2": _named("sgone-prior", "dinov2_s14+mobilenet_v2",

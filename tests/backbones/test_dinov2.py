@@ -210,3 +210,37 @@ def test_whole_image_pass_keeps_the_aspect_and_equals_one_tile_at_224(tmp_path, 
     assert low.shape == (2, 384, 21, 32) and torch.equal(low, high)  # 294 x 448 px: 21 x 32 patches
     with pytest.raises(SgoneError, match="tile_stride"):
         build_backbone("dinov2_s14", tile_stride=-14)
+
+
+def test_quantized_copy_is_made_once_and_keeps_the_toy_graphs_outputs(tmp_path):
+    mm = onnx.helper
+    weight = mm.make_tensor("w", onnx.TensorProto.FLOAT, [8, 8], np.random.default_rng(0).standard_normal(64).tolist())
+    graph = mm.make_graph([mm.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "toy",
+                          [mm.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4, 8])],
+                          [mm.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4, 8])], [weight])
+    source = tmp_path / "toy.onnx"
+    onnx.save(mm.make_model(graph, opset_imports=[mm.make_opsetid("", 14)]), str(source))
+    quantized = dino.quantized_model_file(source)
+    ops = {n.op_type for n in onnx.load(str(quantized)).graph.node}
+    assert "MatMul" not in ops and ops & {"MatMulInteger", "DynamicQuantizeMatMul", "DynamicQuantizeLinear"}
+    x = np.random.default_rng(1).standard_normal((4, 8)).astype(np.float32)
+    want = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = ort.InferenceSession(str(quantized), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
+    stamp = quantized.stat().st_mtime_ns
+    assert dino.quantized_model_file(source) == quantized and quantized.stat().st_mtime_ns == stamp
+    with pytest.raises(SgoneError, match="precision"):
+        build_backbone("dinov2_s14", precision="int4")
+
+
+@needs_file
+def test_int8_features_stay_close_to_fp32_and_have_their_own_cache_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("SGONE_CACHE_DIR", str(tmp_path))
+    fp32 = build_backbone("dinov2_s14", resolution=224, tile_stride=0)
+    int8 = build_backbone("dinov2_s14", resolution=224, tile_stride=0, precision="int8")
+    assert "precision" not in fp32.options and int8.options["precision"] == "int8"
+    torch.manual_seed(3)
+    x = torch.rand(1, 3, 224, 224)
+    a, b = fp32(x)[0][0].flatten(1), int8(x)[0][0].flatten(1)
+    cosine = torch.nn.functional.cosine_similarity(a, b, dim=0)
+    assert cosine.mean() > 0.98 and not torch.allclose(a, b)

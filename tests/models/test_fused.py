@@ -84,7 +84,7 @@ def test_fused_config_rebuilds_the_same_model():
 
 def test_dinov2_models_are_registered_training_free():
     for name in ("prototype-dinov2_s14", "prototype-dinov2_s14-mobilenet_v2", "prototype-dinov2_s14-mobilenet_v2-224",
-                 "prototype-dinov2_s14-mobilenet_v2-whole"):
+                 "prototype-dinov2_s14-mobilenet_v2-whole", "prototype-dinov2_s14-mobilenet_v2-whole-int8"):
         assert name in MODELS and not MODELS[name].untrained_head
 
 
