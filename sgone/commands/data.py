@@ -124,7 +124,7 @@ def describe(source, only_fold: int | None) -> None:
         print(f"  test classes: {', '.join(names[:20])}{' ...' if len(names) > 20 else ''}")
         extra = [c for c in train if getattr(source, "is_train_only", lambda _: False)(c)]
         if extra:
-            print(f"  of the train classes, {len(extra)} are training-only object classes (DAVIS sequences)")
+            print(f"  {len(extra)} of the train classes are training-only object classes (DAVIS sequences)")
         for c in test:
             tested_in[c] = fold
     counts = {c: (len(source.items("train", c)), len(source.items("val", c))) for c in sorted(source.class_names)}

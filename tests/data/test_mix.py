@@ -260,3 +260,20 @@ def test_bundled_davis_categories_cover_the_shared_train_sequences():
     if not root.is_dir():
         pytest.skip(f"{root} not found (the shared data folder)")
     assert set(DavisSource(root).sequences("train")) == set(known)
+
+
+def test_data_command_with_a_davis_root_uses_the_bundled_categories(corpora, tmp_path, capsys):
+    from sgone.cli import main
+
+    davis = tmp_path / "davis"
+    make_davis_train(davis, ["bear", "dog-agility"])  # bundled entries: bear -> bear, dog-agility -> dog
+    code = main(["data", "--dataset", "mix", "--root", str(corpora[0]), "--root", str(corpora[1]),
+                 "--root", str(davis), "--folds", "2"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    counts = [line for line in out.splitlines() if "training-only object classes" in line]
+    assert len(counts) == 2 and sorted(line.split()[0] for line in counts) == ["1", "2"]  # dog: a test class once
+    make_davis_train(tmp_path / "unknown", ["my-clip"])
+    code = main(["data", "--dataset", "mix", "--root", str(corpora[0]), "--root", str(tmp_path / "unknown")])
+    captured = capsys.readouterr()
+    assert code == 2 and "without an entry in davis2016_train_categories.txt" in captured.out + captured.err
