@@ -268,8 +268,9 @@ def read_categories(path: str | Path = CATEGORIES_FILE) -> dict[str, set[str]]:
 class DavisObjectSource:
     """DAVIS train sequences as extra OBJECT classes of a mixed data set, for training only.
 
-    One class per sequence (own ids 1..S in name order), its frames as images and its mask (any
-    non-zero label) as the object. Its classes are never test classes: `MixSource` leaves a
+    One class per sequence (own ids 1..S in name order), its frames whose mask is not empty as
+    images and the mask (any non-zero label) as the object; which frames are empty is found once
+    and cached as JSON (as a voclike root's class counts). Its classes are never test classes: `MixSource` leaves a
     sequence out of a fold's training when one of its `categories` (what the mask covers, as the
     corpora name it, from `CATEGORIES_FILE`) is a test class of the fold. A sequence without an
     entry there is refused (it could hide a test class). Keys are "<seq>/<frame stem>".
@@ -277,7 +278,8 @@ class DavisObjectSource:
 
     train_only = True
 
-    def __init__(self, root: str | Path, categories: dict[str, set[str]] | None = None, split: str = "train") -> None:
+    def __init__(self, root: str | Path, categories: dict[str, set[str]] | None = None, split: str = "train",
+                 cache_dir: str | Path | None = None) -> None:
         self.root = Path(root)
         self.problems: list[str] = []
         self.notes: list[str] = []
@@ -300,12 +302,28 @@ class DavisObjectSource:
         self.problems += davis.check_sequences(names)
         if self.problems:
             return
-        for i, name in enumerate(sorted(names), start=1):
-            self.class_names[i] = name
-            self.categories[i] = set(known[name])
-            seq = davis.sequence(name)
-            self._frames[i] = seq.frame_names
-            self._files.update({f"{name}/{p.stem}": p for p in seq.frame_paths})
+        sequences = [davis.sequence(name) for name in sorted(names)]
+        with_object = self._frames_with_object(sequences, cache_dir)
+        for i, seq in enumerate(sequences, start=1):
+            self.class_names[i] = seq.name
+            self.categories[i] = set(known[seq.name])
+            self._frames[i] = [stem for stem in seq.frame_names if stem in with_object[seq.name]]
+            self._files.update({f"{seq.name}/{p.stem}": p for p in seq.frame_paths})
+
+    def _frames_with_object(self, sequences: list[DavisSequence], cache_dir: str | Path | None) -> dict[str, set[str]]:
+        from sgone.data.episode import cached_json
+        from sgone.data.pascal import stems_digest
+
+        paths = [seq.annotation_path(i) for seq in sequences for i in range(len(seq))]
+        settings = {"root": str(self.root.resolve()), "masks": stems_digest([str(p) for p in paths]),
+                    "mtimes": max(seq.annotation_dir.stat().st_mtime_ns for seq in sequences)}
+
+        def scan() -> dict[str, list[str]]:
+            return {seq.name: [seq.frame_paths[i].stem for i in range(len(seq)) if seq.read_mask(i).any()]
+                    for seq in sequences}
+
+        found, _ = cached_json("davis-objects", settings, scan, self.root, cache_dir)
+        return {name: set(stems) for name, stems in found.items()}
 
     def items(self, split: str, class_id: int) -> list[str]:
         name = self.class_names[class_id]

@@ -96,7 +96,8 @@ class MixSource(Source):
                 self.problems.append(f"{path}: two roots are named '{name}' (use NAME=PATH to tell them apart)")
                 continue
             if (path / "JPEGImages" / "480p").is_dir():
-                davis = DavisObjectSource(path, None if davis_categories is None else read_categories(davis_categories))
+                davis = DavisObjectSource(path, None if davis_categories is None else read_categories(davis_categories),
+                                          cache_dir=cache_dir)
                 self.problems += davis.problems
                 self.sources[name] = davis
                 continue

@@ -181,8 +181,9 @@ def test_source_balance_gives_each_corpus_an_equal_share_of_training_episodes(tm
         TrainEpisodes(mix, 0, balance="classes")
 
 
-def make_davis_train(root: Path, sequences: list[str], frames: int = 7) -> None:
-    """A DAVIS-layout tree whose train list names `sequences`; the object (0/255 mask) is a box."""
+def make_davis_train(root: Path, sequences: list[str], frames: int = 7, empty: tuple[int, ...] = ()) -> None:
+    """A DAVIS-layout tree whose train list names `sequences`; the object (0/255 mask) is a box,
+    absent from the frames numbered in `empty`."""
     from PIL import Image
 
     for s, name in enumerate(sequences):
@@ -190,7 +191,7 @@ def make_davis_train(root: Path, sequences: list[str], frames: int = 7) -> None:
             image = random_image(500 + 10 * s + i)
             save_jpg(root / "JPEGImages" / "480p" / name / f"{2 * i:05d}.jpg", image)
             mask = np.zeros(image.shape[:2], np.uint8)
-            mask[4 + i:20 + i, 6:26] = 255
+            mask[4 + i:20 + i, 6:26] = 0 if i in empty else 255
             path = root / "Annotations" / "480p" / name / f"{2 * i:05d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(mask).save(path)
@@ -201,7 +202,7 @@ def make_davis_train(root: Path, sequences: list[str], frames: int = 7) -> None:
 @pytest.fixture
 def with_davis(corpora, tmp_path) -> tuple[list[Path], Path]:
     davis = tmp_path / "davis"
-    make_davis_train(davis, ["dog-run", "kid-jump", "boat-ride"])
+    make_davis_train(davis, ["dog-run", "kid-jump", "boat-ride"], frames=8, empty=(7,))
     (tmp_path / "categories.txt").write_text("# test\ndog-run\tdog\nkid-jump\tperson,cup\nboat-ride\tboat\n")
     return corpora + [davis], tmp_path / "categories.txt"
 
@@ -233,7 +234,7 @@ def test_davis_frames_load_as_object_masks(with_davis):
     mixed = MixSource(roots, folds=0, davis_categories=categories)
     boat = next(c for c, n in mixed.class_names.items() if n == "davis/boat-ride")
     keys = mixed.items("train", boat)
-    assert len(keys) == 7 and keys[1] == "davis:boat-ride/00002"
+    assert len(keys) == 7 and keys[1] == "davis:boat-ride/00002"  # the 8th frame shows no object
     image, mask = mixed.load(keys[1], boat)
     assert image.shape[:2] == mask.shape and set(np.unique(mask)) == {0, 1} and mask[5:21, 6:26].all()
     labels = mixed.read_labels(keys[1])
