@@ -287,6 +287,7 @@ class DavisObjectSource:
         self.categories: dict[int, set[str]] = {}
         self._frames: dict[int, list[str]] = {}
         self._files: dict[str, Path] = {}
+        self._ids: dict[str, int] = {}
         known = read_categories() if categories is None else categories
         try:
             davis = DavisSource(self.root)
@@ -309,6 +310,7 @@ class DavisObjectSource:
             self.categories[i] = set(known[seq.name])
             self._frames[i] = [stem for stem in seq.frame_names if stem in with_object[seq.name]]
             self._files.update({f"{seq.name}/{p.stem}": p for p in seq.frame_paths})
+        self._ids = {name: i for i, name in self.class_names.items()}
 
     def _frames_with_object(self, sequences: list[DavisSequence], cache_dir: str | Path | None) -> dict[str, set[str]]:
         from sgone.data.episode import cached_json
@@ -337,9 +339,7 @@ class DavisObjectSource:
 
     def read_labels(self, key: str) -> np.ndarray:
         """The frame's mask as a label map in own ids: the sequence's id on the object, 0 elsewhere."""
-        seq = key.split("/", 1)[0]
-        own = next(c for c, n in self.class_names.items() if n == seq)
-        return _read_annotation(self.label_file(key)) * np.uint8(own)
+        return _read_annotation(self.label_file(key)) * np.uint8(self._ids[key.split("/", 1)[0]])
 
     def load(self, key: str, class_id: int) -> tuple[np.ndarray, np.ndarray]:
         from sgone.data.episode import check_same_size

@@ -45,12 +45,9 @@ class LabelMaps:
 
     def original(self, key: str) -> np.ndarray:
         if key not in self._originals:
-            from sgone.io import read_label
-
             if len(self._originals) >= self.keep_originals:
                 self._originals.pop(next(iter(self._originals)))
-            read = getattr(self.source, "read_labels", None)
-            self._originals[key] = read(key) if read else read_label(self.source.label_path(key))
+            self._originals[key] = self.source.read_labels(key)
         return self._originals[key]
 
     def resized(self, key: str) -> np.ndarray:
@@ -69,7 +66,7 @@ class CachedTrainBatches:
     def __init__(self, source, fold: int, cache: FeatureCache, shots: int = 1, batch_size: int = 8,
                  seed: int = 0, augment: bool = True, min_crop: float = 0.6, max_cells: int = 32,
                  balance: str = "pairs") -> None:
-        for method in ("image_path", "label_path", "own_id", "own_ids"):
+        for method in ("image_path", "label_path", "read_labels", "own_id", "own_ids"):
             if not hasattr(source, method):
                 raise SgoneError(f"{getattr(source, 'root', source)}: training on cached features needs a "
                                  "data set that names its image files (dataset 'mix')")
