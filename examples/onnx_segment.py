@@ -1,6 +1,6 @@
 """Segment a photo with a model from `sgone export`, using only onnxruntime, numpy and pillow.
 
-    sgone export --model prototype-mobilenet_v2 --output onnx-model/
+    sgone export --model prototype-mobilenet_v2 --output onnx-model/   (or any exportable model)
     python examples/onnx_segment.py onnx-model/ --support cat.jpg --support-mask cat_mask.png \\
         --query photo.jpg --output photo_mask.png [--truth photo_truth.png]
 
@@ -47,6 +47,46 @@ def image_array(image: Image.Image, hw: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(rgb.transpose(2, 0, 1)[None])
 
 
+def resize_channels(x: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """(C,h,w) float32 -> (C,H,W): pillow's bilinear, antialiased when shrinking (as torch's antialias=True)."""
+    return np.stack([np.asarray(Image.fromarray(c, mode="F").resize((hw[1], hw[0]), Image.BILINEAR)) for c in x])
+
+
+def starts(length: int, tile: int, stride: int) -> list[int]:
+    """Tile offsets along one side, `stride` apart, the last flush with the end."""
+    return [0] if length <= tile else list(range(0, length - tile, stride)) + [length - tile]
+
+
+def semantic_map(session: ort.InferenceSession, info: dict, image: np.ndarray) -> np.ndarray:
+    """(1,3,h,w) encoder input -> DINOv2's stitched patch map (1,384,H/14,W/14): the manifest's "semantic" steps."""
+    patch, tile, stride = info["patch"], info["tile"], info["tile_stride"]
+    scale = info["resolution"] / max(image.shape[-2:])
+    minimum = patch if stride == 0 else tile
+    hw = tuple(max(minimum, int(round(side * scale / patch)) * patch) for side in image.shape[-2:])
+    mean, std = (np.asarray(info[k], dtype=np.float32)[:, None, None] for k in ("mean", "std"))
+    canvas = (resize_channels(image[0], hw) - mean) / std
+    offsets = [(0, 0)] if stride == 0 else [(r, c) for r in starts(hw[0], tile, stride) for c in starts(hw[1], tile, stride)]
+    size = hw if stride == 0 else (tile, tile)
+    crops = np.stack([canvas[:, r:r + size[0], c:c + size[1]] for r, c in offsets]).astype(np.float32)
+    tokens = session.run([info["output"]], {info["input"]: crops})[0]  # (T, 1 + h*w, C), CLS first
+    grid = (size[0] // patch, size[1] // patch)
+    maps = tokens[:, 1:].transpose(0, 2, 1).reshape(len(offsets), tokens.shape[-1], *grid)
+    total = np.zeros((tokens.shape[-1], hw[0] // patch, hw[1] // patch), dtype=np.float32)
+    count = np.zeros((1, *total.shape[1:]), dtype=np.float32)
+    for m, (r, c) in zip(maps, offsets):
+        total[:, r // patch:r // patch + grid[0], c // patch:c // patch + grid[1]] += m
+        count[:, r // patch:r // patch + grid[0], c // patch:c // patch + grid[1]] += 1
+    return (total / count)[None]
+
+
+def encode(sessions: dict, manifest: dict, image: np.ndarray) -> dict[str, np.ndarray]:
+    """(1,3,h,w) -> the encoder's features (DINOv2 models: its patch map computed first, see `semantic_map`)."""
+    feeds = {"image": image}
+    if "semantic" in manifest:
+        feeds["semantic"] = semantic_map(sessions["dinov2"], manifest["semantic"], image)
+    return run(sessions["encoder"], feeds)
+
+
 def read_mask(path: str, size: tuple[int, int] | None = None) -> np.ndarray:
     """A mask file -> HxW bool (non-zero = object), resized (nearest) to size (W, H) if given."""
     mask = Image.open(path).convert("L")
@@ -90,14 +130,14 @@ def segment(folder: Path, support: str, support_mask: str, query: str, threshold
     manifest, sessions = load(folder)
     image = Image.open(support)
     hw = input_hw(image.height, image.width, manifest)
-    features = run(sessions["encoder"], {"image": image_array(image, hw)})
+    features = encode(sessions, manifest, image_array(image, hw))
     grid = next(iter(features.values())).shape[-2:]
     mask = read_mask(support_mask, (hw[1], hw[0]))  # the mask at the network input size
     prototypes = run(sessions["prototype"], {**features, "foreground_cover": cover(mask, grid),
                                              "background_cover": cover(~mask, grid),
                                              "mask": mask[None, None].astype(np.float32)})  # published SG-One
     photo = Image.open(query)
-    features = run(sessions["encoder"], {"image": image_array(photo, input_hw(photo.height, photo.width, manifest))})
+    features = encode(sessions, manifest, image_array(photo, input_hw(photo.height, photo.width, manifest)))
     logits = run(sessions["head"], {**features, **prototypes})["logits"][0]
     logits = upsample(logits, (photo.height, photo.width))
     return 1.0 / (1.0 + np.exp(logits[0] - logits[1]))  # softmax over (background, object)

@@ -21,3 +21,15 @@ def imagenet(ort):
         return find_weights("mobilenet_v2", None)
     except SgoneError as exc:
         pytest.skip(f"MobileNetV2 ImageNet weights not installed: {exc}")
+
+
+@pytest.fixture(scope="session")
+def dinov2(imagenet):
+    """The DINOv2 ONNX file (with onnxruntime and the MobileNetV2 file, for the joint models), or skip."""
+    from sgone.backbones.weights import candidate_paths
+
+    path = next((p for p in candidate_paths("dinov2_s14") if p.is_file()), None)
+    if path is None:
+        pytest.skip("the DINOv2 ONNX file is absent (see README setup)")
+    return path
+

@@ -237,6 +237,7 @@ class DinoV2S14(Backbone):
         self.outputs: tuple[str, ...] = (block_output(block),)
         self._session = None
         self.onnx_path: Path | None = None
+        self.session_file: Path | None = None  # the edited (or quantised) file the session runs
         # SHA-1 of the ONNX file, so feature caches and state digests tell files apart
         self.register_buffer("onnx_digest", torch.zeros(20, dtype=torch.uint8))
 
@@ -274,7 +275,7 @@ class DinoV2S14(Backbone):
             self._session = ort.InferenceSession(str(edited), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
             raise SgoneError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})") from None
-        self.onnx_path = Path(path)
+        self.onnx_path, self.session_file = Path(path), Path(edited)
         self.onnx_digest.copy_(torch.tensor(list(bytes.fromhex(digest)), dtype=torch.uint8))
 
     def _run(self, images: Tensor) -> list[Tensor]:

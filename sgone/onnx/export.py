@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import io
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import torch.nn as nn
 from sgone import ops
 from sgone.errors import SgoneError
 from sgone.onnx.graphs import EncoderGraph, GraphSpec, HeadGraph, PrototypeGraph, graph_spec, region_inputs
+from sgone.onnx.semantic import SEMANTIC_FILE, semantic_manifest, semantic_map
 
 OPSET = 17
 GRAPHS = ("encoder", "prototype", "head")
@@ -37,7 +39,7 @@ def _axes(names: tuple[str, ...], batch: bool, grid: bool) -> dict[str, dict[int
         axes = {0: "batch"} if batch else {}
         if name.endswith("_set"):
             axes[1] = "parts"  # k-shot averaging pools k shots' parts
-        elif name not in ("vector", "background", "prior_fg") and grid:
+        elif name not in ("vector", "background", "prior_fg", "semantic_fg") and grid:
             axes.update({2: "grid_height", 3: "grid_width"})
         if axes:
             out[name] = axes
@@ -64,16 +66,21 @@ def export_graphs(model: nn.Module, size: int = 473, dynamic: bool = True) -> tu
     """
     spec = graph_spec(model)
     image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
-    encoded = model.encode(image, need_side=True)
-    feats = tuple(encoded[name] for name in spec.features)
+    encoder_inputs: tuple[torch.Tensor, ...] = (image,)
+    if "semantic" in spec.inputs:
+        encoder_inputs += (semantic_map(model.backbone.semantic, image),)
+    feats = EncoderGraph(model, spec)(*encoder_inputs)
+    encoded = dict(zip(spec.features, feats))
     mask = torch.zeros(1, size, size, dtype=torch.long)
     mask[:, size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 1
     regions = region_inputs(spec, mask, feats[0].shape[-2:])
     support = tuple(encoded[name] for name in spec.support_features) + tuple(regions[n] for n in spec.regions)
     protos = PrototypeGraph(model, spec)(*support)
     image_axes = {"image": {0: "batch", 2: "height", 3: "width"}} if dynamic else {}
+    if dynamic and "semantic" in spec.inputs:
+        image_axes["semantic"] = {0: "batch", 2: "semantic_height", 3: "semantic_width"}
     graphs = {
-        "encoder": _to_bytes(EncoderGraph(model, spec), (image,), ["image"], list(spec.features),
+        "encoder": _to_bytes(EncoderGraph(model, spec), encoder_inputs, list(spec.inputs), list(spec.features),
                              {**image_axes, **_axes(spec.features, dynamic, dynamic)}),
         "prototype": _to_bytes(PrototypeGraph(model, spec), support, [*spec.support_features, *spec.regions],
                                list(spec.prototypes), {**_axes(spec.support_features + spec.regions, False, dynamic),
@@ -149,7 +156,7 @@ def export_model(model: str | Path | nn.Module | None, output: str | Path, size:
     the encoder is quantised statically (QDQ) on `calibration` images (HxWx3 uint8; default the
     bundled photos), see `sgone.onnx.quantize`. Every file is written atomically. Returns the manifest.
     """
-    from sgone.io import atomic_write
+    from sgone.io import atomic_path, atomic_write
     from sgone.models.registry import DEFAULT_MODEL, load_model
     from sgone.onnx.runtime import OnnxModel, require_onnxruntime
     from sgone.predictor import prepare_for_inference
@@ -165,7 +172,11 @@ def export_model(model: str | Path | nn.Module | None, output: str | Path, size:
     else:
         name = name or str(model or DEFAULT_MODEL)
         model = load_model(model)
-    graph_spec(model)  # refuse an unsupported model before any work
+    spec = graph_spec(model)  # refuse an unsupported model before any work
+    semantic = model.backbone.semantic if "semantic" in spec.inputs else None
+    if quantize and semantic is not None:
+        raise SgoneError(f"--quantize {quantize}: not offered for DINOv2 models yet (its loss on the photo checks "
+                         "is unmeasured); export them without --quantize")
     model = prepare_for_inference(model, "cpu")
     spec, graphs = export_graphs(model, size, dynamic)
     if quantize:
@@ -173,11 +184,16 @@ def export_model(model: str | Path | nn.Module | None, output: str | Path, size:
 
         graphs["encoder"] = quantize_encoder(graphs["encoder"], calibration or sample_images(), size, dynamic)
     info = manifest(model, name, spec, size, dynamic, _shapes(graphs), quantize)
-    info["check"] = check_agreement(model, OnnxModel(graphs, spec, torch_prototypes=False), size)
+    info["check"] = check_agreement(model, OnnxModel(graphs, spec, torch_prototypes=False, semantic=semantic), size)
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise SgoneError(f"{output}: exists and is not a folder")
     try:
+        if semantic is not None:
+            info["files"]["dinov2"] = SEMANTIC_FILE
+            info["semantic"] = semantic_manifest(semantic)
+            with atomic_path(output / SEMANTIC_FILE) as tmp:
+                shutil.copyfile(semantic.session_file, tmp)
         for g, data in graphs.items():
             atomic_write(output / info["files"][g], data)
         text = json.dumps(info, indent=2) + "\n"

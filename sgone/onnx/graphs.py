@@ -21,6 +21,10 @@ from sgone.errors import SgoneError
 
 COVERS = ("foreground_cover", "background_cover")  # (1,1,h,w) share of each feature cell in the region
 MASK = ("mask",)  # (1,1,H,W) 1 = object at the input size: the published variant pools at full resolution
+IMAGE = ("image",)  # (B,3,H,W) in [0,1]
+# + DINOv2's stitched patch map (B,384,H'/14,W'/14), computed outside the graphs (`sgone.onnx.semantic`)
+IMAGE_SEMANTIC = ("image", "semantic")
+JOINT_BACKBONES = ("dinov2_s14+mobilenet_v2",)
 
 
 @dataclass(frozen=True)
@@ -32,15 +36,21 @@ class GraphSpec:
     support_features: tuple[str, ...]  # encoder outputs the prototype graph reads
     prototypes: tuple[str, ...]      # prototype graph outputs = head inputs after the features
     regions: tuple[str, ...] = COVERS  # what the prototype graph reads of the support's mask
+    inputs: tuple[str, ...] = IMAGE  # what the encoder graph takes
 
 
 def graph_spec(model: nn.Module) -> GraphSpec:
     """The spec of a model; SgoneError for a model the exporter does not handle."""
     config = getattr(model, "config", {}) or {}
     arch, backbone = config.get("arch"), config.get("backbone", "?")
+    if arch == "sgone-prior" and backbone in JOINT_BACKBONES:
+        return GraphSpec(arch, ("guide", "prior", "prior_semantic", "side"), ("guide", "prior", "prior_semantic"),
+                         ("vector", "prior_fg", "background_set", "semantic_fg", "semantic_background_set"),
+                         inputs=IMAGE_SEMANTIC)
     if backbone not in ("mobilenet_v2", "efficientnet_lite0", "vgg16", "resnet50"):
-        raise SgoneError(f"{backbone}: backbone not supported by the ONNX export (use a MobileNetV2, "
-                         "EfficientNet-Lite0, VGG-16 or ResNet-50 model)")
+        raise SgoneError(f"{backbone if arch != 'prototype-fused' else 'dinov2_s14 + mobilenet_v2 (fused)'}: "
+                         "backbone not supported by the ONNX export (use a MobileNetV2, EfficientNet-Lite0, VGG-16 "
+                         "or ResNet-50 model, or an SG-One checkpoint trained on dinov2_s14+mobilenet_v2)")
     if arch == "prototype":
         protos = ("vector", "background")
         if model.background_prototypes > 1:
@@ -58,14 +68,21 @@ def graph_spec(model: nn.Module) -> GraphSpec:
 
 
 class EncoderGraph(nn.Module):
-    """image (B,3,H,W) in [0,1] -> the model's features at stride 8, in `spec.features` order."""
+    """image (B,3,H,W) in [0,1] [, semantic (B,384,h',w') DINOv2 patch map] -> the model's features at
+    stride 8, in `spec.features` order. With a semantic input, the model's joint backbone runs its CNN
+    here and takes DINOv2's map as given (resized onto the CNN's grid, as `JointBackbone` does)."""
 
     def __init__(self, model: nn.Module, spec: GraphSpec) -> None:
         super().__init__()
         self.model, self.names = model, spec.features
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        encoded = self.model.encode(image, need_side=True)
+    def forward(self, image: torch.Tensor, semantic: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        if semantic is None:
+            encoded = self.model.encode(image, need_side=True)
+        else:
+            levels = list(self.model.backbone.detail(image))
+            semantic = F.interpolate(semantic, size=levels[0].shape[-2:], mode="bilinear", align_corners=False)
+            encoded = self.model.encode_levels([semantic, *levels], need_side=True)
         return tuple(encoded[name] for name in self.names)
 
 
@@ -113,9 +130,13 @@ def prototypes_from_regions(model: Any, arch: str, feats: dict[str, torch.Tensor
         return {"vector": weighted_mean(guide, mask)}
     fg, bg = regions["foreground_cover"], regions["background_cover"]
     if arch == "sgone-prior":
-        prior = feats["prior"]
-        return {"vector": weighted_mean(feats["guide"], fg), "prior_fg": weighted_mean(prior, fg),
-                "background_set": kmeans(prior, bg, model.background_prototypes)}
+        out = {"vector": weighted_mean(feats["guide"], fg)}
+        for features, fg_name, parts in (("prior", "prior_fg", "background_set"),
+                                         ("prior_semantic", "semantic_fg", "semantic_background_set")):
+            if features in feats:
+                out[fg_name] = weighted_mean(feats[features], fg)
+                out[parts] = kmeans(feats[features], bg, model.background_prototypes)
+        return out
     guide = feats["guide"]
     if arch == "sgone":
         return {"vector": weighted_mean(guide, fg)}

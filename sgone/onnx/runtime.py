@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -62,7 +62,8 @@ class OnnxModel:
     variant = "fixed"
 
     def __init__(self, graphs: dict[str, bytes | str | Path], spec: GraphSpec, config: dict | None = None,
-                 threads: int | None = None, dynamic: bool = True, torch_prototypes: bool = True) -> None:
+                 threads: int | None = None, dynamic: bool = True, torch_prototypes: bool = True,
+                 semantic: Callable[[torch.Tensor], list[torch.Tensor]] | None = None) -> None:
         ort = require_onnxruntime()
         options = session_options(threads)
         self.spec, self.config, self.dynamic = spec, dict(config or {}), dynamic
@@ -71,15 +72,26 @@ class OnnxModel:
         self.sessions = {name: ort.InferenceSession(data if isinstance(data, bytes) else str(data), options,
                                                     providers=["CPUExecutionProvider"])
                          for name, data in graphs.items()}
+        if "semantic" in spec.inputs and semantic is None:
+            raise SgoneError("this model's encoder takes DINOv2's patch map: give its DINOv2 encoder (semantic=)")
+        self.semantic = semantic  # images (B,3,H,W) in [0,1] -> [DINOv2's patch map (B,384,h',w'), ...]
 
     @classmethod
     def from_folder(cls, folder: str | Path, threads: int | None = None) -> "OnnxModel":
-        """Load what `sgone export` wrote (manifest.json + graphs)."""
+        """Load what `sgone export` wrote (manifest.json + graphs, and dinov2.onnx for DINOv2 models)."""
         folder = Path(folder)
         info = read_manifest(folder)
         spec = GraphSpec(**{k: v if k == "arch" else tuple(v) for k, v in info["spec"].items()})
-        files = {g: folder / f for g, f in info["files"].items()}
-        return cls(files, spec, info["model_config"], threads, info["input"]["dynamic"])
+        files = {g: folder / f for g, f in info["files"].items() if g != "dinov2"}
+        semantic = None
+        if "dinov2" in info["files"]:
+            from sgone.onnx.semantic import semantic_encoder
+
+            session = require_onnxruntime().InferenceSession(str(folder / info["files"]["dinov2"]),
+                                                            session_options(threads),
+                                                            providers=["CPUExecutionProvider"])
+            semantic = semantic_encoder(info["semantic"], session)
+        return cls(files, spec, info["model_config"], threads, info["input"]["dynamic"], semantic=semantic)
 
     @staticmethod
     def fuse_prototypes(prototypes: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -95,7 +107,10 @@ class OnnxModel:
 
     def encode(self, images: torch.Tensor, need_side: bool = True) -> dict[str, torch.Tensor]:
         """(B,3,H,W) in [0,1] -> {name: (B,C,h,w)} as the torch model's encode (the side branch always runs)."""
-        out = dict(zip(self.spec.features, self._run("encoder", {"image": images})))
+        feeds = {"image": images}
+        if self.semantic is not None:
+            feeds["semantic"] = self.semantic(images)[0]
+        out = dict(zip(self.spec.features, self._run("encoder", feeds)))
         if not need_side:
             out.pop("side", None)
         return out
@@ -146,4 +161,5 @@ def onnx_model(model: torch.nn.Module, size: int = 473, threads: int | None = No
 
     require_onnxruntime(export=True)
     spec, graphs = export_graphs(model, size, dynamic=True)
-    return OnnxModel(graphs, spec, getattr(model, "config", {}), threads)
+    semantic = model.backbone.semantic if "semantic" in spec.inputs else None  # the model's own DINOv2 session
+    return OnnxModel(graphs, spec, getattr(model, "config", {}), threads, semantic=semantic)

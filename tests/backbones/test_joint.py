@@ -75,7 +75,10 @@ def test_checkpoint_of_the_joint_model_round_trips(own_cache, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(*x)["logits"], model(*x)["logits"])
     pytest.importorskip("onnx")
-    from sgone.onnx.graphs import graph_spec
+    from sgone.onnx.export import export_model
+    from sgone.onnx.runtime import OnnxModel
 
-    with pytest.raises(SgoneError, match="dinov2_s14\\+mobilenet_v2: backbone not supported by the ONNX export"):
-        graph_spec(loaded)
+    # it exports, DINOv2's own options (one 224 tile here) carried by the manifest to the runtime
+    info = export_model(path, tmp_path / "onnx", size=97, dynamic=True)
+    assert info["semantic"]["resolution"] == 224 and info["check"]["mask_iou"] > 0.99
+    assert OnnxModel.from_folder(tmp_path / "onnx").semantic.resolution == 224

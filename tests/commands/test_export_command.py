@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from sgone.cli import main
+from tests.export.helpers import run_example_without_torch
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "sgone" / "samples"
@@ -82,13 +83,7 @@ def test_published_checkpoint_bad_values_and_missing_onnxruntime(imagenet, tmp_p
 def test_example_script_segments_a_photo_without_torch(exported, tmp_path):
     """examples/onnx_segment.py with `import torch` made to fail: onnxruntime, numpy and pillow only."""
     out = tmp_path / "mask.png"
-    code = ("import runpy, sys; sys.modules['torch'] = None; sys.modules['sgone'] = None; "
-            f"sys.argv = sys.argv[1:]; runpy.run_path({str(ROOT / 'examples' / 'onnx_segment.py')!r}, "
-            "run_name='__main__')")
-    args = ["onnx_segment", str(exported), "--support", str(SAMPLES / "support.jpg"), "--support-mask",
-            str(SAMPLES / "support_mask.png"), "--query", str(SAMPLES / "query.jpg"), "--output", str(out),
-            "--truth", str(SAMPLES / "query_mask.png")]
-    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    done = run_example_without_torch(exported, out, "--truth", str(SAMPLES / "query_mask.png"), timeout=120)
     assert done.returncode == 0, done.stderr
     iou = float(done.stdout.strip().rsplit(" ", 1)[1])
     mask = np.asarray(Image.open(out)) == 255
@@ -100,6 +95,8 @@ def test_example_script_segments_a_photo_without_torch(exported, tmp_path):
     predictor.set_support(SAMPLES / "support.jpg", SAMPLES / "support_mask.png")
     ours = predictor.predict(SAMPLES / "query.jpg").mask == 1
     assert (ours & mask).sum() / (ours | mask).sum() > 0.9
-    missing = subprocess.run([sys.executable, str(ROOT / "examples" / "onnx_segment.py"), str(tmp_path), *args[2:]],
+    args = ["--support", str(SAMPLES / "support.jpg"), "--support-mask", str(SAMPLES / "support_mask.png"),
+            "--query", str(SAMPLES / "query.jpg"), "--output", str(out)]
+    missing = subprocess.run([sys.executable, str(ROOT / "examples" / "onnx_segment.py"), str(tmp_path), *args],
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and missing.stderr.strip().endswith("manifest.json: not found")

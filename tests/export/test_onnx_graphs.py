@@ -6,7 +6,7 @@ import torch
 
 from sgone import ops
 from sgone.errors import SgoneError
-from sgone.models.registry import build_model
+from sgone.models.registry import FUSED_DINO_MOBILENET, build_model
 from sgone.onnx.graphs import graph_spec, kmeans_parts, prototypes_from_regions, region_inputs
 
 
@@ -55,11 +55,31 @@ def test_prototypes_from_regions_match_support_prototype(arch, options):
         assert torch.allclose(ours[key], theirs[key], atol=1e-5), key
 
 
+def test_prototypes_from_regions_match_with_a_dinov2_level():
+    """The SG-One head on DINOv2 + MobileNetV2: the semantic pair too (random levels, no DINOv2 file needed)."""
+    torch.manual_seed(0)
+    model = build_model("sgone-prior", "dinov2_s14+mobilenet_v2", weights=None).eval()
+    spec = graph_spec(model)
+    assert spec.inputs == ("image", "semantic") and "semantic_background_set" in spec.prototypes
+    grid, mask = (13, 15), _mask(97, 113, 2, ignore=True)
+    levels = [torch.randn(1, c, *grid).relu() for c in model.backbone.channels]
+    with torch.inference_mode():
+        encoded = model.encode_levels(levels, need_side=False)
+        ours = prototypes_from_regions(model, "sgone-prior", encoded, region_inputs(spec, mask, grid))
+        theirs = model.support_prototype(encoded, mask)
+    assert set(ours) == set(theirs) == set(spec.prototypes)
+    for key in theirs:
+        assert torch.allclose(ours[key], theirs[key], atol=1e-5), key
+
+
 def test_unsupported_models_are_refused_with_a_reason():
     model = build_model("sgone", "mobilenet_v2", weights=None)
     model.config = dict(model.config, backbone="dinov2_s14")  # the lead's ViT backbone: out of scope
     with pytest.raises(SgoneError, match="dinov2_s14: backbone not supported by the ONNX export"):
         graph_spec(model)
+    fused = build_model("prototype-fused", "", weights=None, **FUSED_DINO_MOBILENET)  # training-free DINOv2
+    with pytest.raises(SgoneError, match=r"\(fused\): backbone not supported .* trained on dinov2_s14\+mobilenet_v2"):
+        graph_spec(fused)
     model.config = dict(model.config, backbone="mobilenet_v2", arch="sgone-next")
     with pytest.raises(SgoneError, match="sgone-next: architecture not supported"):
         graph_spec(model)
