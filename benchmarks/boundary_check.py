@@ -27,7 +27,7 @@ from sgone.engine.cached_episodes import LabelMaps, predict_cached
 from sgone.engine.feature_cache import FeatureCache
 from sgone.engine.metrics import IoUAccumulator
 from sgone.io import read_image
-from sgone.models.registry import DEFAULT_MODEL, load_model
+from sgone.models.registry import TRAINING_FREE_MODEL, load_model
 from sgone.refine import refine_probability
 
 GRID = "0.5:0.001,0.5:0.01,1:0.001,1:0.01,1:0.1,2:0.01,2:0.1"
@@ -57,7 +57,7 @@ def main() -> None:
 
     source = MixSource(args.root)
     labels = LabelMaps(source, args.size)
-    model = load_model(DEFAULT_MODEL)
+    model = load_model(TRAINING_FREE_MODEL)
     cache = FeatureCache(feature_cache_folder(args.feature_cache), model.backbone, args.size)
     settings = [tuple(float(v) for v in s.split(":")) for s in args.settings.split(",")]
     names = ["bilinear (today)"] + [f"guided, radius {r:g} strides, eps {e:g}" for r, e in settings]
@@ -100,7 +100,7 @@ def sample_sizes() -> None:
     for size in (473, 320, 224, 160):
         ious = []
         for boundary in ("none", "guided"):
-            predictor = Predictor(size=size, boundary=boundary)
+            predictor = Predictor(TRAINING_FREE_MODEL, size=size, boundary=boundary)
             predictor.set_support(support, mask)
             pred = predictor.predict(query).mask == 1
             ious.append((pred & truth).sum() / (pred | truth).sum())

@@ -306,9 +306,9 @@ def _fmt(v: float | None, digits: int = 0) -> str:
 
 
 def _default_model() -> tuple[str, str]:
-    from sgone.models.registry import DEFAULT_MODEL
+    from sgone.models.registry import TRAINING_FREE_MODEL
 
-    arch, backbone = DEFAULT_MODEL.split("-", 1)
+    arch, backbone = TRAINING_FREE_MODEL.split("-", 1)
     return arch, backbone
 
 

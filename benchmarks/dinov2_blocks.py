@@ -32,7 +32,7 @@ from sgone.engine.metrics import IoUAccumulator
 from sgone.io import read_image
 from sgone.models.fused import fuse_logits
 from sgone.models.prototype import PrototypeModel
-from sgone.models.registry import DEFAULT_MODEL, load_model
+from sgone.models.registry import TRAINING_FREE_MODEL, load_model
 from sgone.ops import keep_foreground
 from sgone.predictor import image_tensor, input_size
 
@@ -77,7 +77,7 @@ def main() -> None:
         tiled, global_view = dino.tiled_maps(x) if args.tile_stride else (dino.whole_maps(x), [])
         maps[path] = {**{n: t[0].half() for n, t in zip(NAMES, tiled)},
                       **{f"global {n}": g[0].half() for n, g in zip(NAMES, global_view)}}
-    default = load_model(DEFAULT_MODEL)
+    default = load_model(TRAINING_FREE_MODEL)
     cnn_cache = FeatureCache(feature_cache_folder(args.feature_cache), default.backbone, args.size)
     proto = PrototypeModel(dino)  # scoring only; its backbone is not called
     accs = {(c, w): IoUAccumulator() for c in candidates for w in WEIGHTS}

@@ -29,9 +29,9 @@ from sgone.engine.feature_cache import FeatureCache, JointFeatureCache
 from sgone.engine.metrics import IoUAccumulator
 from sgone.io import atomic_write
 from sgone.models.fused import FusedPrototypeModel
-from sgone.models.registry import DEFAULT_MODEL, load_model
+from sgone.models.registry import TRAINING_FREE_MODEL, load_model
 
-MODELS = (DEFAULT_MODEL, "prototype-dinov2_s14", "prototype-dinov2_s14-mobilenet_v2",
+MODELS = (TRAINING_FREE_MODEL, "prototype-dinov2_s14", "prototype-dinov2_s14-mobilenet_v2",
           "prototype-dinov2_s14-mobilenet_v2-224", "prototype-dinov2_s14-mobilenet_v2-whole")
 
 

@@ -26,7 +26,7 @@ from sgone.backbones.dinov2 import FINAL_OUTPUT, DinoV2S14, block_output
 from sgone.engine.feature_cache import FeatureCache
 from sgone.io import read_image, read_label
 from sgone.predictor import image_tensor, input_size
-from sgone.models.registry import DEFAULT_MODEL, load_model
+from sgone.models.registry import TRAINING_FREE_MODEL, load_model
 
 
 BLOCKS = (6, 8, 9, 11)
@@ -75,7 +75,7 @@ def main() -> None:
     backbone = DinoV2S14(resolution=448, tile_stride=112)
     backbone.outputs = tuple(block_output(b) for b in BLOCKS) + (FINAL_OUTPUT,)
     backbone.load_file(find_weights("dinov2_s14"))
-    default = load_model(DEFAULT_MODEL)
+    default = load_model(TRAINING_FREE_MODEL)
     cache = FeatureCache(feature_cache_folder(args.feature_cache), default.backbone, args.size)
     rows: dict[str, list] = {}
     for label_path, image_path in tqdm(pairs, desc="images", dynamic_ncols=True):

@@ -15,7 +15,7 @@ import numpy as np
 from sgone.commands.demo import sample_paths
 from sgone.io import read_image, read_mask
 from sgone.models.fused import FusedPrototypeModel
-from sgone.models.registry import DEFAULT_MODEL, build_model, load_model
+from sgone.models.registry import TRAINING_FREE_MODEL, build_model, load_model
 from sgone.predictor import Predictor
 
 # (label, tiled canvas's longer side, tile stride); 224 = the global view alone
@@ -43,7 +43,7 @@ def main() -> None:
     args = parser.parse_args()
     paths = sample_paths()
     support, mask, query = read_image(paths["support"]), read_mask(paths["support_mask"]), read_image(paths["query"])
-    models = {DEFAULT_MODEL: load_model(DEFAULT_MODEL)}
+    models = {TRAINING_FREE_MODEL: load_model(TRAINING_FREE_MODEL)}
     for label, resolution, stride in TILINGS if args.models is None else ():
         options = {"resolution": resolution, "tile_stride": stride}
         models[f"prototype-dinov2_s14, {label}"] = build_model("prototype", "dinov2_s14", levels=("low",),

@@ -108,7 +108,7 @@ def encoder_rows(predictors: dict[str, Predictor], image: np.ndarray, repeats: i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None,
+    parser.add_argument("--model", default="prototype-mobilenet_v2",
                         help="registered name or checkpoint (default: the training-free model)")
     parser.add_argument("--size", type=int, default=473)
     parser.add_argument("--published-size", type=int, default=321)

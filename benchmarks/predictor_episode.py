@@ -18,7 +18,8 @@ from sgone.predictor import Predictor
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None)
+    parser.add_argument("--model", default="prototype-mobilenet_v2",
+                        help="default: the training-free model (the figures in docs/results.md)")
     parser.add_argument("--size", type=int, default=473)
     parser.add_argument("--repeats", type=int, default=6)
     args = parser.parse_args()

@@ -1,6 +1,6 @@
 """Predictor: encode the support once (`set_support`), answer many cheap queries (`predict`).
 
-    predictor = Predictor()                           # training-free default, ImageNet weights
+    predictor = Predictor()                           # the default model (SG-One trained on real photos)
     predictor.set_support("cat.jpg", "cat_mask.png")  # or lists of k images/masks for k-shot
     result = predictor.predict("query.jpg")           # mask, probability, similarity at query size
 
@@ -115,7 +115,8 @@ class Predictor:
     """Few-shot segmentation of many queries against one cached support set.
 
     model: a registered name, a shipped checkpoint name, a checkpoint path, or a module (copied
-    when `fuse` folds its BatchNorm layers for inference). size: the longer input side (None =
+    when `fuse` folds its BatchNorm layers for inference); None = `registry.DEFAULT_MODEL`, SG-One
+    trained on real photos (DINOv2 + MobileNetV2; "prototype-mobilenet_v2" is ~7x faster). size: the longer input side (None =
     original size). fusion: k-shot rule, "avg" (average the support prototypes), "max" (union of
     the k one-shot predictions) or "vote" (pixels with at least half the top vote; each shot votes
     where its probability is above `threshold`); see `sgone.ops.fuse_shots`. allow_untrained:

@@ -36,9 +36,9 @@ def usable_models() -> list[str]:
     """Model names the app offers: training-free registered models and shipped checkpoints."""
     from sgone.models.registry import DEFAULT_MODEL, MODELS, shipped_checkpoints
 
-    names = [n for n in MODELS if n.startswith("prototype-")]
+    names = [n for n in MODELS if n.startswith("prototype-")] + sorted(shipped_checkpoints())
     names.sort(key=lambda n: n != DEFAULT_MODEL)  # the default first, registry order otherwise
-    return names + sorted(shipped_checkpoints())
+    return names
 
 
 def display_name(path: str | Path) -> str:

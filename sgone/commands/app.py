@@ -16,7 +16,7 @@ def register(subparsers) -> None:
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--model", default=None,
                    help="model selected when the page opens: a registered name, shipped checkpoint or checkpoint "
-                        "path (default: the training-free model)")
+                        "path (default: the default of `sgone segment`, sgone-dinov2_s14-mobilenet_v2-real)")
     p.add_argument("--size", type=int, default=473,
                    help="longer image side fed to the network (default 473); 0 keeps the original size")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")

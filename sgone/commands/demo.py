@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from sgone.io import read_image, read_mask
+    from sgone.models.registry import DEFAULT_MODEL
     from sgone.viz import heatmap, overlay, tile_grid
 
     check_model_arguments(args)
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         out / "query_similarity.png": heatmap(result.similarity, query, colorbar=True),
         out / "demo_grid.png": grid,
     })
-    model_name = args.model or "default (training-free)"
+    model_name = args.model or f"{DEFAULT_MODEL} (the default)"
     print(f"model: {model_name}; sample: person support -> persons in another photo half")
     print(f"IoU against ground truth: {iou:.3f}  (predicted {int(pred.sum())} px, true {int(gt.sum())} px)")
     print(f"wrote {out}/query.png, query_overlay.png, query_similarity.png, demo_grid.png")

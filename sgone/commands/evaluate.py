@@ -28,7 +28,8 @@ def register(subparsers) -> None:
                        help="a training checkpoint; with --fold all a path holding {fold} gives one per fold")
     model.add_argument("--model", metavar="NAME",
                        help="a registered model name (default without --checkpoint: prototype-mobilenet_v2, "
-                            "the training-free model; for davis2016 the model `sgone video` runs by default)")
+                            "the training-free model, which was trained on no class a benchmark tests; for davis2016 "
+                            "the model `sgone video` runs by default, the same one)")
     p.add_argument("--dataset", default="synthetic", help="pascal, coco, fss, folder, voclike, synthetic (default), davis2016")
     p.add_argument("--root", default=None, action="append", metavar="PATH",
                    help="the data set's folder (not needed for synthetic; repeat it for --dataset mix)")
@@ -82,9 +83,11 @@ def model_loader(args: argparse.Namespace, device, dataset: str, folds: list[int
     """fold -> model in eval mode; checks that a checkpoint was not trained on the classes it is tested on."""
     import torch
 
-    from sgone.models.registry import DEFAULT_MODEL, build_model_from_config, load_model, read_checkpoint
+    from sgone.models.registry import TRAINING_FREE_MODEL, build_model_from_config, load_model, read_checkpoint
 
-    template = args.checkpoint or args.model or DEFAULT_MODEL
+    # not the default of `segment`: that one was trained on real photos whose classes overlap the
+    # benchmarks' test classes (COCO's person, car, chair...), so it would not score unseen classes
+    template = args.checkpoint or args.model or TRAINING_FREE_MODEL
     per_fold = "{fold}" in template
     if multi and not per_fold and args.checkpoint:
         ckpt = read_checkpoint(template)

@@ -21,8 +21,8 @@ def register(subparsers) -> None:
                     "graphs' agreement with PyTorch on the bundled photos). examples/onnx_segment.py runs them with "
                     "onnxruntime, numpy and pillow alone.")
     p.add_argument("--model", default=None,
-                   help="registered model name, shipped checkpoint name or checkpoint path (default: the training-free "
-                        "model)")
+                   help="registered model name, shipped checkpoint name or checkpoint path (default: the default of "
+                        "`sgone segment`, sgone-dinov2_s14-mobilenet_v2-real)")
     p.add_argument("--output", required=True, metavar="DIR", help="folder for the graphs and manifest.json")
     p.add_argument("--size", type=int, default=473,
                    help="input size: the longer side (--dynamic) or the fixed square side")

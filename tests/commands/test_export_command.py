@@ -29,11 +29,13 @@ def one_line_error(capsys, rc: int, command: str) -> str:
 @pytest.fixture(scope="module")
 def exported(imagenet, tmp_path_factory):
     out = tmp_path_factory.mktemp("onnx-model")
-    assert main(["export", "--output", str(out), "--size", str(SIZE), "--dynamic"]) == 0
+    assert main(["export", "--model", "prototype-mobilenet_v2", "--output", str(out), "--size", str(SIZE),
+                 "--dynamic"]) == 0
     return out
 
 
 def segment_argv(model: list[str], out: Path) -> list[str]:
+    model = model if "--model" in model else ["--model", "prototype-mobilenet_v2", *model]  # the fast one
     return ["segment", *model, "--size", str(SIZE), "--support", str(SAMPLES / "support.jpg"), "--support-mask",
             str(SAMPLES / "support_mask.png"), "--query", str(SAMPLES / "query.jpg"), "--output", str(out)]
 

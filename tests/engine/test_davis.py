@@ -311,7 +311,7 @@ def test_f_matches_a_scipy_skimage_reference_on_random_blobs():
 
 
 def test_evaluate_davis_with_the_default_model_on_a_generated_sequence(tmp_path):
-    """End to end with the real (training-free) model: a generated clip laid out as DAVIS."""
+    """End to end with the video default (the training-free model): a generated clip laid out as DAVIS."""
     pytest.importorskip("skimage")
     from sgone.predictor import Predictor
     from sgone.video import synthetic_clip, write_clip
@@ -321,7 +321,9 @@ def test_evaluate_davis_with_the_default_model_on_a_generated_sequence(tmp_path)
                masks_folder=root / "Annotations" / "480p" / "cat")
     (root / "ImageSets" / "2016").mkdir(parents=True)
     (root / "ImageSets" / "2016" / "val.txt").write_text("cat\n")
-    res = evaluate_davis(Predictor(size=None), root, tmp_path / "out", progress=False)
+    from sgone.video.model import DEFAULT_VIDEO_MODEL
+
+    res = evaluate_davis(Predictor(DEFAULT_VIDEO_MODEL, size=None), root, tmp_path / "out", progress=False)
     assert res["sequences"]["cat"]["frames_scored"] == 6
     assert res["J_mean"] > 0.4 and 0.0 < res["F_mean"] <= 1.0  # the object is tracked (copying frame 0 scores ~0.1)
     assert res["model"] == "prototype-mobilenet_v2"

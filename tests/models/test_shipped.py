@@ -69,6 +69,17 @@ def test_segments_the_bundled_sample(name):
     assert (model.segment(query, proto)["logits"] - model.prior_logits(query, proto)).abs().max() > 0.1
 
 
+@pytest.mark.skipif(not _dinov2_ready(), reason="onnxruntime or the DINOv2 ONNX file is absent (see README setup)")
+def test_the_dinov2_checkpoint_is_the_default_of_predictor_and_the_video_keeps_the_training_free_one():
+    from sgone.predictor import Predictor
+    from sgone.video.model import video_predictor
+
+    predictor = Predictor()
+    assert predictor.model_name == DINO_NAME and predictor.model.semantic
+    video = video_predictor(device="cpu")
+    assert video.model_name == "prototype-mobilenet_v2" and video.model.config["arch"] == "prototype"
+
+
 @pytest.mark.skipif(not (SHARED / "ccp").is_dir(), reason=f"{SHARED} not present (the shared real corpora)")
 def test_documented_folds_are_the_folds_of_the_shared_corpora():
     from sgone.data.mix import MixSource

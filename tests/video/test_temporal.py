@@ -38,7 +38,9 @@ def predictor():
     from sgone.predictor import Predictor
 
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    return Predictor(size=None, device="cpu", boundary="none")  # as video_predictor builds it
+    from sgone.video.model import DEFAULT_VIDEO_MODEL
+
+    return Predictor(DEFAULT_VIDEO_MODEL, size=None, device="cpu", boundary="none")  # as video_predictor builds it
 
 
 def test_object_that_vanishes_is_found_again_elsewhere(predictor):
