@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -369,3 +370,27 @@ def test_davis_sequences_train_as_object_classes_from_the_cache(tmp_path):
     index = next(i for i in range(200) if batches.episodes.spec(i)["class_ids"] == [blob])
     item, item_mask = batches._item(batches.episodes.spec(index)["query"], blob, np.random.default_rng(0), crop=False)
     assert len(item) == 3 and (item_mask == 1).any()
+
+
+def test_autocast_rule_and_the_real_recipe_under_autocast(mix, tmp_path, monkeypatch):
+    """CUDA trains under autocast by default (bf16 where supported, else fp16), the CPU only with
+    --amp. With --amp the CPU runs the recipe's steps under bf16 autocast, the code path CUDA takes
+    (no GPU was at hand to run it there): the forward sees autocast on, the losses stay close."""
+    from sgone.engine.train import autocast_settings
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    assert autocast_settings(torch.device("cuda"), None) == (True, torch.float16)
+    assert autocast_settings(torch.device("cuda"), False)[0] is False
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert autocast_settings(torch.device("cuda"), None) == (True, torch.bfloat16)
+    assert autocast_settings(torch.device("cpu"), None)[0] is False
+    losses = {}
+    for amp in (False, True):
+        model, seen = prior_model(), []
+        model.register_forward_pre_hook(lambda *_: seen.append(torch.is_autocast_enabled("cpu")))
+        result = train(cached_config(tmp_path / f"amp{amp}", tmp_path / "cache", steps=3, val_every=0, amp=amp),
+                       source=mix, model=model)
+        assert seen and all(on == amp for on in seen)
+        losses[amp] = [loss for _, loss in result["losses"]]
+    assert all(math.isfinite(v) for v in losses[True])
+    assert losses[True] == pytest.approx(losses[False], rel=0.1)
