@@ -119,6 +119,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=353)
     parser.add_argument("--feature-cache", default="auto")
     parser.add_argument("--out", default=None, help="results.json and pictures (default <runs>/eval)")
+    parser.add_argument("--head-weight", type=float, default=None,
+                        help="the trained models' head_weight at inference (default: each checkpoint's own)")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     from sgone.engine.train import feature_cache_folder
@@ -139,6 +141,8 @@ def main() -> None:
             sys.exit(f"{path}: trained on fold {trained_with.get('fold')} with data options "
                      f"{trained_with.get('source_options')}; this script scores the default 4 folds")
         trained = load_model(path).eval()
+        if args.head_weight is not None:
+            trained.head_weight = args.head_weight
         if FeatureCache(cache.dir.parent, trained.backbone, args.size).tag != cache.tag:
             sys.exit(f"fold {fold}: the checkpoint's backbone differs from fold {args.folds.split(',')[0]}'s; "
                      "cached features do not apply")

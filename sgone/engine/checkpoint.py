@@ -109,11 +109,14 @@ def restore_training_state(state: dict[str, Any], model: nn.Module, optimizer: t
     return int(state.get("step", 0))
 
 
-def export_for_inference(src: str | Path, dst: str | Path, card: dict | None = None) -> Path:
+def export_for_inference(src: str | Path, dst: str | Path, card: dict | None = None,
+                         inference: dict | None = None) -> Path:
     """A training checkpoint -> a file for inference only: the weights and model config (plus `card`,
-    e.g. data and recipe), without optimiser, scheduler and RNG states. Written atomically."""
+    e.g. data and recipe), without optimiser, scheduler and RNG states. `inference` updates the model
+    config with inference-only options (e.g. {"head_weight": 0.25}). Written atomically."""
     state = load_checkpoint(src)
-    slim = {"model": state["model"], "model_config": state.get("model_config", {}), "step": state.get("step", 0),
+    model_config = {**state.get("model_config", {}), **(inference or {})}
+    slim = {"model": state["model"], "model_config": model_config, "step": state.get("step", 0),
             "config": state.get("config", {}), "card": dict(card or {})}
     buffer = io.BytesIO()
     torch.save(slim, buffer)

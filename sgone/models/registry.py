@@ -66,7 +66,8 @@ def build_model_from_config(config: dict, weights: str | Path | None = None) -> 
     if arch == "sgone":
         keys = ("variant", "guidance_dim", "side_dim")
     elif arch == "sgone-prior":
-        keys = ("guidance_dim", "side_dim", "background_prototypes", "temperature", "side_levels", "semantic_weight")
+        keys = ("guidance_dim", "side_dim", "background_prototypes", "temperature", "side_levels", "semantic_weight",
+                "head_weight")
     else:
         keys = ("levels", "temperature", "refine_steps", "refine_confidence", "refine_weight",
                 "background_prototypes", "foreground_prototypes", "scales")

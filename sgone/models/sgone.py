@@ -9,6 +9,8 @@ Two variants share the layers:
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -129,6 +131,7 @@ class PriorGuidedSGOne(SGOne):
     Its logits are added to the prior's own logits, and the last conv starts at zero, so an
     untrained head equals the training-free model and training only has to correct it. The
     learnt guidance (`similarity`) gets an auxiliary loss in training (`guidance_loss`).
+    head_weight scales that correction at inference (1 = as trained, 0 = the prior alone).
 
     Layers (stride 8, channels of backbone levels low/mid/high = c_low, c_mid, c_high):
     guide = 1x1 conv MLP on concat(mid, high) -> guidance_dim; side branch: three 3x3 convs at
@@ -138,8 +141,10 @@ class PriorGuidedSGOne(SGOne):
 
     def __init__(self, backbone: nn.Module, guidance_dim: int = 256, side_dim: int = 64,
                  background_prototypes: int = 8, temperature: float = 10.0, side_levels: str = "low",
-                 semantic_weight: float = 0.5, config: dict | None = None) -> None:
+                 semantic_weight: float = 0.5, head_weight: float = 1.0, config: dict | None = None) -> None:
         nn.Module.__init__(self)
+        if not (math.isfinite(head_weight) and head_weight >= 0.0):
+            raise ValueError(f"head_weight must be a finite number >= 0, got {head_weight}")
         if side_levels not in ("low", "all"):
             raise ValueError(f"side_levels must be 'low' or 'all', got {side_levels!r}")
         if not 0.0 <= semantic_weight <= 1.0:
@@ -175,6 +180,10 @@ class PriorGuidedSGOne(SGOne):
                            temperature=temperature, side_levels=side_levels)
         if self.semantic:
             self.config["semantic_weight"] = self.semantic_weight
+        # how much of the learnt correction is added to the prior's logits at inference (1 = as trained)
+        self.head_weight = float(head_weight)
+        if self.head_weight != 1.0:
+            self.config["head_weight"] = self.head_weight
 
     def _side(self, levels: list[torch.Tensor]) -> torch.Tensor:
         if self.side_levels == "all":
@@ -218,7 +227,7 @@ class PriorGuidedSGOne(SGOne):
         x = torch.cat([encoded["side"] * similarity.unsqueeze(1), similarity.unsqueeze(1),
                        prior_fg.unsqueeze(1), prior_bg.unsqueeze(1)], dim=1)
         prior_logits = self.temperature * torch.stack([prior_bg, prior_fg], dim=1)
-        logits = prior_logits + self.classifier(self.fuse(x))
+        logits = prior_logits + self.head_weight * self.classifier(self.fuse(x))
         return {"logits": logits, "similarity": similarity, "prior_logits": prior_logits}
 
     def _prior(self, encoded: dict[str, torch.Tensor], prototype: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -154,6 +154,32 @@ def test_untrained_prior_model_equals_the_training_free_model():
     torch.testing.assert_close(from_levels, free(s, m, q)["logits"])
 
 
+def test_head_weight_scales_the_learnt_correction_and_survives_a_checkpoint(tmp_path):
+    """logits = prior logits + head_weight x the head's output: 0 gives the prior, 1 the model as trained."""
+    from sgone.models.registry import build_model_from_config
+
+    model = prior_model()
+    torch.manual_seed(1)
+    s, q = torch.rand(1, 1, 3, 48, 64), torch.rand(1, 3, 48, 64)
+    m = torch.zeros(1, 1, 48, 64, dtype=torch.long)
+    m[..., 10:30, 10:40] = 1
+    with torch.no_grad():
+        full = model(s, m, q)
+        correction = full["logits"] - full["prior_logits"]
+        assert correction.abs().max() > 1e-3  # the head says something
+        for weight in (0.0, 0.25):
+            model.head_weight = weight
+            torch.testing.assert_close(model(s, m, q)["logits"], full["prior_logits"] + weight * correction)
+    assert "head_weight" not in prior_model().config  # 1 (as trained) leaves old configs as they were
+    weighted = PriorGuidedSGOne(tiny_backbone(0), guidance_dim=16, side_dim=8, background_prototypes=2,
+                                head_weight=0.25, config={"backbone": "tiny"})
+    assert weighted.config["head_weight"] == 0.25
+    rebuilt = build_model_from_config({**weighted.config, "backbone": "mobilenet_v2"}, weights=None)
+    assert rebuilt.head_weight == 0.25
+    with pytest.raises(ValueError, match="head_weight"):
+        PriorGuidedSGOne(tiny_backbone(0), head_weight=-1.0)
+
+
 def test_untrained_model_with_a_semantic_level_equals_the_fused_training_free_model():
     from sgone.models.fused import FusedPrototypeModel
 

@@ -54,3 +54,6 @@ def test_export_for_inference_keeps_only_what_loading_needs(tmp_path):
     assert out.stat().st_size < (tmp_path / "last.pt").stat().st_size
     for key, value in model.state_dict().items():
         assert torch.equal(slim["model"][key], value)
+    assert "head_weight" not in slim["model_config"]
+    tuned = export_for_inference(tmp_path / "last.pt", tmp_path / "tuned.pt", inference={"head_weight": 0.25})
+    assert torch.load(tuned, weights_only=False)["model_config"]["head_weight"] == 0.25  # inference options
