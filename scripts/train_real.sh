@@ -42,13 +42,15 @@ from sgone.engine.checkpoint import export_for_inference
 
 name, runs, backbone, steps = os.environ["NAME"], os.environ["RUNS"], os.environ["BACKBONE"], os.environ["STEPS"]
 # the DINOv2 model adds a quarter of its learnt correction to the prior (head_weight, chosen on fold 0)
-inference = {"head_weight": 0.25} if backbone != "mobilenet_v2" else None
+# and runs DINOv2 in int8 (no loss on the folds or photos, 1.7x faster): docs/results.md, "The default model"
+inference = {"head_weight": 0.25, "backbone_options": {"high_stride": 16, "precision": "int8"}} \
+    if backbone != "mobilenet_v2" else None
 export_for_inference(f"{runs}/all/last.pt", f"sgone/checkpoints/{name}.pt", inference=inference, card={
     "name": name,
     "data": "Clothing Co-Parsing, COCO-128, CamVid (voclike, every class with 6+ images)"
             + (" + the DAVIS-2016 train sequences" if backbone != "mobilenet_v2" else "") + "; see the model card",
     "recipe": f"sgone train --dataset mix --folds 0 --recipe real --backbone {backbone} --steps {steps} (PriorGuidedSGOne, frozen backbone)",
     "card": f"sgone/checkpoints/{name}.md",
-    **({"inference": "head_weight 0.25: the prior's logits + 0.25 x the learnt correction (chosen on fold 0's "
-                     "held-out classes)"} if inference else {})})
+    **({"inference": "head_weight 0.25 (the prior's logits + 0.25 x the learnt correction) and DINOv2 in int8 "
+                     "(dynamic MatMul quantisation), both chosen on held-out data: docs/results.md"} if inference else {})})
 PY

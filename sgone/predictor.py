@@ -116,7 +116,7 @@ class Predictor:
 
     model: a registered name, a shipped checkpoint name, a checkpoint path, or a module (copied
     when `fuse` folds its BatchNorm layers for inference); None = `registry.DEFAULT_MODEL`, SG-One
-    trained on real photos (DINOv2 + MobileNetV2; "prototype-mobilenet_v2" is ~7x faster). size: the longer input side (None =
+    trained on real photos (DINOv2 + MobileNetV2; "prototype-mobilenet_v2" is ~5x faster). size: the longer input side (None =
     original size). fusion: k-shot rule, "avg" (average the support prototypes), "max" (union of
     the k one-shot predictions) or "vote" (pixels with at least half the top vote; each shot votes
     where its probability is above `threshold`); see `sgone.ops.fuse_shots`. allow_untrained:

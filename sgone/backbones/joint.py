@@ -50,12 +50,12 @@ class JointBackbone(nn.Module):
 
 
 def dinov2_s14_mobilenet_v2(high_stride: int = 16, resolution: int = 448, tile_stride: int = 112,
-                            block: int = 9) -> JointBackbone:
+                            block: int = 9, precision: str = "fp32") -> JointBackbone:
     """DINOv2 ViT-S/14 (options of `dinov2_s14`) + MobileNetV2 at output stride 8 (`high_stride`)."""
     from .dinov2 import dinov2_s14
     from .mobilenet import mobilenet_v2
 
-    return JointBackbone(dinov2_s14(resolution=resolution, tile_stride=tile_stride, block=block),
+    return JointBackbone(dinov2_s14(resolution=resolution, tile_stride=tile_stride, block=block, precision=precision),
                          mobilenet_v2(high_stride=high_stride))
 
 

@@ -22,7 +22,7 @@ BAND_PIXELS = 1 << 22  # pixels per band of the full-size mask: ~16 MB of float3
 
 
 DEFAULT_MODEL_HELP = ("sgone-dinov2_s14-mobilenet_v2-real, SG-One trained on real photos on DINOv2 + MobileNetV2 "
-                      "features; prototype-mobilenet_v2, the training-free model, is about 7x faster")
+                      "features; prototype-mobilenet_v2, the training-free model, is about 5x faster")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, default_help: str = DEFAULT_MODEL_HELP) -> None:

@@ -651,7 +651,7 @@ def test_demo_prints_iou(tmp_path, capsys, one_torch_thread):
     match = re.search(r"IoU against ground truth: ([0-9.]+)", captured.out)
     assert match, captured.out
     # The bundled sample (person support -> persons in the other half of a VOC photo) gives
-    # IoU 0.774 with the default model at the default --size 473 (0.619 with the training-free
+    # IoU 0.769 with the default model at the default --size 473 (0.619 with the training-free
     # one). 0.4 leaves a wide margin for
     # numeric differences between CPUs and torch builds yet fails if the model, the weights or
     # the mask reading are broken (a wrong or empty prediction scores near 0 - 0.3).

@@ -60,7 +60,7 @@ def test_segments_the_bundled_sample(name):
     result = predictor.predict(read_image(samples / "query.jpg"))
     truth = read_mask(samples / "query_mask.png") == 1
     iou = (result.mask.astype(bool) & truth).sum() / (result.mask.astype(bool) | truth).sum()
-    assert iou > 0.5  # measured 0.583 (MobileNetV2), 0.774 (DINOv2); the training-free model gets 0.619
+    assert iou > 0.5  # measured 0.583 (MobileNetV2), 0.769 (DINOv2); the training-free model gets 0.619
     # the learnt head changes the answer: its logits are not the training-free prior's
     model = predictor.model
     query = model.encode(torch.rand(1, 3, 96, 128))
