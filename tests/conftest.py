@@ -26,9 +26,9 @@ def imagenet(ort):
 @pytest.fixture(scope="session")
 def dinov2(imagenet):
     """The DINOv2 ONNX file (with onnxruntime and the MobileNetV2 file, for the joint models), or skip."""
-    from sgone.backbones.weights import candidate_paths
+    from tests.helpers import dinov2_file
 
-    path = next((p for p in candidate_paths("dinov2_s14") if p.is_file()), None)
+    path = dinov2_file()
     if path is None:
         pytest.skip("the DINOv2 ONNX file is absent (see README setup)")
     return path

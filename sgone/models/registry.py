@@ -178,11 +178,11 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
     unless `allow_untrained`: its masks would be meaningless.
     """
     name = str(name_or_path or DEFAULT_MODEL)
-    if name != DEFAULT_MODEL:
-        return _load_model(name, device, weights, allow_untrained)
     try:
         return _load_model(name, device, weights, allow_untrained)
-    except SgoneError as exc:  # e.g. the DINOv2 file or onnxruntime absent: say what else works
+    except SgoneError as exc:  # e.g. the default's DINOv2 file absent: say what runs without it
+        if name != DEFAULT_MODEL:
+            raise
         raise SgoneError(f"{exc} (the default model {DEFAULT_MODEL} needs it; the training-free "
                          f"--model {TRAINING_FREE_MODEL} needs only MobileNetV2's file)") from None
 

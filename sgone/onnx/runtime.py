@@ -16,6 +16,7 @@ import torch
 from sgone import ops
 from sgone.errors import SgoneError
 from sgone.onnx.graphs import GraphSpec, config_counts, prototypes_from_regions, region_inputs
+from sgone.onnx.semantic import semantic_encoder, semantic_map
 
 INSTALL_HINT = "ONNX Runtime is not installed; install it with: pip install 'sgone[onnx]'"
 
@@ -85,8 +86,6 @@ class OnnxModel:
         files = {g: folder / f for g, f in info["files"].items() if g != "dinov2"}
         semantic = None
         if "dinov2" in info["files"]:
-            from sgone.onnx.semantic import semantic_encoder
-
             session = require_onnxruntime().InferenceSession(str(folder / info["files"]["dinov2"]),
                                                             session_options(threads),
                                                             providers=["CPUExecutionProvider"])
@@ -109,7 +108,7 @@ class OnnxModel:
         """(B,3,H,W) in [0,1] -> {name: (B,C,h,w)} as the torch model's encode (the side branch always runs)."""
         feeds = {"image": images}
         if self.semantic is not None:
-            feeds["semantic"] = self.semantic(images)[0]
+            feeds["semantic"] = semantic_map(self.semantic, images)
         out = dict(zip(self.spec.features, self._run("encoder", feeds)))
         if not need_side:
             out.pop("side", None)

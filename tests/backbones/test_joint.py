@@ -7,17 +7,12 @@ import torch.nn.functional as F
 
 from sgone.backbones import build_backbone
 from sgone.errors import SgoneError
+from tests.helpers import dinov2_file
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'sgone[onnx]')")
 
 
-def _dinov2_file():
-    from sgone.backbones.weights import candidate_paths
-
-    return next((p for p in candidate_paths("dinov2_s14") if p.is_file()), None)
-
-
-pytestmark = pytest.mark.skipif(_dinov2_file() is None, reason="the DINOv2 ONNX file is absent (see README setup)")
+pytestmark = pytest.mark.skipif(dinov2_file() is None, reason="the DINOv2 ONNX file is absent (see README setup)")
 
 
 @pytest.fixture

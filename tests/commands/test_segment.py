@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from sgone.cli import main
+from tests.helpers import dinov2_file
 
 SUPPORT_HW = (64, 80)  # height, width
 QUERY_HW = (90, 120)
@@ -128,14 +129,8 @@ needs_weights = pytest.mark.skipif(
     reason="MobileNetV2 ImageNet weights for the default model are not installed (weights package absent)")
 
 
-def _dinov2_available() -> bool:
-    from sgone.backbones.weights import candidate_paths
-
-    return any(p.is_file() for p in candidate_paths("dinov2_s14"))
-
-
 needs_default_model = pytest.mark.skipif(
-    not (_weights_available() and _dinov2_available()),
+    not (_weights_available() and dinov2_file() is not None),
     reason="the default model needs MobileNetV2's ImageNet file and the DINOv2 ONNX file (see README setup)")
 
 

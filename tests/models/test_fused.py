@@ -8,6 +8,7 @@ import torch
 from sgone.models.fused import FusedPrototypeModel, fuse_logits
 from sgone.models.prototype import PrototypeModel
 from sgone.models.registry import MODELS, build_model, build_model_from_config
+from tests.helpers import dinov2_ready
 
 
 def test_fuse_logits_weights_and_resizes():
@@ -88,17 +89,7 @@ def test_dinov2_models_are_registered_training_free():
         assert name in MODELS and not MODELS[name].untrained_head
 
 
-def _dinov2_ready() -> bool:
-    from sgone.backbones.weights import candidate_paths
-
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return any(p.is_file() for p in candidate_paths("dinov2_s14"))
-
-
-@pytest.mark.skipif(not _dinov2_ready(), reason="onnxruntime or the DINOv2 ONNX file is absent (see README setup)")
+@pytest.mark.skipif(not dinov2_ready(), reason="onnxruntime or the DINOv2 ONNX file is absent (see README setup)")
 def test_fused_dinov2_model_segments_the_sample_photo(tmp_path, monkeypatch):
     from sgone.io import read_mask
     from sgone.predictor import Predictor

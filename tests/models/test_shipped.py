@@ -9,24 +9,15 @@ import pytest
 import torch
 
 from sgone.models.registry import load_model, shipped_checkpoints
+from tests.helpers import dinov2_ready
 
 NAME = "sgone-mobilenet_v2-real"
 DINO_NAME = "sgone-dinov2_s14-mobilenet_v2-real"
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
-def _dinov2_ready() -> bool:
-    from sgone.backbones.weights import candidate_paths
-
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return any(p.is_file() for p in candidate_paths("dinov2_s14"))
-
-
 NAMES = [NAME, pytest.param(DINO_NAME, marks=pytest.mark.skipif(
-    not _dinov2_ready(), reason="onnxruntime or the DINOv2 ONNX file is absent (see README setup)"))]
+    not dinov2_ready(), reason="onnxruntime or the DINOv2 ONNX file is absent (see README setup)"))]
 
 
 @pytest.mark.parametrize("name", [NAME, DINO_NAME])
@@ -69,7 +60,7 @@ def test_segments_the_bundled_sample(name):
     assert (model.segment(query, proto)["logits"] - model.prior_logits(query, proto)).abs().max() > 0.1
 
 
-@pytest.mark.skipif(not _dinov2_ready(), reason="onnxruntime or the DINOv2 ONNX file is absent (see README setup)")
+@pytest.mark.skipif(not dinov2_ready(), reason="onnxruntime or the DINOv2 ONNX file is absent (see README setup)")
 def test_the_dinov2_checkpoint_is_the_default_of_predictor_and_the_video_keeps_the_training_free_one():
     from sgone.predictor import Predictor
     from sgone.video.model import video_predictor
