@@ -26,7 +26,7 @@ from sgone.data.mix import MixSource
 from sgone.data.sampler import TestEpisodes
 from sgone.engine.cached_episodes import LabelMaps, predict_cached
 from sgone.engine.feature_cache import FeatureCache, JointFeatureCache
-from sgone.engine.metrics import IoUAccumulator
+from sgone.engine.metrics import IoUAccumulator, by_object_size, object_share
 from sgone.io import atomic_write
 from sgone.models.fused import FusedPrototypeModel
 from sgone.models.registry import TRAINING_FREE_MODEL, load_model
@@ -55,19 +55,6 @@ def cache_for(model, caches: dict):
 def episode_images(source, specs) -> list[str]:
     keys = {spec["query"] for spec in specs} | {k for spec in specs for way in spec["supports"] for k in way}
     return sorted({str(source.image_path(k)) for k in keys})
-
-
-# object share of the query's labelled pixels: small, medium, large
-SIZE_BINS = ((0.0, 0.02, "< 2 %"), (0.02, 0.10, "2-10 %"), (0.10, 1.01, ">= 10 %"))
-
-
-def by_size(sizes: list[tuple[float, float]]) -> dict[str, dict[str, float]]:
-    """(object share, episode foreground IoU) pairs -> mean foreground IoU (x100) and count per size bin."""
-    out = {}
-    for low, high, name in SIZE_BINS:
-        ious = [iou for share, iou in sizes if low <= share < high]
-        out[name] = {"episodes": len(ious), "fg_iou": 100 * float(np.mean(ious)) if ious else float("nan")}
-    return out
 
 
 def main() -> None:
@@ -113,11 +100,10 @@ def main() -> None:
             for spec in specs:
                 out = predict_cached(model, source, spec, cache, labels)
                 iou = acc.add(out["pred"], out["label"], spec["class_ids"])
-                valid = out["label"] != 255
-                sizes.append((float((out["label"] == 1).sum() / valid.sum().clamp_min(1)), float(iou)))
+                sizes.append((object_share(out["label"]), float(iou)))
             row[f"{name} {shots}-shot"] = {"miou": 100 * acc.miou(test), "fb_iou": 100 * acc.fb_iou(),
                                            "by_source": breakdown(acc, source, test),
-                                           "by_object_size": by_size(sizes)}
+                                           "by_object_size": by_object_size(sizes)}
             all_sizes.setdefault(f"{name} {shots}-shot", []).extend(sizes)
             print(f"fold {fold} {shots}-shot {name}: mIoU {100 * acc.miou(test):.1f} "
                   + " ".join(f"{k} {v:.1f}" for k, v in row[f'{name} {shots}-shot']['by_source'].items()), flush=True)
@@ -129,7 +115,7 @@ def main() -> None:
             vals = [results["folds"][str(f)][key]["miou"] for f in folds]
             results.setdefault("mean", {})[key] = float(np.mean(vals))
             print(f"mean over folds {folds}, {shots}-shot, {name}: {np.mean(vals):.1f}")
-            results.setdefault("by_object_size", {})[key] = pooled = by_size(all_sizes[key])
+            results.setdefault("by_object_size", {})[key] = pooled = by_object_size(all_sizes[key])
             print("    mean foreground IoU by the object's share of the query: "
                   + ", ".join(f"{size} {v['fg_iou']:.1f} ({v['episodes']} episodes)" for size, v in pooled.items()))
     out = Path(args.out)

@@ -25,7 +25,7 @@ from sgone.data.mix import MixSource
 from sgone.data.sampler import TestEpisodes
 from sgone.engine.cached_episodes import LabelMaps, predict_cached
 from sgone.engine.feature_cache import FeatureCache
-from sgone.engine.metrics import IoUAccumulator
+from sgone.engine.metrics import SIZE_BINS, IoUAccumulator, by_object_size, object_share
 from sgone.io import atomic_write
 from sgone.models.registry import build_model, load_model, read_checkpoint
 
@@ -46,14 +46,15 @@ def score(model, source, specs, cache, labels, progress: str):
     A model with a semantic (DINOv2) level has a fused prior; the default then gets its own column,
     "training-free default", computed from the cache's MobileNetV2 levels.
 
-    Returns {"trained": (acc, ious, guidance), "training-free": (acc, ious, [])[, "training-free default": ...]};
-    guidance holds the (mean learnt similarity inside, outside) of each episode's query object."""
+    Returns {"trained": (acc, ious, guidance, sizes), "training-free": (acc, ious, [], sizes)[, "training-free
+    default": ...]}; guidance holds the (mean learnt similarity inside, outside) of each episode's query object,
+    sizes the (object share of the query, foreground IoU) of each episode."""
     from tqdm import tqdm
 
     free = build_model("prototype", "mobilenet_v2", weights=None, backbone_options={"high_stride": 16}).eval()
     joint = getattr(model, "semantic", False)
     names = ("trained", "training-free") + (("training-free default",) if joint else ())
-    results = {name: (IoUAccumulator(), [], []) for name in names}
+    results = {name: (IoUAccumulator(), [], [], []) for name in names}
     for i, spec in enumerate(tqdm(specs, desc=progress, leave=False, dynamic_ncols=True)):
         out = predict_cached(model, source, spec, cache, labels, with_prior=True)
         rows = [("trained", out["pred"], out["similarity"]), ("training-free", out["prior_pred"], None)]
@@ -61,9 +62,11 @@ def score(model, source, specs, cache, labels, progress: str):
             rows.append(("training-free default", predict_cached(free, source, spec, LastLevels(cache), labels)["pred"], None))
         elif i < 3 and not torch.equal(predict_cached(free, source, spec, cache, labels)["pred"], out["prior_pred"]):
             sys.exit(f"episode {i}: the trained model's prior differs from the training-free model")
+        share = object_share(out["label"])
         for name, pred, sim in rows:
-            acc, ious, guidance = results[name]
+            acc, ious, guidance, sizes = results[name]
             ious.append(acc.add(pred, out["label"], spec["class_ids"]))
+            sizes.append((share, ious[-1]))
             if sim is None:
                 continue
             sim = torch.nn.functional.interpolate(sim[None], size=out["label"].shape, mode="bilinear",
@@ -121,6 +124,9 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="results.json and pictures (default <runs>/eval)")
     parser.add_argument("--head-weight", type=float, default=None,
                         help="the trained models' head_weight at inference (default: each checkpoint's own)")
+    parser.add_argument("--backbone-options", type=json.loads, default=None,
+                        help='JSON updating the checkpoints\' backbone options, e.g. \'{"resolution": 224, '
+                             '"tile_stride": 224}\' (DINOv2 as one 224 tile)')
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     from sgone.engine.train import feature_cache_folder
@@ -128,11 +134,13 @@ def main() -> None:
     source = MixSource(args.root)
     first = Path(args.runs) / f"fold{args.folds.split(',')[0]}" / args.checkpoint
     # the frozen backbone the checkpoints were trained on (ImageNet MobileNetV2, or DINOv2 + it)
-    cache = FeatureCache(feature_cache_folder(args.feature_cache), load_model(first).backbone.eval(), args.size)
+    cache = FeatureCache(feature_cache_folder(args.feature_cache),
+                         load_model(first, backbone_options=args.backbone_options).backbone.eval(), args.size)
     labels = LabelMaps(source, args.size)
     out = Path(args.out or Path(args.runs) / "eval")
     out.mkdir(parents=True, exist_ok=True)
-    results = {"size": args.size, "episodes": args.episodes, "seed": args.seed, "folds": {}}
+    results = {"size": args.size, "episodes": args.episodes, "seed": args.seed,
+               "backbone_options": args.backbone_options, "folds": {}}
     for fold in [int(f) for f in args.folds.split(",")]:
         path = Path(args.runs) / f"fold{fold}" / args.checkpoint
         trained_with = read_checkpoint(path).get("config", {})
@@ -140,7 +148,7 @@ def main() -> None:
                 or set(trained_with.get("source_options", {})) - {"folds", "cache_dir"}:
             sys.exit(f"{path}: trained on fold {trained_with.get('fold')} with data options "
                      f"{trained_with.get('source_options')}; this script scores the default 4 folds")
-        trained = load_model(path).eval()
+        trained = load_model(path, backbone_options=args.backbone_options).eval()
         if args.head_weight is not None:
             trained.head_weight = args.head_weight
         if FeatureCache(cache.dir.parent, trained.backbone, args.size).tag != cache.tag:
@@ -153,10 +161,10 @@ def main() -> None:
             tick = time.perf_counter()
             scored = score(trained, source, specs, cache, labels, f"fold {fold} {shots}-shot")
             ms = 1000 * (time.perf_counter() - tick) / len(specs)
-            for name, (acc, ious, guidance) in scored.items():
+            for name, (acc, ious, guidance, sizes) in scored.items():
                 r = row[f"{name} {shots}-shot"] = {
                     "miou": 100 * acc.miou(test), "fb_iou": 100 * acc.fb_iou(),
-                    "by_source": breakdown(acc, source, test),
+                    "by_source": breakdown(acc, source, test), "object_sizes": sizes,
                     "per_class": {source.class_names[c]: 100 * v for c, v in acc.class_iou().items()},
                     "classes_scored": len(acc.class_iou())}
                 if guidance:
@@ -183,6 +191,11 @@ def print_table(results: dict) -> None:
         vals = [results["folds"][f][key]["miou"] for f in folds]
         fb = [results["folds"][f][key]["fb_iou"] for f in folds]
         print(f"| {key} | " + " | ".join(f"{v:.1f}" for v in vals) + f" | {np.mean(vals):.1f} | {np.mean(fb):.1f} |")
+    print("\nMean foreground IoU by the object's share of the query's labelled pixels (episodes of these folds pooled):")
+    print("| model | " + " | ".join(name for _, _, name in SIZE_BINS) + " |\n" + "|---" * (len(SIZE_BINS) + 1) + "|")
+    for key in keys:
+        pooled = by_object_size([tuple(pair) for f in folds for pair in results["folds"][f][key]["object_sizes"]])
+        print(f"| {key} | " + " | ".join(f"{v['fg_iou']:.1f} ({v['episodes']})" for v in pooled.values()) + " |")
 
 
 if __name__ == "__main__":

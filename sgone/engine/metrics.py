@@ -169,3 +169,23 @@ class IoUAccumulator:
         acc.fb_intersection = values[3 * n:3 * n + 2]
         acc.fb_union = values[3 * n + 2:3 * n + 4]
         return acc
+
+
+# the object's share of the query's labelled pixels: small, medium, large
+SIZE_BINS = ((0.0, 0.02, "< 2 %"), (0.02, 0.10, "2-10 %"), (0.10, 1.01, ">= 10 %"))
+
+
+def object_share(label: np.ndarray | torch.Tensor) -> float:
+    """Share of the labelled pixels (255 excluded) that belong to a way (label > 0) of a 1-way episode's query."""
+    label = _as_numpy(label)
+    valid = label != IGNORE
+    return float(((label > 0) & valid).sum() / max(int(valid.sum()), 1))
+
+
+def by_object_size(pairs: list[tuple[float, float]]) -> dict[str, dict[str, float]]:
+    """(object share, episode foreground IoU) pairs -> {bin: {"episodes", "fg_iou" (mean x100, nan if none)}}."""
+    out = {}
+    for low, high, name in SIZE_BINS:
+        ious = [iou for share, iou in pairs if low <= share < high]
+        out[name] = {"episodes": len(ious), "fg_iou": 100 * float(np.mean(ious)) if ious else float("nan")}
+    return out

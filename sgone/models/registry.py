@@ -171,15 +171,18 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 def load_model(name_or_path: str | Path | None = None, device: str | torch.device = "cpu",
-               weights: str | Path | None = "auto", allow_untrained: bool = False) -> nn.Module:
+               weights: str | Path | None = "auto", allow_untrained: bool = False,
+               backbone_options: dict | None = None) -> nn.Module:
     """A model in eval mode from a registered name, a shipped checkpoint name, or a checkpoint path.
 
     A registered name whose head is untrained (`sgone-*`: for training and benchmarks) is refused
-    unless `allow_untrained`: its masks would be meaningless.
+    unless `allow_untrained`: its masks would be meaningless. `backbone_options` (checkpoints only)
+    update the checkpoint's backbone options, e.g. DINOv2's tiling {"resolution": 224, "tile_stride": 224}
+    for a frozen backbone: the learnt weights are kept, the features change.
     """
     name = str(name_or_path or DEFAULT_MODEL)
     try:
-        return _load_model(name, device, weights, allow_untrained)
+        return _load_model(name, device, weights, allow_untrained, backbone_options)
     except SgoneError as exc:  # e.g. the default's DINOv2 file absent: say what runs without it
         if name != DEFAULT_MODEL:
             raise
@@ -188,17 +191,22 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
 
 
 def _load_model(name: str, device: str | torch.device, weights: str | Path | None,
-                allow_untrained: bool) -> nn.Module:
+                allow_untrained: bool, backbone_options: dict | None = None) -> nn.Module:
     shipped = shipped_checkpoints()
     if name in MODELS and getattr(MODELS[name], "untrained_head", False) and not allow_untrained:
         hint = f" or a shipped one ({', '.join(sorted(shipped))})" if shipped else ""
         raise SgoneError(f"{name}: untrained head, its masks would be meaningless; train one (`sgone train`) and "
                          f"pass its checkpoint{hint}, or use a training-free prototype-* model")
     if name in MODELS:
+        if backbone_options:
+            raise SgoneError(f"{name}: backbone options apply to checkpoints only, not to registered names")
         model = MODELS[name](weights=weights)
     elif name in shipped or Path(name).suffix in (".pt", ".pth", ".ckpt") or Path(name).is_file():
         ckpt = read_checkpoint(shipped.get(name, name))
-        model = build_model_from_config(ckpt["model_config"], weights=None)
+        config = dict(ckpt["model_config"])
+        if backbone_options:
+            config["backbone_options"] = {**config.get("backbone_options", {}), **backbone_options}
+        model = build_model_from_config(config, weights=None)
         try:
             model.load_state_dict(ckpt["model"])
         except RuntimeError as exc:

@@ -211,35 +211,37 @@ def run_video(
     predict_seconds = 0.0
     stats: dict[str, int] = {}
     bar = tqdm(total=total, unit="frame", desc=f"sgone video ({mode})", disable=not progress, dynamic_ncols=True)
-    try:
-        # frame 0: its mask is the given one
-        write_mask_png(mask_dir / f"{first.name}.png", mask0 == 1)
-        summary.masks_written += 1
-        view = overlay(first.image, (mask0 == 1).astype(np.uint8))
+
+    def emit(name: str, image: np.ndarray, mask: np.ndarray) -> None:
+        """A frame's mask PNG, overlay, video and preview frame (on the output thread, in frame order)."""
+        write_mask_png(mask_dir / f"{name}.png", mask == 1)
+        view = overlay(image, mask)
         if writer:
             writer.write(view)
         if previewer:
             previewer.add(view)
+
+    outputs = FrameOutputs(emit)
+    try:
+        outputs.submit(first.name, first.image, (mask0 == 1).astype(np.uint8))  # frame 0: its mask is the given one
+        summary.masks_written += outputs.done()
         bar.update(1)
         tick, read_before = time.perf_counter(), read_seconds[0]
         for name, pred in run_tracker(tracker, first.image, mask0, good_frames(), stats=stats):
             predict_seconds += time.perf_counter() - tick - (read_seconds[0] - read_before)
-            write_mask_png(mask_dir / f"{name}.png", pred.mask == 1)
-            summary.masks_written += 1
+            outputs.submit(name, current[0], pred.mask)
+            summary.masks_written += outputs.done()
             summary.frames_processed += 1
-            view = overlay(current[0], pred.mask)
-            if writer:
-                writer.write(view)
-            if previewer:
-                previewer.add(view)
             bar.update(1)
             if summary.skipped:
                 bar.set_postfix(skipped=len(summary.skipped))
             tick, read_before = time.perf_counter(), read_seconds[0]
+        summary.masks_written += outputs.finish()
         ok = True
     except OSError as exc:  # e.g. the disk filled up or the folder became read-only mid-run
         raise SgoneError(f"{_write_target(exc, out)}: cannot write the output there ({exc.strerror or exc})") from None
     finally:
+        summary.masks_written += outputs.close()  # the output thread stops before the writers close
         frames.close()  # stops the reader thread (and ffmpeg) on an error or Ctrl-C too
         bar.close()
         summary.seconds = time.perf_counter() - start
@@ -268,6 +270,48 @@ def run_video(
             if ok:  # otherwise the error already on its way says more
                 raise SgoneError(f"{out / 'summary.json'}: cannot write ({exc.strerror or exc})") from None
     return summary
+
+
+class FrameOutputs:
+    """Runs `emit(*frame)` for each submitted frame on one background thread, in order, so that
+    writing a frame's outputs overlaps the model's work on the next. At most `ahead` frames wait;
+    an error of `emit` (e.g. OSError: disk full) is raised in the caller's thread by the next call."""
+
+    def __init__(self, emit: Callable[..., None], ahead: int = 2) -> None:
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.emit, self.ahead = emit, ahead
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sgone-video-out")
+        self.pending: Any = deque()
+
+    def submit(self, *frame: Any) -> None:
+        self.pending.append(self.pool.submit(self.emit, *frame))
+
+    def done(self) -> int:
+        """Wait until at most `ahead` frames are pending; -> how many finished (errors raised)."""
+        finished = 0
+        while self.pending and (len(self.pending) > self.ahead or self.pending[0].done()):
+            self.pending.popleft().result()
+            finished += 1
+        return finished
+
+    def finish(self) -> int:
+        """Wait for every pending frame; -> how many finished."""
+        finished = 0
+        while self.pending:
+            self.pending.popleft().result()
+            finished += 1
+        return finished
+
+    def close(self) -> int:
+        """Write what is still pending (a run stopped by a bad input frame keeps the masks of the
+        frames before it), stop the thread; -> how many were written. Errors are not raised here:
+        the run has already failed, or `finish` saw every frame."""
+        self.pool.shutdown(wait=True)
+        written = sum(1 for future in self.pending if future.exception() is None)
+        self.pending.clear()
+        return written
 
 
 def _next_frame(frames: Iterator[Frame], input_path: str | Path) -> Frame | None:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from sgone.errors import SgoneError
 from sgone.video.memory import FrameMemory, MemoryEntry, entry_from_probability, frame_confidence, match, window_mask
-from sgone.refine import guided_filter
+from sgone.refine import grey_image, guided_filter
 from sgone.video.refine import colour_histogram, colour_index, colour_log_ratio, location_prior
 
 
@@ -226,7 +226,7 @@ class TemporalTracker:
         radius = int(round(c.guided_radius * (h * h + w * w) ** 0.5))
         if radius <= 0:
             return full
-        grey = torch.from_numpy(np.asarray(image, dtype=np.float32).mean(axis=2) / 255.0)
+        grey = grey_image(image)
         return guided_filter(grey, full, radius, c.guided_eps, c.guided_scale).clamp(0, 1)
 
     def _follow_colours(self, index: torch.Tensor, full: torch.Tensor) -> None:

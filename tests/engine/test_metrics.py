@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from sgone.engine.metrics import IoUAccumulator, area_counts
+from sgone.engine.metrics import IoUAccumulator, area_counts, by_object_size, object_share
 
 
 def confusion(pred: np.ndarray, label: np.ndarray, n: int = 2) -> np.ndarray:
@@ -137,3 +137,20 @@ def test_merge_serialise_and_tensor_round_trip():
     assert IoUAccumulator.from_tensor(summed, classes) == whole
     assert a.merge(b) == whole
     assert IoUAccumulator.from_dict(whole.to_dict()) == whole
+
+
+def test_object_share_counts_labelled_pixels_only():
+    label = np.zeros((4, 5), np.uint8)
+    label[0, :2] = 1          # 2 object pixels
+    label[3, :] = 255         # 5 ignored pixels
+    assert object_share(label) == pytest.approx(2 / 15)
+    assert object_share(np.full((2, 2), 255, np.uint8)) == 0.0
+
+
+def test_by_object_size_bins_by_share_and_averages_the_ious():
+    pairs = [(0.01, 0.2), (0.019, 0.4), (0.02, 0.5), (0.5, 1.0), (1.0, 0.8)]
+    out = by_object_size(pairs)
+    assert out["< 2 %"] == {"episodes": 2, "fg_iou": pytest.approx(30.0)}
+    assert out["2-10 %"] == {"episodes": 1, "fg_iou": pytest.approx(50.0)}
+    assert out[">= 10 %"] == {"episodes": 2, "fg_iou": pytest.approx(90.0)}
+    assert np.isnan(by_object_size([])["< 2 %"]["fg_iou"])

@@ -127,6 +127,22 @@ def test_backbone_options_survive_a_checkpoint(tmp_path, episode):
         build_model("prototype", "vgg16", weights=None, backbone_options={"high_stride": 16})
 
 
+def test_load_model_backbone_options_update_a_checkpoints_own(tmp_path, episode):
+    support, masks, query = episode
+    model = build_model("sgone", "mobilenet_v2", "fixed", weights=None, backbone_options={"high_stride": 16}).eval()
+    torch.save({"model": model.state_dict(), "model_config": model.config}, tmp_path / "m.pt")
+    loaded = load_model(str(tmp_path / "m.pt"), backbone_options={"high_stride": 8})
+    assert loaded.backbone.high_stride == 8 and loaded.config["backbone_options"] == {"high_stride": 8}
+    # same weights, other features: the outputs change
+    loaded_state = loaded.state_dict()
+    assert all(torch.equal(v, loaded_state[k]) for k, v in model.state_dict().items())
+    with torch.no_grad():
+        before, after = model.backbone(query)[-1], loaded.backbone(query)[-1]
+    assert (before - after).abs().max() > 1e-3 * before.abs().max()
+    with pytest.raises(SgoneError, match="checkpoints only"):
+        load_model("prototype-mobilenet_v2", weights=None, backbone_options={"high_stride": 8})
+
+
 class ColourTaps(torch.nn.Module):
     """A stand-in backbone whose features are the pixel colours at stride 8."""
 

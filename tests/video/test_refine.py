@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from sgone.refine import box_filter, guided_filter
+from sgone.refine import box_filter, grey_image, guided_filter
 from sgone.video.refine import colour_histogram, colour_index, colour_log_ratio, distance_to_mask, location_prior
 from sgone.video.temporal import match_stride
 
@@ -100,3 +101,22 @@ def test_filters_and_matching_stay_on_the_tensors_device():
     window = window_mask(2, 5, 1.0, device=meta)
     fg, bg = match(torch.rand(4, 10, device=meta), [(entry, window)])
     assert fg.device == meta and bg.device == meta and window.device == meta
+
+
+@pytest.mark.parametrize("bins", [1, 7, 16, 64, 256])
+def test_colour_index_is_the_cell_of_each_channel_value(bins):
+    image = torch.randint(0, 256, (9, 11, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(bins))
+    image[0, 0] = torch.tensor([0, 128, 255], dtype=torch.uint8)
+    q = image.long() * bins // 256  # the definition, in int64
+    expected = (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
+    index = colour_index(image, bins)
+    assert index.dtype == torch.long and torch.equal(index, expected)
+    assert int(index.max()) < bins ** 3
+
+
+def test_grey_image_is_the_channel_mean_in_unit_range():
+    image = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    image[0, 0] = 255
+    grey = grey_image(image)
+    assert grey.dtype == torch.float32 and grey.shape == (5, 7) and float(grey[0, 0]) == pytest.approx(1.0)
+    assert torch.allclose(grey, torch.from_numpy(image.astype(np.float64).mean(axis=2) / 255).float(), atol=1e-6)
