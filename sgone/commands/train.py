@@ -26,6 +26,9 @@ def register(subparsers) -> None:
                         "(DINOv2 features beside MobileNetV2's, for --recipe real)")
     p.add_argument("--weights", default="auto", metavar="PATH",
                    help="backbone ImageNet weights: auto (find them offline, default), none, or a file")
+    p.add_argument("--backbone-options", type=json_object, default=None, metavar="JSON",
+                   help='options of the backbone builder, updating the recipe\'s, e.g. \'{"resolution": 336, '
+                        '"tile_stride": 0}\' (DINOv2 on the 336-px image in one pass); stored in the checkpoint')
     p.add_argument("--variant", choices=("fixed", "published"), default="fixed",
                    help="fixed (default) or published: the public code's behaviour, 255 trained as object")
     p.add_argument("--shots", type=int, default=1, help="support images per episode (default 1)")
@@ -65,6 +68,19 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def json_object(text: str) -> dict:
+    """argparse type: a JSON object ("{...}")."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not JSON ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a JSON object ({{...}})")
+    return value
+
+
 def config_from_args(args: argparse.Namespace) -> dict:
     """The TrainConfig fields the command line sets."""
     from sgone.commands.data import root_from_args, source_options
@@ -78,6 +94,11 @@ def config_from_args(args: argparse.Namespace) -> dict:
     if args.size is not None and args.size < 0:
         raise SgoneError(f"--size {args.size}: must be positive (0 = original size)")
     weights = None if str(args.weights).lower() == "none" else args.weights
+    backbone_options = None  # the recipe's
+    if getattr(args, "backbone_options", None) is not None:
+        from sgone.engine.train import RECIPES
+
+        backbone_options = {**RECIPES.get(args.recipe, {}).get("backbone_options", {}), **args.backbone_options}
     return {
         "dataset": args.dataset, "root": root_from_args(args), "fold": args.fold, "backbone": args.backbone,
         "variant": args.variant, "weights": weights, "shots": args.shots, "balance": args.balance, "recipe": args.recipe,
@@ -89,6 +110,7 @@ def config_from_args(args: argparse.Namespace) -> dict:
         "val_every": args.val_every, "val_episodes": args.val_episodes,
         "ckpt_every": args.ckpt_every, "seed": args.seed, "device": args.device, "amp": args.amp,
         "workers": args.workers, "progress": not args.quiet, "source_options": source_options(args),
+        "backbone_options": backbone_options,
     }
 
 

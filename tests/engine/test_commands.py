@@ -172,3 +172,26 @@ def test_a_run_folder_is_refused_and_validation_shows_progress(trained, tmp_path
     finally:
         torch.set_num_threads(threads)
     assert "validate" in capsys.readouterr().err  # the validation pass has its own progress bar
+
+
+def test_train_backbone_options_update_the_recipes_and_reach_the_checkpoint(tmp_path, capsys):
+    from sgone.cli import build_parser
+    from sgone.commands.train import config_from_args
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "--dataset", "synthetic", "--recipe", "real", "--backbone-options",
+                              '{"high_stride": 8}'])
+    assert config_from_args(args)["backbone_options"] == {"high_stride": 8}
+    args = parser.parse_args(["train", "--dataset", "synthetic", "--recipe", "modern", "--backbone-options", "{}"])
+    assert config_from_args(args)["backbone_options"] == {}
+    assert config_from_args(parser.parse_args(["train", "--dataset", "synthetic"]))["backbone_options"] is None
+    for bad in ("[1]", "{high_stride: 8}"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["train", "--dataset", "synthetic", "--backbone-options", bad])
+        assert "--backbone-options" in capsys.readouterr().err
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "synthetic", "--steps", "1", "--batch-size", "1", "--size", "64",
+                 "--weights", "none", "--val-every", "0", "--out", str(out), "--device", "cpu", "--quiet",
+                 "--backbone-options", '{"high_stride": 16}']) == 0
+    saved = torch.load(out / "last.pt", weights_only=False)
+    assert saved["model_config"]["backbone_options"] == {"high_stride": 16}
