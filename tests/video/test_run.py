@@ -580,3 +580,33 @@ def test_a_second_run_into_the_same_folder_replaces_the_first_and_spares_foreign
     with pytest.raises(SgoneError, match=r"masks: holds 1 PNG file\(s\) but .* no summary\.json"):
         run_video(BrightPredictor(), short_clip, short_mask, foreign, progress=False, mode="independent")
     assert (foreign / "masks" / "keep.png").read_bytes() == b"not ours"
+
+
+def test_frame_outputs_keep_order_bound_the_queue_and_raise_write_errors_in_the_caller():
+    import threading
+    import time
+
+    from sgone.video.run import FrameOutputs
+
+    seen, threads = [], set()
+
+    def emit(i):
+        time.sleep(0.002)
+        threads.add(threading.get_ident())
+        if i == 7:
+            raise OSError(28, "No space left on device")
+        seen.append(i)
+
+    outputs = FrameOutputs(emit, ahead=2)
+    written = 0
+    for i in range(5):
+        outputs.submit(i)
+        written += outputs.done()
+        assert len(outputs.pending) <= 2
+    written += outputs.finish()
+    assert seen == [0, 1, 2, 3, 4] and written == 5 and threading.get_ident() not in threads
+    outputs.submit(7)
+    outputs.submit(8)
+    with pytest.raises(OSError, match="No space"):
+        outputs.finish()
+    assert outputs.close() == 1 and seen[-1] == 8  # what was queued behind the error is still written
