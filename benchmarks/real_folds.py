@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sgone.commands.train import json_object
 from sgone.data.mix import MixSource
 from sgone.data.sampler import TestEpisodes
 from sgone.engine.cached_episodes import LabelMaps, predict_cached
@@ -124,7 +125,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="results.json and pictures (default <runs>/eval)")
     parser.add_argument("--head-weight", type=float, default=None,
                         help="the trained models' head_weight at inference (default: each checkpoint's own)")
-    parser.add_argument("--backbone-options", type=json.loads, default=None,
+    parser.add_argument("--backbone-options", type=json_object, default=None,
                         help='JSON updating the checkpoints\' backbone options, e.g. \'{"resolution": 224, '
                              '"tile_stride": 224}\' (DINOv2 as one 224 tile)')
     args = parser.parse_args()

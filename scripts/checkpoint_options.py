@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 
+from sgone.commands.train import json_object
 from sgone.engine.checkpoint import export_for_inference
 from sgone.errors import SgoneError
 from sgone.models.registry import build_model_from_config, read_checkpoint, shipped_checkpoints
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("src", help="checkpoint path or shipped checkpoint name")
     parser.add_argument("dst", help="where to write the copy (.pt)")
-    parser.add_argument("--backbone-options", type=json.loads, default=None, metavar="JSON")
+    parser.add_argument("--backbone-options", type=json_object, default=None, metavar="JSON")
     parser.add_argument("--head-weight", type=float, default=None)
     args = parser.parse_args(argv)
     try:
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             inference["head_weight"] = args.head_weight
         build_model_from_config({**config, **inference}, weights=None)  # must build: fail before writing
         export_for_inference(src, args.dst, inference=inference)
-    except (SgoneError, ValueError, TypeError) as exc:
+    except (SgoneError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {args.dst}: {args.src} with {json.dumps(inference)}")
