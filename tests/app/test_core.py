@@ -235,3 +235,19 @@ def test_extra_supports_pair_images_and_masks_by_file_name(tmp_path):
         extra_supports(images, masks[:1], Limits())
     with pytest.raises(SgoneError, match=r"b_mask.png: mask size 40x30 differs from support a.png's size 24x20"):
         extra_supports(images[1:], masks[:1], Limits())
+
+
+def test_the_video_tab_has_its_own_menu_on_the_video_model(tmp_path, monkeypatch):
+    pytest.importorskip("gradio")
+    from sgone.app import ui
+    from sgone.models.registry import DEFAULT_MODEL
+    from sgone.video.model import DEFAULT_VIDEO_MODEL
+
+    monkeypatch.setattr(ui, "_warm", lambda cache, name: None)  # no model load: only the page is built
+
+    def menus(app) -> dict:
+        return {b.elem_id: b.value for b in app.blocks.values() if getattr(b, "elem_id", None) in ("model", "video-model")}
+
+    assert menus(ui.build_app(workdir=tmp_path)) == {"model": DEFAULT_MODEL, "video-model": DEFAULT_VIDEO_MODEL}
+    chosen = "prototype-mobilenet_v2-multiscale"
+    assert menus(ui.build_app(model=chosen, workdir=tmp_path)) == {"model": chosen, "video-model": chosen}
