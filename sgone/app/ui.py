@@ -61,16 +61,17 @@ def build_app(model: str | None = None, device: str = "cpu", size: int | None = 
     """The Gradio Blocks app (not launched). `workdir` holds session files and generated examples."""
     import gradio as gr
 
-    limits = limits or Limits()
-    workdir = Path(workdir) if workdir else Path.cwd()
     from sgone.video.model import DEFAULT_VIDEO_MODEL
 
+    limits = limits or Limits()
+    workdir = Path(workdir) if workdir else Path.cwd()
     models = usable_models()
     default_model = model or models[0]
     if default_model not in models:
         models.insert(0, default_model)  # a checkpoint path given on the command line
-    # the Video tab starts on `sgone video`'s model (as good on video, ~5x faster) unless --model was given
-    video_model = model or (DEFAULT_VIDEO_MODEL if DEFAULT_VIDEO_MODEL in models else default_model)
+    # the Video tab starts on `sgone video`'s model (a prototype-* name, so listed; as good on video,
+    # ~5x faster) unless --model was given
+    video_model = model or DEFAULT_VIDEO_MODEL
     cache = ModelCache(device)
     # load the default model while the page opens, so the first click does not wait for it; not a
     # daemon: stopping the app during the load must wait for it (a daemon thread inside ONNX Runtime
