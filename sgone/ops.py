@@ -200,3 +200,32 @@ def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     if logits.shape[-2:] == tuple(size):
         return logits
     return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+
+def zoom_box(mask: torch.Tensor, margin: float, min_side: int = 1) -> tuple[int, int, int, int] | None:
+    """(H,W) bool -> the object's bounding box grown by `margin` x its size on each side, made at
+    least `min_side` pixels on each side and clipped to the image, as (top, left, bottom, right)
+    with bottom/right exclusive; None when the mask is empty."""
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    if len(ys) == 0:
+        return None
+    h, w = mask.shape
+    top, bottom, left, right = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    grow_y, grow_x = margin * (bottom - top), margin * (right - left)
+    grow_y, grow_x = max(grow_y, (min_side - (bottom - top)) / 2), max(grow_x, (min_side - (right - left)) / 2)
+    top, bottom = max(0, int(top - grow_y)), min(h, int(bottom + grow_y + 0.999))
+    left, right = max(0, int(left - grow_x)), min(w, int(right + grow_x + 0.999))
+    return top, left, bottom, right
+
+
+def paste_box(full: torch.Tensor, part: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
+    """A copy of (H,W) `full` whose `box` (top, left, bottom, right) holds (h,w) `part`, resized
+    bilinearly to the box's size: the crop-and-paste step's way back to full-image pixels."""
+    top, left, bottom, right = box
+    out = full.clone()
+    part = part.to(full.dtype)
+    if part.shape != (bottom - top, right - left):
+        part = F.interpolate(part[None, None], size=(bottom - top, right - left), mode="bilinear",
+                             align_corners=False)[0, 0]
+    out[top:bottom, left:right] = part
+    return out

@@ -114,3 +114,33 @@ def window_mask(h: int, w: int, radius: float, device: torch.device | str | None
     ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
     ys, xs = ys.flatten(), xs.flatten()
     return torch.maximum((ys[:, None] - ys[None, :]).abs(), (xs[:, None] - xs[None, :]).abs()) <= radius
+
+
+def propagate_labels(query: torch.Tensor, keys: list[torch.Tensor], labels: list[torch.Tensor], topk: int,
+                     temperature: float, allowed: list[torch.Tensor | None] | None = None,
+                     bias: list[float] | None = None) -> torch.Tensor:
+    """Soft label of each query cell: a top-k vote of the labels of its most similar memory cells.
+
+    query (C,N) and keys[i] (C,Mi) are unit vectors; labels[i] (Mi,) soft object labels in [0, 1];
+    allowed[i] (N,Mi) bool or None says which cells of memory frame i each query cell may read (a
+    local window; None = all); bias[i] is added to frame i's scores (a log weight). Scores are
+    cosine / temperature + bias; each query cell keeps its `topk` best readable cells, weighted by
+    the softmax of their scores. Returns (N,) in [0, 1]; 0 for a cell that can read nothing.
+    """
+    scores, values = [], []
+    for i, (k, lab) in enumerate(zip(keys, labels)):
+        if k.shape[1] == 0:
+            continue
+        s = (query.T @ k) / temperature
+        if bias is not None and bias[i]:
+            s = s + bias[i]
+        if allowed is not None and allowed[i] is not None:
+            s = s.masked_fill(~allowed[i], float("-inf"))
+        scores.append(s)
+        values.append(lab.to(s.dtype))
+    if not scores:
+        return torch.zeros(query.shape[1], dtype=query.dtype)
+    s, lab = torch.cat(scores, dim=1), torch.cat(values)
+    top, at = s.topk(min(topk, s.shape[1]), dim=1)
+    weights = torch.softmax(top, dim=1).nan_to_num(0.0)  # a row of -inf (nothing readable) gives 0
+    return (weights * lab[at]).sum(dim=1)

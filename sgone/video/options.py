@@ -2,7 +2,7 @@
 builds `sgone video` and `sgone evaluate` from them, and `sgone --help` must stay instant."""
 from __future__ import annotations
 
-MODES = ("independent", "propagate", "temporal")  # one tracker module each (sgone.video.tracker.TRACKERS)
+MODES = ("independent", "propagate", "temporal", "memory")  # one tracker module each (sgone.video.tracker.TRACKERS)
 DEFAULT_MODE = "temporal"
 ON_BAD_FRAME = ("stop", "skip")
 PREVIEWS = ("gif", "webp", "none")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import torch
 import torch.nn.functional as F
 
@@ -57,3 +59,43 @@ def colour_log_ratio(index: torch.Tensor, fg: torch.Tensor, bg: torch.Tensor, cl
     """(H,W) log(p(colour | object) / p(colour | background)), clipped to [-clip, clip]."""
     ratio = torch.log((fg + eps) / (bg + eps))
     return ratio[index].clamp(-clip, clip)
+
+
+class ColourModel:
+    """Object and background RGB histograms (from the first mask, then following the clip's
+    confident pixels), giving each pixel's colour log-likelihood ratio.
+
+    bins: per channel; rate: share of each frame's confident pixels (>= 0.9 object, <= 0.1
+    background) blended into the histograms (0 = frozen at the first frame).
+    """
+
+    def __init__(self, image: np.ndarray, mask: np.ndarray, bins: int = 16, rate: float = 0.1) -> None:
+        self.bins, self.rate = bins, rate
+        index = colour_index(torch.from_numpy(np.array(image, dtype=np.uint8)), bins)
+        m = torch.from_numpy(np.asarray(mask, dtype=np.uint8))
+        self.histograms = [colour_histogram(index, (m == k).float(), bins) for k in (1, 0)]
+
+    def index(self, image: np.ndarray) -> torch.Tensor:
+        """HxWx3 uint8 -> (H,W) colour cells."""
+        return colour_index(torch.from_numpy(np.array(image, dtype=np.uint8)), self.bins)
+
+    def log_ratio(self, index: torch.Tensor) -> torch.Tensor:
+        """(H,W) colour cells -> (H,W) log p(colour | object) / p(colour | background), clipped."""
+        return colour_log_ratio(index, *self.histograms)
+
+    def apply(self, prob: torch.Tensor, image: np.ndarray, weight: float) -> torch.Tensor:
+        """(H,W) probability of HxWx3 `image` -> its logit shifted by `weight` x the colour log ratio,
+        as a probability; the models then follow this frame's confident pixels."""
+        index = self.index(image)
+        shifted = torch.sigmoid(torch.logit(prob.clamp(1e-4, 1 - 1e-4)) + weight * self.log_ratio(index))
+        self.follow(index, shifted)
+        return shifted
+
+    def follow(self, index: torch.Tensor, prob: torch.Tensor) -> None:
+        """Blend the confident pixels of (H,W) `prob` in; a side with no confident pixel keeps its model."""
+        if self.rate <= 0:
+            return
+        self.histograms = [
+            (1 - self.rate) * old + self.rate * colour_histogram(index, sel.float(), self.bins) if bool(sel.any()) else old
+            for old, sel in zip(self.histograms, (prob >= 0.9, prob <= 0.1))
+        ]

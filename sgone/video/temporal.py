@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from sgone.errors import SgoneError
 from sgone.video.memory import FrameMemory, MemoryEntry, entry_from_probability, frame_confidence, match, window_mask
 from sgone.refine import grey_image, guided_filter
-from sgone.video.refine import colour_histogram, colour_index, colour_log_ratio, location_prior
+from sgone.video.refine import ColourModel, location_prior
 
 
 @dataclass
@@ -131,9 +131,7 @@ class TemporalTracker:
         self.first_area = max(1.0, float(on_net.sum()))  # object cells on the network grid
         self.previous_mask: torch.Tensor | None = on_net
         if c.colour_weight > 0:
-            index = colour_index(torch.from_numpy(np.array(first_image, dtype=np.uint8)), c.colour_bins)
-            mask_t = torch.from_numpy(np.array(first_mask, dtype=np.uint8))
-            self.colour = [colour_histogram(index, (mask_t == k).float(), c.colour_bins) for k in (1, 0)]
+            self.colour = ColourModel(first_image, first_mask, c.colour_bins, c.colour_rate)
         self.frame = 0
         self._windows: dict[tuple[int, int], torch.Tensor] = {}
 
@@ -219,24 +217,9 @@ class TemporalTracker:
         full = F.interpolate(prob[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
         c = self.config
         if c.colour_weight > 0:
-            index = colour_index(torch.from_numpy(np.array(image, dtype=np.uint8)), c.colour_bins)
-            logit = torch.logit(full.clamp(1e-4, 1 - 1e-4)) + c.colour_weight * colour_log_ratio(index, *self.colour)
-            full = torch.sigmoid(logit)
-            self._follow_colours(index, full)
+            full = self.colour.apply(full, image, c.colour_weight)
         radius = int(round(c.guided_radius * (h * h + w * w) ** 0.5))
         if radius <= 0:
             return full
         grey = grey_image(image)
         return guided_filter(grey, full, radius, c.guided_eps, c.guided_scale).clamp(0, 1)
-
-    def _follow_colours(self, index: torch.Tensor, full: torch.Tensor) -> None:
-        """Blend this frame's confident pixels (>= 0.9 object, <= 0.1 background) into the colour
-        models with weight `colour_rate`, so they follow lighting and pose changes; a side with
-        no confident pixel keeps its model. index, full: (H,W)."""
-        c = self.config
-        if c.colour_rate <= 0:
-            return
-        self.colour = [
-            (1 - c.colour_rate) * old + c.colour_rate * colour_histogram(index, sel.float(), c.colour_bins) if bool(sel.any()) else old
-            for old, sel in zip(self.colour, (full >= 0.9, full <= 0.1))
-        ]

@@ -12,11 +12,12 @@ import numpy as np
 
 from sgone.errors import SgoneError
 from sgone.video.independent import IndependentTracker
+from sgone.video.label_memory import LabelMemoryTracker
 from sgone.video.options import DEFAULT_MODE, MODES
 from sgone.video.propagate import PropagateTracker
 from sgone.video.temporal import TemporalTracker
 
-TRACKERS = {t.name: t for t in (IndependentTracker, PropagateTracker, TemporalTracker)}
+TRACKERS = {t.name: t for t in (IndependentTracker, PropagateTracker, TemporalTracker, LabelMemoryTracker)}
 assert tuple(TRACKERS) == MODES, "register a new mode in sgone.video.options.MODES too"
 
 

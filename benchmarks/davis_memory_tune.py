@@ -1,0 +1,177 @@
+"""Choose the `memory` video mode's settings by clip-level cross-validation on DAVIS-2016 train.
+
+The clips (name order) fall into `--folds` folds (clip i -> fold i mod folds). For each fold, the
+setting with the best mean J&F on the OTHER folds' clips is chosen and scored on the fold's own
+clips; the table reports each fold's held-out J&F, their mean and spread (max - min), and the
+setting each fold chose. The held-out scores are the honest estimate; the setting chosen on all
+clips becomes the default only if every fold chose it or one tied with it.
+
+The network part of each frame (features and prototype probability, which no setting changes) is
+computed once per clip and frame step and cached on disk (`--cache`); each setting then replays
+the mode's steps over the cached frames and is scored with the DAVIS-2016 protocol (first and
+last frame not scored). `--steps 1,2` also scores every second frame of the clips (the shared
+clips already hold every second frame, so step 2 is four times the original frame spacing:
+faster motion). A setting is scored at every step and ranked by the mean over steps.
+
+    python benchmarks/davis_memory_tune.py --root ../shared/data/davis2016-train --cache /tmp/davis-cache \\
+        --steps 1,2 --grid 'topk=5,10,20' --grid 'recent=1,3,5' --json runs/memory_tune.json
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from dataclasses import fields, replace
+from pathlib import Path
+
+import numpy as np
+
+HARD = ("bmx-bumps", "drift-turn", "scooter-gray", "boat", "dance-jump", "breakdance-flare", "motocross-bumps",
+        "paragliding", "kite-walk", "car-turn")  # fast motion, small objects, occlusion, deforming people
+
+
+def parse_grid(specs: list[str], config_cls) -> list[dict]:
+    """['topk=5,10', 'recent=1,3'] -> every combination as a dict of typed values."""
+    types = {f.name: f.type for f in fields(config_cls)}
+    axes = []
+    for spec in specs:
+        name, _, values = spec.partition("=")
+        if name not in types:
+            raise SystemExit(f"--grid {spec}: unknown setting {name} (one of {', '.join(types)})")
+        cast = int if types[name] in ("int", int) else float
+        axes.append([(name, cast(v)) for v in values.split(",")])
+    return [dict(combo) for combo in itertools.product(*axes)] if axes else [{}]
+
+
+def cache_clip(tracker, seq, step: int, path: Path) -> dict:
+    """Network outputs of every `step`-th frame after the first, cached at `path` (torch file)."""
+    import torch
+
+    if path.exists():
+        return torch.load(path)
+    image0, mask0 = seq.first()
+    tracker.start(image0, mask0)
+    index = list(range(0, len(seq), step))[1:]
+    probs, feats = [], []
+    for i in index:
+        p, f = tracker.network(seq.read_frame(i))
+        probs.append(p.half())
+        feats.append(f.half())
+    data = {"index": index, "proto": torch.stack(probs), "feats": torch.stack(feats)}
+    tmp = path.with_suffix(".tmp")
+    torch.save(data, tmp)
+    tmp.replace(path)
+    return data
+
+
+def replay(tracker, seq, data, frames: dict[int, np.ndarray], gts: dict[int, np.ndarray]) -> dict[str, float]:
+    """One clip's J and F means (first and last predicted frame... the last frame not scored)."""
+    from sgone.engine.davis import f_measure, jaccard
+
+    image0, mask0 = seq.first()
+    tracker.start(image0, mask0)
+    js, fs = [], []
+    index = data["index"]
+    for n, i in enumerate(index):
+        pred = tracker.step_from(frames[i], data["proto"][n].float(), data["feats"][n].float())
+        if n == len(index) - 1:
+            break  # the last frame is not scored
+        js.append(jaccard(pred.mask, gts[i]))
+        fs.append(f_measure(pred.mask, gts[i]))
+    j, f = float(np.mean(js)), float(np.mean(fs))
+    return {"J": j, "F": f, "JF": (j + f) / 2, "J_first": float(np.mean(js[: max(1, len(js) // 4)])),
+            "J_last": float(np.mean(js[-max(1, len(js) // 4):]))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", required=True, help="DAVIS folder (train clips)")
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--cache", required=True, help="folder for the cached network outputs")
+    parser.add_argument("--steps", default="1", help="frame steps to score, comma list (1 = the clip as stored)")
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
+                        help="settings to try (repeatable; all combinations)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=V", help="fixed settings")
+    parser.add_argument("--size", type=int, default=None)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--sequences", default=None, help="only these clips (comma list), for a quick look")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from sgone.data.davis import DavisSource
+    from sgone.video.label_memory import LabelMemoryConfig, LabelMemoryTracker
+    from sgone.video.model import DEFAULT_VIDEO_SIZE, video_predictor
+
+    torch.set_num_threads(args.threads)
+    predictor = video_predictor(args.model, device="cpu", size=args.size or DEFAULT_VIDEO_SIZE)
+    base = LabelMemoryConfig(**{k: v for d in parse_grid(args.set, LabelMemoryConfig) for k, v in d.items()})
+    grid = parse_grid(args.grid, LabelMemoryConfig)
+    source = DavisSource(args.root)
+    names = args.sequences.split(",") if args.sequences else source.sequences(args.split)
+    steps = [int(s) for s in args.steps.split(",")]
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    model_tag = (args.model or "default").replace("/", "_")
+    scores: dict[int, dict[str, dict[int, dict]]] = {g: {} for g in range(len(grid))}  # setting -> clip -> step -> J/F
+    t0 = time.perf_counter()
+    for name in names:
+        seq = source.sequence(name)
+        for step in steps:
+            data = cache_clip(LabelMemoryTracker(predictor, base), seq, step,
+                              cache / f"{model_tag}-{predictor.size}-{name}-s{step}.pt")
+            frames = {i: seq.read_frame(i) for i in data["index"]}
+            gts = {i: seq.read_mask(i) for i in data["index"]}
+            for g, setting in enumerate(grid):
+                tracker = LabelMemoryTracker(predictor, replace(base, **setting))
+                scores[g].setdefault(name, {})[step] = replay(tracker, seq, data, frames, gts)
+        best = max(range(len(grid)), key=lambda g: np.mean([scores[g][name][s]["JF"] for s in steps]))
+        print(f"{name}: {len(grid)} settings x {len(steps)} steps, best here {grid[best]} "
+              f"{np.mean([scores[best][name][s]['JF'] for s in steps]) * 100:.1f} ({time.perf_counter() - t0:.0f} s)",
+              file=sys.stderr, flush=True)
+
+    def mean(g: int, clips: list[str], step: int | None = None, key: str = "JF") -> float:
+        use = steps if step is None else [step]
+        return float(np.mean([scores[g][c][s][key] for c in clips for s in use])) * 100
+
+    fold_of = {c: i % args.folds for i, c in enumerate(sorted(names))}
+    rows = []
+    for g, setting in enumerate(grid):
+        rows.append({"setting": setting, "all": mean(g, names), "hard": mean(g, [c for c in names if c in HARD] or names),
+                     **{f"step{s}": mean(g, names, s) for s in steps},
+                     **{f"J_step{s}": mean(g, names, s, "J") for s in steps},
+                     **{f"F_step{s}": mean(g, names, s, "F") for s in steps},
+                     **{f"decay_step{s}": mean(g, names, s, "J_first") - mean(g, names, s, "J_last") for s in steps}})
+    rows.sort(key=lambda r: -r["all"])
+    print("\n| setting | J&F all | " + " | ".join(f"J&F / J / F / J decay, step {s}" for s in steps) + " | J&F hard |")
+    print("|---|---:|" + "---:|" * len(steps) + "---:|")
+    for r in rows:
+        per = " | ".join(f"{r[f'step{s}']:.1f} / {r[f'J_step{s}']:.1f} / {r[f'F_step{s}']:.1f} / {r[f'decay_step{s}']:.1f}" for s in steps)
+        print(f"| {r['setting'] or 'base'} | {r['all']:.1f} | {per} | {r['hard']:.1f} |")
+    held = []
+    print("\n| held-out fold | clips | chosen on the other folds | J&F there | J&F of the overall best there |")
+    print("|---|---:|---|---:|---:|")
+    overall = max(range(len(grid)), key=lambda g: mean(g, names))
+    for k in range(args.folds):
+        test = [c for c in names if fold_of[c] == k]
+        train = [c for c in names if fold_of[c] != k]
+        g = max(range(len(grid)), key=lambda i: mean(i, train))
+        held.append(mean(g, test))
+        print(f"| {k} | {len(test)} | {grid[g] or 'base'} | {held[-1]:.1f} | {mean(overall, test):.1f} |")
+    print(f"\ncross-validated J&F {np.mean(held):.1f} (folds {min(held):.1f}-{max(held):.1f}, spread {max(held) - min(held):.1f}); "
+          f"base {base.as_dict()}")
+    if args.json:
+        out = {"base": base.as_dict(), "grid": grid, "steps": steps, "folds": args.folds, "held_out": held,
+               "rows": rows, "per_clip": {str(g): scores[g] for g in scores}}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,237 @@
+"""`memory` mode: label propagation over a memory of frames (the training-free form of
+space-time memory reading, as in DINO/CRW video propagation), backed by the first frame's
+prototypes for re-detection.
+
+Per frame (features on the network grid, stride 8 of the input at `--size`):
+1. read: every cell of the new frame takes a soft, top-k weighted vote of the labels of its most
+   similar cells in the memory (`propagate_labels`): the first frame with its given mask (matched
+   anywhere) and the `recent` previous frames with their predicted soft masks (matched within a
+   window around the cell, since objects move little between frames);
+2. blend with the prototype probability of the first frame's prototypes (what `independent`
+   computes; `proto_weight`), and, when the object was lost (predicted area under `lost_area` of
+   the first mask's), read the first frame only and lean on the prototypes (`redetect_weight`):
+   the recent frames' labels would only repeat the loss;
+3. small objects: when the predicted object's box is small, the box (grown by `zoom_margin`) is
+   cropped from the full frame, run through the network at the input size and read against the
+   memory again; its probability replaces the frame's inside the crop (`sgone.ops` crop maths),
+   so a far car keeps enough cells;
+4. upsampled to the frame, filtered by the guided filter on the frame's grey levels (edges at full
+   resolution), thresholded at the predictor's threshold;
+5. the frame's probability, pooled back to the grid, joins the memory as its newest frame (the
+   oldest recent frame leaves), so memory is bounded: (1 + recent) frames of cells at any time.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sgone.ops import paste_box, zoom_box
+from sgone.refine import grey_image, guided_filter
+from sgone.video.memory import propagate_labels, window_mask
+from sgone.video.refine import ColourModel, location_prior
+from sgone.video.temporal import _rgb, grid_features
+
+
+@dataclass
+class LabelMemoryConfig:
+    """Settings of the memory mode; see docs/video.md for what each default was chosen on."""
+
+    recent: int = 3  # previous frames kept in memory besides the first
+    topk: int = 10  # memory cells voting for each cell
+    temperature: float = 0.05  # of the softmax over the top-k cosine similarities
+    window: float = 0.2  # recent frames matched within this radius, fraction of the grid's longer side
+    first_weight: float = 1.0  # weight of the first frame's cells in the vote (x their similarity)
+    proto_weight: float = 0.2  # share of the prototype probability in the blend
+    lost_area: float = 0.05  # predicted area under this share of the first mask's: object lost
+    redetect_weight: float = 0.5  # share of the prototype probability while the object is lost
+    zoom_below: float = 0.0  # zoom when the object's box is under this share of the frame; 0 = off
+    zoom_margin: float = 1.0  # the box grown by this x its size on each side
+    prior_sigma: float = 0.0  # location prior of the previous mask, width x the object's size; 0 = off
+    colour_weight: float = 0.0  # colour log-likelihood ratio added to the logit; 0 = off
+    colour_bins: int = 16
+    colour_rate: float = 0.1
+    guided_radius: float = 0.005  # guided filter window radius, fraction of the frame diagonal; 0 = bilinear
+    guided_eps: float = 1e-2
+    guided_scale: int = 4
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class LabelMemoryTracker:
+    """Label propagation over the first and recent frames + first-frame prototypes (module docstring).
+
+    predictor: a `sgone.predictor.Predictor` (its model, input size, device and threshold are used).
+    `stats` counts "lost" (frames read with the object lost) and "zoomed" (frames with a zoom step).
+    """
+
+    name = "memory"
+
+    def __init__(self, predictor: Any, config: LabelMemoryConfig | None = None) -> None:
+        self.predictor = predictor
+        self.model = predictor.model
+        self.config = config or LabelMemoryConfig()
+        self.stats: dict[str, int] = {"lost": 0, "zoomed": 0}
+
+    # --- the network part (what replays of settings can cache) ---------------------------------
+    @torch.inference_mode()
+    def encode(self, image: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """image HxWx3 -> (the model's encoding, unit features (C,h,w) on the network grid)."""
+        from sgone.predictor import image_tensor, input_size
+
+        hw = input_size(*image.shape[:2], self.predictor.size)
+        encoded = self.model.encode(image_tensor(image, hw).to(self.predictor.device))
+        return encoded, F.normalize(grid_features(encoded)[0].float(), dim=0).cpu()
+
+    @torch.inference_mode()
+    def network(self, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(prototype probability (h,w), unit features (C,h,w)) of a frame; no setting changes them."""
+        encoded, feats = self.encode(image)
+        logits = self.model.segment(encoded, self.prototype)["logits"]
+        prob = logits.float().softmax(dim=1)[0, 1].cpu()
+        if prob.shape != feats.shape[-2:]:
+            prob = F.interpolate(prob[None, None], size=feats.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+        return prob, feats
+
+    # --- tracking --------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def start(self, first_image: np.ndarray, first_mask: np.ndarray) -> None:
+        from sgone.predictor import input_size, mask_tensor
+
+        first_image = _rgb(first_image)
+        hw = input_size(*first_image.shape[:2], self.predictor.size)
+        encoded, feats = self.encode(first_image)
+        mask = np.asarray(first_mask, dtype=np.uint8)
+        self.prototype = self.model.support_prototype(encoded, mask_tensor(mask, hw).to(self.predictor.device))
+        m = torch.from_numpy(mask)[None, None]
+        grid = feats.shape[-2:]
+        labels = F.adaptive_avg_pool2d((m == 1).float(), grid)[0, 0]
+        valid = F.adaptive_avg_pool2d((m != 255).float(), grid)[0, 0] > 0.5  # cells of mostly ignored pixels stay out
+        self.first = (feats.flatten(1)[:, valid.flatten()], labels.flatten()[valid.flatten()])
+        self.first_area = max(1.0, float((m == 1).sum()))  # object pixels of the given mask
+        self.recent: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=max(0, self.config.recent))
+        if self.config.recent > 0:
+            self.recent.append((feats.flatten(1), labels.flatten()))
+        # zoomed crops read cells at their own scale: the first frame's crop (when the object starts
+        # small) and the recent crops with their read labels
+        self.zoomed: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=max(1, self.config.recent + 1))
+        self.lost = False
+        self.previous = torch.from_numpy(mask == 1)  # (H,W) bool at the frame's size
+        box = self.zoom_region(mask.shape)
+        if box is not None:
+            t, l, b, r = box
+            _, crop_feats = self.encode(np.ascontiguousarray(first_image[t:b, l:r]))
+            crop = torch.from_numpy(mask[t:b, l:r])[None, None]
+            crop_labels = F.adaptive_avg_pool2d((crop == 1).float(), crop_feats.shape[-2:])[0, 0]
+            self.zoomed.append((crop_feats.flatten(1), crop_labels.flatten()))
+        self.colour = ColourModel(first_image, mask, self.config.colour_bins, self.config.colour_rate) \
+            if self.config.colour_weight > 0 else None
+        self.frame = 0
+        self._windows: dict[tuple[int, int], torch.Tensor] = {}
+
+    def _window(self, h: int, w: int) -> torch.Tensor:
+        if (h, w) not in self._windows:
+            self._windows[(h, w)] = window_mask(h, w, self.config.window * max(h, w))
+        return self._windows[(h, w)]
+
+    def read(self, feats: torch.Tensor, p_proto: torch.Tensor, local: bool = True) -> torch.Tensor:
+        """(C,h,w) unit features and (h,w) prototype probability -> (h,w) object probability.
+        local: the features are on the frame's own grid (recent frames read within the window);
+        False for a zoomed crop, whose cells are read against the whole memory."""
+        c = self.config
+        h, w = feats.shape[-2:]
+        keys, labels, allowed, bias = [self.first[0]], [self.first[1]], [None], [np.log(max(c.first_weight, 1e-6))]
+        if not local:
+            for k, lab in self.zoomed:
+                keys.append(k)
+                labels.append(lab)
+                allowed.append(None)
+                bias.append(0.0)
+        if not self.lost:
+            for k, lab in self.recent:
+                if local and k.shape[1] != h * w:
+                    continue  # frames of another grid (a resized clip) are not read locally
+                keys.append(k)
+                labels.append(lab)
+                allowed.append(self._window(h, w) if local else None)
+                bias.append(0.0)
+        p = propagate_labels(feats.flatten(1), keys, labels, c.topk, c.temperature, allowed, bias).view(h, w)
+        share = c.redetect_weight if self.lost else c.proto_weight
+        return (1 - share) * p + share * p_proto
+
+    @torch.inference_mode()
+    def step(self, image: np.ndarray) -> Any:
+        p_proto, feats = self.network(_rgb(image))
+        return self.step_from(_rgb(image), p_proto, feats)
+
+    @torch.inference_mode()
+    def step_from(self, image: np.ndarray, p_proto: torch.Tensor, feats: torch.Tensor) -> Any:
+        """`step` with the network part given (p_proto (h,w), feats (C,h,w) unit)."""
+        from sgone.predictor import Prediction
+
+        self.frame += 1
+        if self.lost:
+            self.stats["lost"] += 1
+        prob = self.read(feats, p_proto)
+        if self.config.prior_sigma > 0 and not self.lost:
+            previous = self.previous_on(prob.shape)
+            if bool(previous.any()):  # an object under one cell gives no prior rather than a zero one
+                prob = prob * location_prior(previous, self.config.prior_sigma)
+        full = F.interpolate(prob[None, None], size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0]
+        box = self.zoom_region(image.shape[:2])
+        if box is not None:
+            full = self.zoom(image, full, box)
+        full = self.refine(full, image)
+        mask = (full > self.predictor.threshold).numpy().astype(np.uint8)
+        # the frame joins the memory with its refined labels, pooled back to the grid
+        grid_prob = F.adaptive_avg_pool2d(full[None, None], feats.shape[-2:])[0, 0]
+        if self.config.recent > 0:
+            self.recent.append((feats.flatten(1), grid_prob.flatten()))
+        self.previous = full > self.predictor.threshold
+        self.lost = float(self.previous.sum()) < self.config.lost_area * self.first_area
+        return Prediction(mask=mask, probability=full.numpy(), similarity=full.numpy())
+
+    def zoom_region(self, frame_hw: tuple[int, int]) -> tuple[int, int, int, int] | None:
+        """The crop (top, left, bottom, right) in frame pixels for the zoom step, or None: zoom is off,
+        the previous object is missing or not small (under `zoom_below` of the frame), or the grown
+        box would cover most of the frame anyway."""
+        c = self.config
+        previous = self.previous
+        if c.zoom_below <= 0 or self.lost or previous.shape != tuple(frame_hw) or float(previous.float().mean()) >= c.zoom_below:
+            return None
+        box = zoom_box(previous, c.zoom_margin, min_side=max(frame_hw) // 6)
+        if box is None or (box[2] - box[0]) * (box[3] - box[1]) > 0.5 * frame_hw[0] * frame_hw[1]:
+            return None
+        return box
+
+    def previous_on(self, shape: tuple[int, int]) -> torch.Tensor:
+        """The previous mask (H,W) bool, area-pooled onto a (h,w) grid (a cell is object when half is)."""
+        return F.adaptive_avg_pool2d(self.previous[None, None].float(), shape)[0, 0] >= 0.5
+
+    def zoom(self, image: np.ndarray, full: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
+        """(H,W) frame probability -> the same with `box` replaced by the crop's own reading: the crop
+        runs through the network at the input size (more cells on the object) and reads the memory."""
+        top, left, bottom, right = box
+        crop = np.ascontiguousarray(image[top:bottom, left:right])
+        p_proto, feats = self.network(crop)
+        self.stats["zoomed"] += 1
+        part = self.read(feats, p_proto, local=False)
+        self.zoomed.append((feats.flatten(1), part.flatten()))
+        return paste_box(full, part, box)
+
+    def refine(self, full: torch.Tensor, image: np.ndarray) -> torch.Tensor:
+        """(H,W) probability at the frame's size, shifted by the colour models (which then learn from
+        this frame), then the guided filter on the frame's edges."""
+        h, w = image.shape[:2]
+        c = self.config
+        if self.colour is not None:
+            full = self.colour.apply(full, image, c.colour_weight)
+        radius = int(round(c.guided_radius * (h * h + w * w) ** 0.5))
+        if radius <= 0:
+            return full
+        return guided_filter(grey_image(image), full, radius, c.guided_eps, c.guided_scale).clamp(0, 1)
