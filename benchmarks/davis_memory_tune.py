@@ -46,7 +46,8 @@ def parse_grid(specs: list[str], config_cls) -> list[dict]:
 
 
 def cache_clip(tracker, seq, step: int, path: Path) -> dict:
-    """Network outputs of every `step`-th frame after the first, cached at `path` (torch file)."""
+    """Network outputs (`tracker.network`: two tensors) of every `step`-th frame after the first,
+    cached at `path` (torch file)."""
     import torch
 
     if path.exists():
@@ -54,12 +55,9 @@ def cache_clip(tracker, seq, step: int, path: Path) -> dict:
     image0, mask0 = seq.first()
     tracker.start(image0, mask0)
     index = list(range(0, len(seq), step))[1:]
-    probs, feats = [], []
-    for i in index:
-        p, f = tracker.network(seq.read_frame(i))
-        probs.append(p.half())
-        feats.append(f.half())
-    data = {"index": index, "proto": torch.stack(probs), "feats": torch.stack(feats)}
+    outputs = [tracker.network(seq.read_frame(i)) for i in index]
+    data = {"index": index, "proto": torch.stack([p.half() for p, _ in outputs]),
+            "feats": torch.stack([f.half() for _, f in outputs])}
     tmp = path.with_suffix(".tmp")
     torch.save(data, tmp)
     tmp.replace(path)
@@ -74,8 +72,15 @@ def replay(tracker, seq, data, frames: dict[int, np.ndarray], gts: dict[int, np.
     tracker.start(image0, mask0)
     js, fs = [], []
     index = data["index"]
+    cached = iter(zip(data["proto"], data["feats"]))
+    if not hasattr(tracker, "step_from"):  # a mode without it reads its network outputs from the cache
+        tracker.network = lambda image: tuple(t.float() for t in next(cached))
     for n, i in enumerate(index):
-        pred = tracker.step_from(frames[i], data["proto"][n].float(), data["feats"][n].float())
+        if hasattr(tracker, "step_from"):
+            p, f = next(cached)
+            pred = tracker.step_from(frames[i], p.float(), f.float())
+        else:
+            pred = tracker.step(frames[i])
         if n == len(index) - 1:
             break  # the last frame is not scored
         js.append(jaccard(pred.mask, gts[i]))
@@ -94,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
                         help="settings to try (repeatable; all combinations)")
+    parser.add_argument("--try", dest="tries", action="append", default=[], metavar="NAME=V[;NAME=V]",
+                        help="one setting to try (repeatable; names joined by ';'); with --grid, both lists")
+    parser.add_argument("--mode", default="memory", choices=("memory", "temporal"),
+                        help="the mode whose settings are tried (temporal: its TemporalConfig)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=V", help="fixed settings")
     parser.add_argument("--size", type=int, default=None)
     parser.add_argument("--model", default=None)
@@ -107,28 +116,33 @@ def main(argv: list[str] | None = None) -> int:
     from sgone.data.davis import DavisSource
     from sgone.video.label_memory import LabelMemoryConfig, LabelMemoryTracker
     from sgone.video.model import DEFAULT_VIDEO_SIZE, video_predictor
+    from sgone.video.temporal import TemporalConfig, TemporalTracker
 
     torch.set_num_threads(args.threads)
     predictor = video_predictor(args.model, device="cpu", size=args.size or DEFAULT_VIDEO_SIZE)
-    base = LabelMemoryConfig(**{k: v for d in parse_grid(args.set, LabelMemoryConfig) for k, v in d.items()})
-    grid = parse_grid(args.grid, LabelMemoryConfig)
+    Config, Tracker = (LabelMemoryConfig, LabelMemoryTracker) if args.mode == "memory" else (TemporalConfig, TemporalTracker)
+    base = Config(**{k: v for d in parse_grid(args.set, Config) for k, v in d.items()})
+    grid = (parse_grid(args.grid, Config) if args.grid else []) + \
+        [{k: v for part in spec.split(";") for k, v in parse_grid([part], Config)[0].items()} for spec in args.tries]
+    grid = grid or [{}]
     source = DavisSource(args.root)
     names = args.sequences.split(",") if args.sequences else source.sequences(args.split)
     steps = [int(s) for s in args.steps.split(",")]
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     model_tag = (args.model or "default").replace("/", "_")
+    features = "" if getattr(base, "features", "finest") == "finest" else f"-{base.features}"  # changes the cache
     scores: dict[int, dict[str, dict[int, dict]]] = {g: {} for g in range(len(grid))}  # setting -> clip -> step -> J/F
     t0 = time.perf_counter()
     for name in names:
         seq = source.sequence(name)
         for step in steps:
-            data = cache_clip(LabelMemoryTracker(predictor, base), seq, step,
-                              cache / f"{model_tag}-{predictor.size}-{name}-s{step}.pt")
+            data = cache_clip(Tracker(predictor, base), seq, step,
+                              cache / f"{args.mode}{features}-{model_tag}-{predictor.size}-{name}-s{step}.pt")
             frames = {i: seq.read_frame(i) for i in data["index"]}
             gts = {i: seq.read_mask(i) for i in data["index"]}
             for g, setting in enumerate(grid):
-                tracker = LabelMemoryTracker(predictor, replace(base, **setting))
+                tracker = Tracker(predictor, replace(base, **setting))
                 scores[g].setdefault(name, {})[step] = replay(tracker, seq, data, frames, gts)
         best = max(range(len(grid)), key=lambda g: np.mean([scores[g][name][s]["JF"] for s in steps]))
         print(f"{name}: {len(grid)} settings x {len(steps)} steps, best here {grid[best]} "

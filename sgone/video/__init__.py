@@ -8,7 +8,10 @@ Modes (one module each, registered in `sgone.video.tracker.TRACKERS`):
     independent  every frame against the first frame only (SG-One's DAVIS protocol)
     propagate    the first frame's prototypes updated online from confident predictions
     temporal     first-frame prototypes + a memory of past frames matched cell by cell, a location
-                 prior from the previous mask, guided-filter upsampling (the default)
+                 prior from the previous mask, guided-filter upsampling
+    memory       label propagation: each cell takes a top-k vote of the labels of its most similar
+                 cells in the first and recent frames; re-detection when lost, a zoom step for
+                 small objects
 
 Frames stream one at a time from a folder (sorted by name, numbers compared as numbers) or a
 video file (decoded by imageio-ffmpeg, in a background thread); masks are written atomically as
@@ -22,8 +25,8 @@ Outputs in the output folder:
     summary.json             mode and its settings, frame counts, skipped frames and why, speed
 
 Layout: options.py (mode and option names, no torch), io.py (reading, writing), tracker.py
-(modes by name, `track`), independent.py, propagate.py, temporal.py (+ memory.py, refine.py: its
-maths), run.py (`run_video`), clips.py (generated test clips). The names below are imported on
+(modes by name, `track`), independent.py, propagate.py, temporal.py, label_memory.py (+ memory.py,
+refine.py: their maths), run.py (`run_video`), clips.py (generated test clips). The names below are imported on
 first use, so `import sgone.video` (and `sgone --help`) does not load torch.
 """
 from __future__ import annotations
@@ -35,7 +38,8 @@ from sgone.lazy import lazy_exports
 if TYPE_CHECKING:
     from sgone.video.clips import synthetic_clip, write_clip
     from sgone.video.io import FRAME_SUFFIXES, Frame, FrameFolder, Mp4Writer, PreviewWriter, VideoFile, even_pad, open_frames, prefetch
-    from sgone.video.memory import FrameMemory, MemoryEntry
+    from sgone.video.label_memory import LabelMemoryConfig, LabelMemoryTracker
+    from sgone.video.memory import FrameMemory, MemoryEntry, propagate_labels
     from sgone.video.options import DEFAULT_MODE, MODES, ON_BAD_FRAME, PREVIEWS
     from sgone.video.propagate import UPDATE_MAX_SIDE, PropagateTracker, PropagationConfig, confident_mask, erode_square, erosion_depth, erosion_to_area, update_mask
     from sgone.video.run import DEFAULT_FOLDER_FPS, VideoSummary, check_first_frame, first_frame, prepare_output, run_video, stale_outputs
@@ -45,7 +49,8 @@ if TYPE_CHECKING:
 _LAZY = {
     **dict.fromkeys(("synthetic_clip", "write_clip"), "sgone.video.clips"),
     **dict.fromkeys(("FRAME_SUFFIXES", "Frame", "FrameFolder", "Mp4Writer", "PreviewWriter", "VideoFile", "even_pad", "open_frames", "prefetch"), "sgone.video.io"),
-    **dict.fromkeys(("FrameMemory", "MemoryEntry"), "sgone.video.memory"),
+    **dict.fromkeys(("LabelMemoryConfig", "LabelMemoryTracker"), "sgone.video.label_memory"),
+    **dict.fromkeys(("FrameMemory", "MemoryEntry", "propagate_labels"), "sgone.video.memory"),
     **dict.fromkeys(("DEFAULT_MODE", "MODES", "ON_BAD_FRAME", "PREVIEWS"), "sgone.video.options"),
     **dict.fromkeys(("UPDATE_MAX_SIDE", "PropagateTracker", "PropagationConfig", "confident_mask", "erode_square", "erosion_depth", "erosion_to_area", "update_mask"), "sgone.video.propagate"),
     **dict.fromkeys(("DEFAULT_FOLDER_FPS", "VideoSummary", "check_first_frame", "first_frame", "prepare_output", "run_video", "stale_outputs"), "sgone.video.run"),

@@ -30,11 +30,30 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sgone.errors import SgoneError
 from sgone.ops import paste_box, zoom_box
 from sgone.refine import grey_image, guided_filter
-from sgone.video.memory import propagate_labels, window_mask
+from sgone.video.memory import pca_basis, propagate_labels, read_dtype, window_mask
 from sgone.video.refine import ColourModel, location_prior
 from sgone.video.temporal import _rgb, grid_features
+
+
+FEATURES = ("finest", "semantic", "both")
+
+
+def memory_features(encoded: dict[str, torch.Tensor], which: str) -> torch.Tensor:
+    """The unit features (C,h,w) the memory reads, on the grid of the model's finest guide features."""
+    finest = F.normalize(grid_features(encoded)[0].float(), dim=0)
+    if which == "finest":
+        return finest
+    if which not in FEATURES:
+        raise SgoneError(f"memory mode: features must be one of {', '.join(FEATURES)}, not {which!r}")
+    if "semantic.guide" not in encoded:
+        raise SgoneError(f"memory mode: features={which} needs a fused model with a semantic part "
+                         "(e.g. --model prototype-dinov2_s14-mobilenet_v2-whole-int8)")
+    semantic = F.interpolate(encoded["semantic.guide"].float(), size=finest.shape[-2:], mode="bilinear", align_corners=False)
+    semantic = F.normalize(semantic[0], dim=0)
+    return semantic if which == "semantic" else torch.cat([semantic, finest]) / 2 ** 0.5
 
 
 @dataclass
@@ -42,6 +61,10 @@ class LabelMemoryConfig:
     """Settings of the memory mode; see docs/video.md for what each default was chosen on."""
 
     recent: int = 3  # previous frames kept in memory besides the first
+    features: str = "finest"  # read on: "finest" (the model's finest guide features), "semantic" (a fused
+    # model's DINOv2 part, resized to that grid) or "both" (the two, equally weighted)
+    dims: int = 64  # features projected on the first frame's main directions (speed); 0 = all channels
+    precision: str = "auto"  # of the read's scores: fp32, bf16, or auto (bf16 where the CPU has it natively)
     topk: int = 10  # memory cells voting for each cell
     temperature: float = 0.05  # of the softmax over the top-k cosine similarities
     window: float = 0.2  # recent frames matched within this radius, fraction of the grid's longer side
@@ -86,7 +109,7 @@ class LabelMemoryTracker:
 
         hw = input_size(*image.shape[:2], self.predictor.size)
         encoded = self.model.encode(image_tensor(image, hw).to(self.predictor.device))
-        return encoded, F.normalize(grid_features(encoded)[0].float(), dim=0).cpu()
+        return encoded, memory_features(encoded, self.config.features).cpu()
 
     @torch.inference_mode()
     def network(self, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,6 +129,8 @@ class LabelMemoryTracker:
         first_image = _rgb(first_image)
         hw = input_size(*first_image.shape[:2], self.predictor.size)
         encoded, feats = self.encode(first_image)
+        self.basis = pca_basis(feats.flatten(1), self.config.dims)
+        feats = self.project(feats)
         mask = np.asarray(first_mask, dtype=np.uint8)
         self.prototype = self.model.support_prototype(encoded, mask_tensor(mask, hw).to(self.predictor.device))
         m = torch.from_numpy(mask)[None, None]
@@ -125,7 +150,7 @@ class LabelMemoryTracker:
         box = self.zoom_region(mask.shape)
         if box is not None:
             t, l, b, r = box
-            _, crop_feats = self.encode(np.ascontiguousarray(first_image[t:b, l:r]))
+            crop_feats = self.project(self.encode(np.ascontiguousarray(first_image[t:b, l:r]))[1])
             crop = torch.from_numpy(mask[t:b, l:r])[None, None]
             crop_labels = F.adaptive_avg_pool2d((crop == 1).float(), crop_feats.shape[-2:])[0, 0]
             self.zoomed.append((crop_feats.flatten(1), crop_labels.flatten()))
@@ -133,6 +158,12 @@ class LabelMemoryTracker:
             if self.config.colour_weight > 0 else None
         self.frame = 0
         self._windows: dict[tuple[int, int], torch.Tensor] = {}
+
+    def project(self, feats: torch.Tensor) -> torch.Tensor:
+        """(C,h,w) unit features -> (dims,h,w) unit features on the first frame's basis (as is without one)."""
+        if self.basis is None:
+            return feats
+        return F.normalize(torch.einsum("chw,cd->dhw", feats, self.basis), dim=0)
 
     def _window(self, h: int, w: int) -> torch.Tensor:
         if (h, w) not in self._windows:
@@ -160,7 +191,8 @@ class LabelMemoryTracker:
                 labels.append(lab)
                 allowed.append(self._window(h, w) if local else None)
                 bias.append(0.0)
-        p = propagate_labels(feats.flatten(1), keys, labels, c.topk, c.temperature, allowed, bias).view(h, w)
+        p = propagate_labels(feats.flatten(1), keys, labels, c.topk, c.temperature, allowed, bias,
+                             read_dtype(c.precision)).view(h, w)
         share = c.redetect_weight if self.lost else c.proto_weight
         return (1 - share) * p + share * p_proto
 
@@ -175,6 +207,7 @@ class LabelMemoryTracker:
         from sgone.predictor import Prediction
 
         self.frame += 1
+        feats = self.project(feats)
         if self.lost:
             self.stats["lost"] += 1
         prob = self.read(feats, p_proto)
@@ -219,6 +252,7 @@ class LabelMemoryTracker:
         top, left, bottom, right = box
         crop = np.ascontiguousarray(image[top:bottom, left:right])
         p_proto, feats = self.network(crop)
+        feats = self.project(feats)
         self.stats["zoomed"] += 1
         part = self.read(feats, p_proto, local=False)
         self.zoomed.append((feats.flatten(1), part.flatten()))

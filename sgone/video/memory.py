@@ -116,9 +116,32 @@ def window_mask(h: int, w: int, radius: float, device: torch.device | str | None
     return torch.maximum((ys[:, None] - ys[None, :]).abs(), (xs[:, None] - xs[None, :]).abs()) <= radius
 
 
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    global _NATIVE_BF16
+    if _NATIVE_BF16 is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                flags = next((line for line in f if line.startswith("flags")), "").split()
+        except OSError:
+            flags = []
+        _NATIVE_BF16 = "avx512_bf16" in flags or "amx_bf16" in flags
+    return _NATIVE_BF16
+
+
+_NATIVE_BF16: bool | None = None
+
+
+def read_dtype(precision: str) -> torch.dtype:
+    """"fp32", "bf16", or "auto" (bf16 where the CPU has it natively) -> the memory read's dtype."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
+    return torch.bfloat16 if precision == "bf16" or (precision == "auto" and native_bf16()) else torch.float32
+
+
 def propagate_labels(query: torch.Tensor, keys: list[torch.Tensor], labels: list[torch.Tensor], topk: int,
                      temperature: float, allowed: list[torch.Tensor | None] | None = None,
-                     bias: list[float] | None = None) -> torch.Tensor:
+                     bias: list[float] | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Soft label of each query cell: a top-k vote of the labels of its most similar memory cells.
 
     query (C,N) and keys[i] (C,Mi) are unit vectors; labels[i] (Mi,) soft object labels in [0, 1];
@@ -126,21 +149,34 @@ def propagate_labels(query: torch.Tensor, keys: list[torch.Tensor], labels: list
     local window; None = all); bias[i] is added to frame i's scores (a log weight). Scores are
     cosine / temperature + bias; each query cell keeps its `topk` best readable cells, weighted by
     the softmax of their scores. Returns (N,) in [0, 1]; 0 for a cell that can read nothing.
+    `dtype` is the scores' (bf16 halves the memory traffic of the (N, M) score matrix, the cost).
     """
-    scores, values = [], []
-    for i, (k, lab) in enumerate(zip(keys, labels)):
-        if k.shape[1] == 0:
-            continue
-        s = (query.T @ k) / temperature
-        if bias is not None and bias[i]:
-            s = s + bias[i]
-        if allowed is not None and allowed[i] is not None:
-            s = s.masked_fill(~allowed[i], float("-inf"))
-        scores.append(s)
-        values.append(lab.to(s.dtype))
-    if not scores:
+    use = [i for i, k in enumerate(keys) if k.shape[1] > 0]
+    if not use:
         return torch.zeros(query.shape[1], dtype=query.dtype)
-    s, lab = torch.cat(scores, dim=1), torch.cat(values)
-    top, at = s.topk(min(topk, s.shape[1]), dim=1)
-    weights = torch.softmax(top, dim=1).nan_to_num(0.0)  # a row of -inf (nothing readable) gives 0
-    return (weights * lab[at]).sum(dim=1)
+    scores = query.T.to(dtype) @ torch.cat([keys[i] for i in use], dim=1).to(dtype)  # one matmul, whole memory
+    scores.mul_(1.0 / temperature)
+    start = 0
+    for i in use:
+        end = start + keys[i].shape[1]
+        if bias is not None and bias[i]:
+            scores[:, start:end].add_(bias[i])
+        if allowed is not None and allowed[i] is not None:
+            scores[:, start:end].masked_fill_(~allowed[i], float("-inf"))
+        start = end
+    lab = torch.cat([labels[i].to(scores.dtype) for i in use])
+    top, at = scores.topk(min(topk, scores.shape[1]), dim=1)
+    weights = torch.softmax(top.float(), dim=1).nan_to_num(0.0)  # a row of -inf (nothing readable) gives 0
+    return (weights * lab.float()[at]).sum(dim=1).to(query.dtype)
+
+
+def pca_basis(features: torch.Tensor, dims: int) -> torch.Tensor | None:
+    """(C,N) features -> (C,dims) orthonormal basis of their main directions (after centring), or
+    None when dims >= C (nothing to reduce). Reading a memory in `dims` dimensions costs dims/C of
+    the matmul; the basis comes from the first frame, so every frame is projected alike."""
+    c = features.shape[0]
+    if dims <= 0 or dims >= c:
+        return None
+    x = features - features.mean(dim=1, keepdim=True)
+    _, vectors = torch.linalg.eigh(x @ x.T)  # ascending eigenvalues
+    return vectors[:, -dims:].flip(1).contiguous()

@@ -131,3 +131,20 @@ def test_memory_is_bounded_whatever_the_clip_length():
     assert len(tracker.recent) == 2
     cells = tracker.first[0].shape[1] + sum(k.shape[1] for k, _ in tracker.recent)
     assert cells == 3 * 8 * 8  # the first and two recent frames of an 8x8 grid, nothing more
+
+
+def test_memory_reads_a_fused_models_semantic_part_on_the_finest_grid():
+    from sgone.errors import SgoneError
+    from sgone.video.label_memory import memory_features
+
+    detail = torch.rand(1, 5, 8, 12)
+    encoded = {"semantic.guide": torch.rand(1, 7, 4, 6), "detail.guide": detail}
+    finest = memory_features(encoded, "finest")
+    assert torch.allclose(finest, F.normalize(detail[0], dim=0))
+    assert memory_features(encoded, "semantic").shape == (7, 8, 12)
+    both = memory_features(encoded, "both")
+    assert both.shape == (12, 8, 12) and torch.allclose(both.norm(dim=0), torch.ones(8, 12), atol=1e-5)
+    with pytest.raises(SgoneError, match="semantic part"):
+        memory_features({"guide": detail}, "semantic")
+    with pytest.raises(SgoneError, match="features must be"):
+        memory_features(encoded, "colour")
