@@ -90,9 +90,60 @@ def replay(tracker, seq, data, frames: dict[int, np.ndarray], gts: dict[int, np.
             "J_last": float(np.mean(js[-max(1, len(js) // 4):]))}
 
 
+def merge(paths: list[str]) -> dict:
+    """Results of several runs over different clips with the same settings, as one."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    out = dict(runs[0])
+    for other in runs[1:]:
+        if other["grid"] != out["grid"] or other["steps"] != out["steps"] or other["base"] != out["base"]:
+            raise SystemExit(f"--merge: the runs tried different settings or steps ({paths[0]} vs another)")
+        for g, clips in other["per_clip"].items():
+            out["per_clip"][g] = {**out["per_clip"][g], **clips}
+    return out
+
+
+def report(out: dict, folds: int) -> list[float]:
+    """Print the per-setting table and the cross-validation over folds of clips; the held-out scores."""
+    grid, steps = out["grid"], out["steps"]
+    scores = {int(g): {c: {int(s): v for s, v in per.items()} for c, per in clips.items()} for g, clips in out["per_clip"].items()}
+    names = sorted(scores[0])
+
+    def mean(g: int, clips: list[str], step: int | None = None, key: str = "JF") -> float:
+        use = steps if step is None else [step]
+        return float(np.mean([scores[g][c][s][key] for c in clips for s in use])) * 100
+
+    fold_of = {c: i % folds for i, c in enumerate(sorted(names))}
+    rows = []
+    for g, setting in enumerate(grid):
+        rows.append({"setting": setting, "all": mean(g, names), "hard": mean(g, [c for c in names if c in HARD] or names),
+                     **{f"step{s}": mean(g, names, s) for s in steps},
+                     **{f"J_step{s}": mean(g, names, s, "J") for s in steps},
+                     **{f"F_step{s}": mean(g, names, s, "F") for s in steps},
+                     **{f"decay_step{s}": mean(g, names, s, "J_first") - mean(g, names, s, "J_last") for s in steps}})
+    rows.sort(key=lambda r: -r["all"])
+    print("\n| setting | J&F all | " + " | ".join(f"J&F / J / F / J decay, step {s}" for s in steps) + " | J&F hard |")
+    print("|---|---:|" + "---:|" * len(steps) + "---:|")
+    for r in rows:
+        per = " | ".join(f"{r[f'step{s}']:.1f} / {r[f'J_step{s}']:.1f} / {r[f'F_step{s}']:.1f} / {r[f'decay_step{s}']:.1f}" for s in steps)
+        print(f"| {r['setting'] or 'base'} | {r['all']:.1f} | {per} | {r['hard']:.1f} |")
+    held = []
+    print("\n| held-out fold | clips | chosen on the other folds | J&F there | J&F of the overall best there |")
+    print("|---|---:|---|---:|---:|")
+    overall = max(range(len(grid)), key=lambda g: mean(g, names))
+    for k in range(folds):
+        test = [c for c in names if fold_of[c] == k]
+        train = [c for c in names if fold_of[c] != k]
+        g = max(range(len(grid)), key=lambda i: mean(i, train))
+        held.append(mean(g, test))
+        print(f"| {k} | {len(test)} | {grid[g] or 'base'} | {held[-1]:.1f} | {mean(overall, test):.1f} |")
+    print(f"\ncross-validated J&F {np.mean(held):.1f} (folds {min(held):.1f}-{max(held):.1f}, spread {max(held) - min(held):.1f}); "
+          f"base {out['base']}")
+    return held
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", required=True, help="DAVIS folder (train clips)")
+    parser.add_argument("--root", default=None, help="DAVIS folder (train clips)")
     parser.add_argument("--split", default="train")
     parser.add_argument("--cache", required=True, help="folder for the cached network outputs")
     parser.add_argument("--steps", default="1", help="frame steps to score, comma list (1 = the clip as stored)")
@@ -109,7 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--sequences", default=None, help="only these clips (comma list), for a quick look")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="report on these runs' results together (runs over different clips) and stop")
     args = parser.parse_args(argv)
+    if args.merge:
+        report(merge(args.merge), args.folds)
+        return 0
 
     import torch
 
@@ -149,41 +205,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{np.mean([scores[best][name][s]['JF'] for s in steps]) * 100:.1f} ({time.perf_counter() - t0:.0f} s)",
               file=sys.stderr, flush=True)
 
-    def mean(g: int, clips: list[str], step: int | None = None, key: str = "JF") -> float:
-        use = steps if step is None else [step]
-        return float(np.mean([scores[g][c][s][key] for c in clips for s in use])) * 100
-
-    fold_of = {c: i % args.folds for i, c in enumerate(sorted(names))}
-    rows = []
-    for g, setting in enumerate(grid):
-        rows.append({"setting": setting, "all": mean(g, names), "hard": mean(g, [c for c in names if c in HARD] or names),
-                     **{f"step{s}": mean(g, names, s) for s in steps},
-                     **{f"J_step{s}": mean(g, names, s, "J") for s in steps},
-                     **{f"F_step{s}": mean(g, names, s, "F") for s in steps},
-                     **{f"decay_step{s}": mean(g, names, s, "J_first") - mean(g, names, s, "J_last") for s in steps}})
-    rows.sort(key=lambda r: -r["all"])
-    print("\n| setting | J&F all | " + " | ".join(f"J&F / J / F / J decay, step {s}" for s in steps) + " | J&F hard |")
-    print("|---|---:|" + "---:|" * len(steps) + "---:|")
-    for r in rows:
-        per = " | ".join(f"{r[f'step{s}']:.1f} / {r[f'J_step{s}']:.1f} / {r[f'F_step{s}']:.1f} / {r[f'decay_step{s}']:.1f}" for s in steps)
-        print(f"| {r['setting'] or 'base'} | {r['all']:.1f} | {per} | {r['hard']:.1f} |")
-    held = []
-    print("\n| held-out fold | clips | chosen on the other folds | J&F there | J&F of the overall best there |")
-    print("|---|---:|---|---:|---:|")
-    overall = max(range(len(grid)), key=lambda g: mean(g, names))
-    for k in range(args.folds):
-        test = [c for c in names if fold_of[c] == k]
-        train = [c for c in names if fold_of[c] != k]
-        g = max(range(len(grid)), key=lambda i: mean(i, train))
-        held.append(mean(g, test))
-        print(f"| {k} | {len(test)} | {grid[g] or 'base'} | {held[-1]:.1f} | {mean(overall, test):.1f} |")
-    print(f"\ncross-validated J&F {np.mean(held):.1f} (folds {min(held):.1f}-{max(held):.1f}, spread {max(held) - min(held):.1f}); "
-          f"base {base.as_dict()}")
+    out = {"mode": args.mode, "base": base.as_dict(), "grid": grid, "steps": steps, "folds": args.folds,
+           "per_clip": {str(g): scores[g] for g in scores}}
     if args.json:
-        out = {"base": base.as_dict(), "grid": grid, "steps": steps, "folds": args.folds, "held_out": held,
-               "rows": rows, "per_clip": {str(g): scores[g] for g in scores}}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=1))
+    report(out, args.folds)
     return 0
 
 
