@@ -164,7 +164,7 @@ def _model_subject(spec: dict, size: int, device: Any, predictor: bool) -> dict:
     from sgone import ops
     from sgone.errors import SgoneError
     from sgone.models.registry import MODELS
-    from sgone.predictor import prepare_for_inference
+    from sgone.models.inference import prepare_for_inference
 
     builder = MODELS[_registry_name(spec)]  # the registered options (e.g. the default's high_stride) apply
     try:

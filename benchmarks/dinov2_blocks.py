@@ -34,7 +34,7 @@ from sgone.models.fused import fuse_logits
 from sgone.models.prototype import PrototypeModel
 from sgone.models.registry import TRAINING_FREE_MODEL, load_model
 from sgone.ops import keep_foreground
-from sgone.predictor import image_tensor, input_size
+from sgone.inputs import image_tensor, input_size
 
 BLOCKS = (4, 5, 6, 7, 8, 9, 10, 11)
 NAMES = [f"block {b}" for b in BLOCKS] + ["final"]

@@ -25,7 +25,7 @@ from sgone.backbones import find_weights
 from sgone.backbones.dinov2 import FINAL_OUTPUT, DinoV2S14, block_output
 from sgone.engine.feature_cache import FeatureCache
 from sgone.io import read_image, read_label
-from sgone.predictor import image_tensor, input_size
+from sgone.inputs import image_tensor, input_size
 from sgone.models.registry import TRAINING_FREE_MODEL, load_model
 
 

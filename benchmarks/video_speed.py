@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _input_hw(h: int, w: int, size: int) -> tuple[int, int]:
-    from sgone.predictor import input_size
+    from sgone.inputs import input_size
 
     return input_size(h, w, size)
 

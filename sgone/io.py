@@ -281,6 +281,15 @@ def _binary_from_labels(labels: np.ndarray, class_id: int | None, path: Path) ->
     return out
 
 
+def user_cache_dir() -> Path:
+    """Where caches go when the data folder is read-only: $SGONE_CACHE_DIR or ~/.cache/sgone."""
+    env = os.environ.get("SGONE_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "sgone"
+
+
 def list_images(folder: str | Path) -> list[Path]:
     """Image files directly inside `folder`, sorted by name."""
     folder = Path(folder)

@@ -326,7 +326,7 @@ def test_import_is_light_and_python_m_sgone_runs_the_cli():
 
 
 def test_boundary_step_follows_the_images_edges_and_none_is_bilinear(predictor):
-    from sgone.refine import refine_probability
+    from sgone.boundary import refine_probability
 
     def bright_box(h, w, y, x, size, rng):  # a photo-like edge: a bright object on a dark, noisy ground
         image = rng.integers(0, 40, (h, w, 3)).astype(np.uint8)
@@ -359,3 +359,24 @@ def test_video_predictor_keeps_bilinear_upsampling(predictor):
 
     assert video_predictor(predictor.model, device="cpu").boundary == "none"
     assert video_predictor(predictor.model, device="cpu", boundary="guided").boundary == "guided"
+
+
+def test_every_name_and_weights_take_the_runtime_road(monkeypatch):
+    """Predictor(name, weights=PATH) and Predictor() load through `load_model`, named as given (the
+    default by its own name, as summaries record it)."""
+    import torch
+
+    from sgone.models import registry
+    from sgone.options import DEFAULT_MODEL
+
+    calls = []
+
+    def fake_load_model(name, device="cpu", weights="auto", **_):
+        calls.append((name, weights))
+        return torch.nn.Identity()
+
+    monkeypatch.setattr(registry, "load_model", fake_load_model)
+    named = Predictor("prototype-resnet50", weights="resnet50.pth")
+    default = Predictor()
+    assert calls == [("prototype-resnet50", "resnet50.pth"), (None, "auto")]
+    assert (named.model_name, default.model_name) == ("prototype-resnet50", DEFAULT_MODEL)

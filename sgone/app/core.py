@@ -169,7 +169,7 @@ class ModelCache:
     def get(self, name: str):
         """The model `name`, BatchNorm folded for inference (as `Predictor(name)` builds it)."""
         from sgone.models.registry import load_model
-        from sgone.predictor import prepare_for_inference
+        from sgone.models.inference import prepare_for_inference
 
         with self._lock:
             if name not in self._models:

@@ -12,7 +12,7 @@ import numpy as np
 
 from sgone.app.core import (Limits, ModelCache, Session, editor_support, first_frame, load_image, load_mask,
                             editor_image, extra_supports, usable_models)
-from sgone.commands.demo import sample_paths
+from sgone.samples import sample_paths
 from sgone.errors import SgoneError
 from sgone.viz import overlay
 

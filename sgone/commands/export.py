@@ -52,7 +52,7 @@ def calibration_images(folder: str | None, limit: int = 64) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sgone.onnx.runtime import require_onnxruntime
+    from sgone.onnx.sessions import require_onnxruntime
 
     require_onnxruntime(export=True)  # before the model is loaded: the one-line install hint
     if args.calibration is not None and not args.quantize:

@@ -8,7 +8,7 @@ from sgone.errors import SgoneError
 
 
 def register(subparsers) -> None:
-    from sgone.commands.segment import add_model_arguments, add_runtime_argument
+    from sgone.commands.flags import add_model_arguments, add_runtime_argument
     from sgone.video.options import DEFAULT_MODE, MODES, ON_BAD_FRAME, PREVIEWS
 
     p = subparsers.add_parser(
@@ -55,7 +55,8 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import math
 
-    from sgone.commands.segment import check_model_arguments, check_output_folder
+    from sgone.commands.flags import check_model_arguments
+    from sgone.commands.outputs import check_output_folder
     from sgone.video import PropagationConfig, check_first_frame, run_video
     from sgone.video.model import DEFAULT_VIDEO_MODEL, default_threads, video_predictor
     from sgone.video.run import stale_outputs

@@ -68,7 +68,7 @@ class EvalTransform:
 
     def resize(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One image with its mask, longer side to `size`."""
-        from sgone.predictor import input_size  # the same rule as `sgone segment`
+        from sgone.inputs import input_size  # the same rule as `sgone segment`
 
         h, w = input_size(*mask.shape[:2], self.size)
         return resize_image(image, h, w), resize_mask(mask, h, w)

@@ -52,7 +52,7 @@ class LabelMaps:
 
     def resized(self, key: str) -> np.ndarray:
         if key not in self._memo:
-            from sgone.predictor import input_size, mask_tensor
+            from sgone.inputs import input_size, mask_tensor
 
             labels = self.original(key)
             hw = input_size(labels.shape[0], labels.shape[1], self.size)

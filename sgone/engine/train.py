@@ -432,7 +432,7 @@ def uses_feature_cache(cfg: TrainConfig, model: nn.Module, source: Any) -> bool:
 
 def feature_cache_folder(setting: str) -> Path:
     if setting == "auto":
-        from sgone.data.episode import user_cache_dir
+        from sgone.io import user_cache_dir
 
         return user_cache_dir() / "features"
     return Path(setting)

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from sgone.errors import SgoneError
+from sgone.options import DEFAULT_MODEL, TRAINING_FREE_MODEL  # noqa: F401  (re-exported)
 
 ARCHS = ("sgone", "sgone-prior", "prototype", "prototype-fused")
 
@@ -138,13 +139,11 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "sgone-vgg16-published": _named("sgone", "vgg16", variant="published"),
     "sgone-resnet50": _named("sgone", "resnet50"),
 }
-# the training-free model: 4.7x faster than the default, needs only MobileNetV2's ImageNet file; the
-# default of `sgone video` and `sgone evaluate`, and the baseline of the benchmarks
-TRAINING_FREE_MODEL = "prototype-mobilenet_v2"
-# SG-One trained on real photos, on DINOv2 + MobileNetV2 features (shipped checkpoint, head_weight 0.25, DINOv2 in int8):
-# 9.0 mIoU above the training-free model on held-out classes and better on each photo check
-# (docs/results.md, "The default model"); the default of `segment`, `Predictor()`, `demo`, `app`, `export`
-DEFAULT_MODEL = "sgone-dinov2_s14-mobilenet_v2-real"
+
+
+def model_name(name_or_path: str | Path | None) -> str:
+    """The name a model is known by in messages and summaries: None is the default's name."""
+    return str(name_or_path or DEFAULT_MODEL)
 
 
 def shipped_checkpoints() -> dict[str, Path]:
@@ -180,7 +179,7 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
     update the checkpoint's backbone options, e.g. DINOv2's tiling {"resolution": 224, "tile_stride": 224}
     for a frozen backbone: the learnt weights are kept, the features change.
     """
-    name = str(name_or_path or DEFAULT_MODEL)
+    name = model_name(name_or_path)
     try:
         return _load_model(name, device, weights, allow_untrained, backbone_options)
     except SgoneError as exc:  # e.g. the default's DINOv2 file absent: say what runs without it

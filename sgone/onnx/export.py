@@ -157,9 +157,9 @@ def export_model(model: str | Path | nn.Module | None, output: str | Path, size:
     bundled photos), see `sgone.onnx.quantize`. Every file is written atomically. Returns the manifest.
     """
     from sgone.io import atomic_path, atomic_write
+    from sgone.models.inference import prepare_for_inference
     from sgone.models.registry import DEFAULT_MODEL, load_model
-    from sgone.onnx.runtime import OnnxModel, require_onnxruntime
-    from sgone.predictor import prepare_for_inference
+    from sgone.onnx.sessions import OnnxModel, require_onnxruntime
 
     require_onnxruntime(export=True)
     if quantize not in (None, *QUANTIZE):
@@ -205,8 +205,8 @@ def export_model(model: str | Path | nn.Module | None, output: str | Path, size:
 
 def sample_images() -> list[np.ndarray]:
     """The bundled photos (HxWx3 uint8): support and query halves of a VOC photo."""
-    from sgone.commands.demo import sample_paths
     from sgone.io import read_image
+    from sgone.samples import sample_paths
 
     paths = sample_paths()
     return [read_image(paths["support"]), read_image(paths["query"])]
@@ -216,9 +216,9 @@ def sample_images() -> list[np.ndarray]:
 def check_agreement(model: nn.Module, onnx_model, size: int) -> dict:
     """PyTorch vs the ONNX graphs on the bundled episode (both halves at size x size, the support
     mask given): {"max_abs_diff_probability", "mask_iou", "size"}."""
-    from sgone.commands.demo import sample_paths
+    from sgone.inputs import image_tensor, mask_tensor
     from sgone.io import read_mask
-    from sgone.predictor import image_tensor, mask_tensor
+    from sgone.samples import sample_paths
 
     paths = sample_paths()
     support, query = sample_images()

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from sgone.errors import SgoneError
 from sgone.video.memory import FrameMemory, MemoryEntry, entry_from_probability, frame_confidence, match, window_mask
-from sgone.refine import grey_image, guided_filter
+from sgone.boundary import grey_image, guided_filter
 from sgone.video.refine import colour_histogram, colour_index, colour_log_ratio, location_prior
 
 
@@ -103,7 +103,7 @@ class TemporalTracker:
 
     @torch.inference_mode()
     def _encode(self, image: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        from sgone.predictor import image_tensor, input_size
+        from sgone.inputs import image_tensor, input_size
 
         hw = input_size(*image.shape[:2], self.predictor.size)
         encoded = self.model.encode(image_tensor(image, hw).to(self.predictor.device))
@@ -111,7 +111,7 @@ class TemporalTracker:
 
     @torch.inference_mode()
     def start(self, first_image: np.ndarray, first_mask: np.ndarray) -> None:
-        from sgone.predictor import input_size, mask_tensor
+        from sgone.inputs import input_size, mask_tensor
 
         first_image = _rgb(first_image)
         hw = input_size(*first_image.shape[:2], self.predictor.size)

@@ -169,7 +169,7 @@ def test_broken_query_is_one_sentence_and_the_app_keeps_serving(server, browser,
 def test_example_mask_matches_the_predictor(server, browser):
     from selenium.webdriver.common.by import By
 
-    from sgone.commands.demo import sample_paths
+    from sgone.samples import sample_paths
     from sgone.io import read_image, read_mask
     from sgone.predictor import Predictor
 

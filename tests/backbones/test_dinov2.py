@@ -13,8 +13,8 @@ from sgone.backbones import dinov2 as dino
 from sgone.errors import SgoneError
 from tests.helpers import dinov2_file
 
-onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed (pip install 'sgone[onnx]')")
-ort = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'sgone[onnx]')")
+onnx = pytest.importorskip("onnx", reason="onnx or onnxruntime is not installed (dependencies of sgone: reinstall it)")
+ort = pytest.importorskip("onnxruntime", reason="onnx or onnxruntime is not installed (dependencies of sgone: reinstall it)")
 
 
 needs_file = pytest.mark.skipif(dinov2_file() is None,

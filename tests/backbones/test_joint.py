@@ -9,7 +9,7 @@ from sgone.backbones import build_backbone
 from sgone.errors import SgoneError
 from tests.helpers import dinov2_file
 
-pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'sgone[onnx]')")
+pytest.importorskip("onnxruntime", reason="onnx or onnxruntime is not installed (dependencies of sgone: reinstall it)")
 
 
 pytestmark = pytest.mark.skipif(dinov2_file() is None, reason="the DINOv2 ONNX file is absent (see README setup)")
@@ -71,7 +71,7 @@ def test_checkpoint_of_the_joint_model_round_trips(own_cache, tmp_path):
         torch.testing.assert_close(loaded(*x)["logits"], model(*x)["logits"])
     pytest.importorskip("onnx")
     from sgone.onnx.export import export_model
-    from sgone.onnx.runtime import OnnxModel
+    from sgone.onnx.sessions import OnnxModel
 
     # it exports, DINOv2's own options (one 224 tile here) carried by the manifest to the runtime
     info = export_model(path, tmp_path / "onnx", size=97, dynamic=True)

@@ -76,9 +76,9 @@ def test_published_checkpoint_bad_values_and_missing_onnxruntime(imagenet, tmp_p
     assert not (tmp_path / "out").exists()
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     rc = main(["export", "--output", str(tmp_path / "out")])
-    assert "pip install 'sgone[onnx]'" in one_line_error(capsys, rc, "export")
+    assert "reinstall sgone or: pip install onnxruntime onnx" in one_line_error(capsys, rc, "export")
     rc = main(segment_argv(["--runtime", "onnx"], tmp_path / "seg"))
-    assert "pip install 'sgone[onnx]'" in one_line_error(capsys, rc, "segment")
+    assert "reinstall sgone or: pip install onnxruntime onnx" in one_line_error(capsys, rc, "segment")
     assert not (tmp_path / "seg").exists()
 
 

@@ -267,8 +267,8 @@ class FakePredictor:
     instances: list["FakePredictor"] = []
     interrupt_on: int | None = None  # raise KeyboardInterrupt on this predict() call (0-based)
 
-    def __init__(self, model=None, device="cpu", size=473, threshold=0.5, fusion="avg", **_):
-        self.model, self.size, self.fusion = model, size, fusion
+    def __init__(self, model=None, device="cpu", size=473, threshold=0.5, fusion="avg", weights="auto", **_):
+        self.model, self.size, self.fusion, self.weights = model, size, fusion, weights
         self.calls = 0
         self.seen: list[tuple[int, ...]] = []  # shapes of the predicted images
         FakePredictor.instances.append(self)
@@ -581,11 +581,11 @@ def test_full_size_mask_is_torch_bilinear_upsampling_in_bands(monkeypatch, in_hw
     import torch
     import torch.nn.functional as F
 
-    from sgone.commands import segment
+    from sgone import upsample
 
-    monkeypatch.setattr(segment, "BAND_PIXELS", 1000)  # several bands even at these sizes
+    monkeypatch.setattr(upsample, "BAND_PIXELS", 1000)  # several bands even at these sizes
     score = np.random.default_rng(0).random(in_hw, dtype=np.float32)
-    mask, count, total = segment.full_size_mask(score, out_hw, lambda s: s > 0.5)
+    mask, count, total = upsample.full_size_mask(score, out_hw, lambda s: s > 0.5)
     expected = F.interpolate(torch.from_numpy(score)[None, None], size=out_hw, mode="bilinear",
                              align_corners=False)[0, 0].numpy()
     near = np.abs(expected - 0.5) < 1e-5  # rounding may decide these either way
@@ -595,23 +595,13 @@ def test_full_size_mask_is_torch_bilinear_upsampling_in_bands(monkeypatch, in_hw
     assert total == pytest.approx(float(expected[mask == 255].sum()), rel=1e-4)
 
 
-def test_weights_flag_reaches_the_model_loader(files, capsys, fake_predictor, monkeypatch):
-    import torch
-
-    import sgone.models.registry
-
-    calls = []
-
-    def fake_load_model(name, device="cpu", weights="auto", **_):
-        calls.append((name, weights))
-        return torch.nn.Identity()
-
-    monkeypatch.setattr(sgone.models.registry, "load_model", fake_load_model)
+def test_weights_flag_reaches_the_predictor(files, capsys, fake_predictor):
+    """--weights takes the road of every name: Predictor(name, weights=PATH) (the runtime loads it)."""
     weights = files["dir"] / "resnet50-0676ba61.pth"
     weights.write_bytes(b"stand-in")
     assert main(segment_argv(files, "--model", "prototype-resnet50", "--weights", str(weights))) == 0
-    assert calls == [("prototype-resnet50", str(weights))]
-    assert isinstance(fake_predictor.instances[0].model, torch.nn.Identity)
+    made = fake_predictor.instances[0]
+    assert (made.model, made.weights) == ("prototype-resnet50", str(weights))
 
 
 # --------------------------------------------------------------------- end to end, real model

@@ -77,7 +77,7 @@ def test_cache_hit_equals_recomputation_and_is_memory_mapped(mix, tmp_path):
 
 def test_cached_levels_equal_the_backbone_at_the_predictor_size(mix, tmp_path):
     from sgone.io import read_image
-    from sgone.predictor import image_tensor, input_size
+    from sgone.inputs import image_tensor, input_size
 
     net = tiny_backbone()
     cache = FeatureCache(tmp_path / "cache", net, size=48)
@@ -306,7 +306,7 @@ def test_cached_prediction_matches_the_image_path(mix, tmp_path):
     """predict_cached on cached levels = predict_batch on the images at the same size (float16 aside)."""
     from sgone.data.sampler import TestEpisodes
     from sgone.io import read_image
-    from sgone.predictor import image_tensor, input_size, mask_tensor
+    from sgone.inputs import image_tensor, input_size, mask_tensor
 
     model = prior_model().eval()
     cache = FeatureCache(tmp_path / "cache", model.backbone, size=48)

@@ -127,7 +127,7 @@ def test_fused_model_runs_the_temporal_video_mode(tmp_path):
 
 
 def test_prepare_for_inference_gives_both_backbones_the_fast_layout():
-    from sgone.predictor import prepare_for_inference
+    from sgone.models.inference import prepare_for_inference
 
     model = prepare_for_inference(_small_fused(0.5))
     for part in (model.semantic, model.detail):
