@@ -83,10 +83,10 @@ def test_missing_file_says_how_to_get_it(monkeypatch, tmp_path):
         build_backbone("dinov2_s14", weights=tmp_path / "absent.onnx")
 
 
-def test_missing_onnxruntime_is_one_line_with_the_extra(monkeypatch):
+def test_missing_onnxruntime_is_one_line_with_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     backbone = dino.DinoV2S14()
-    with pytest.raises(SgoneError, match=r"needs the onnxruntime package: pip install 'sgone\[onnx\]'"):
+    with pytest.raises(SgoneError, match=r"needs the onnxruntime package: reinstall sgone or: pip install onnxruntime onnx"):
         backbone.load_file("whatever.onnx")
 
 
