@@ -36,7 +36,8 @@ def usable_models() -> list[str]:
     """Model names the app offers: training-free registered models and shipped checkpoints."""
     from sgone.models.registry import DEFAULT_MODEL, MODELS, shipped_checkpoints
 
-    names = [n for n in MODELS if n.startswith("prototype-")] + sorted(shipped_checkpoints())
+    shipped = shipped_checkpoints()
+    names = [n for n in MODELS if n.startswith("prototype-")] + sorted(shipped)
     names.sort(key=lambda n: n != DEFAULT_MODEL)  # the default first, registry order otherwise
     return names
 
@@ -159,7 +160,7 @@ class ModelCache:
     """Models loaded once and shared by every session (read-only at inference), newest kept."""
 
     def __init__(self, device: str = "cpu", keep: int = 2) -> None:
-        from sgone.predictor import resolve_device
+        from sgone.runtimes import resolve_device
 
         self.device = resolve_device(device)
         self.keep = keep
@@ -167,13 +168,12 @@ class ModelCache:
         self._lock = threading.Lock()
 
     def get(self, name: str):
-        """The model `name`, BatchNorm folded for inference (as `Predictor(name)` builds it)."""
-        from sgone.models.registry import load_model
-        from sgone.models.inference import prepare_for_inference
+        """The model `name`, loaded by the torch runtime as `Predictor(name)` loads it (BatchNorm folded)."""
+        from sgone.runtimes import runtime
 
         with self._lock:
             if name not in self._models:
-                self._models[name] = prepare_for_inference(load_model(name, self.device), self.device)
+                self._models[name] = runtime("torch").load(name, device=self.device).model
                 while len(self._models) > self.keep:
                     self._models.popitem(last=False)
             self._models.move_to_end(name)

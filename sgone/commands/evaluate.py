@@ -83,7 +83,7 @@ def model_loader(args: argparse.Namespace, device, dataset: str, folds: list[int
     """fold -> model in eval mode; checks that a checkpoint was not trained on the classes it is tested on."""
     import torch
 
-    from sgone.models.registry import TRAINING_FREE_MODEL, build_model_from_config, load_model, read_checkpoint
+    from sgone.models.registry import TRAINING_FREE_MODEL, assemble, load_model, read_checkpoint
 
     # not the default of `segment`: that one was trained on real photos whose classes overlap the
     # benchmarks' test classes (COCO's person, car, chair...), so it would not score unseen classes
@@ -112,13 +112,7 @@ def model_loader(args: argparse.Namespace, device, dataset: str, folds: list[int
         if config.get("dataset") == dataset and config.get("fold") not in (None, fold):
             print(f"warning: {name} was trained on fold {config['fold']}: fold {fold}'s test classes were seen "
                   "in training", file=sys.stderr)
-        model = build_model_from_config(ckpt["model_config"], weights=None)
-        try:
-            model.load_state_dict(ckpt["model"])
-        except RuntimeError as exc:
-            raise SgoneError(f"{name}: checkpoint does not match its model config "
-                             f"({str(exc).splitlines()[0]})") from None
-        return model.to(device).eval()
+        return assemble(name, ckpt["model_config"], ckpt["model"]).to(device).eval()
 
     return load
 

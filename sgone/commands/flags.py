@@ -81,7 +81,7 @@ def check_model_arguments(args: argparse.Namespace) -> None:
         raise SgoneError(f"--threshold {args.threshold}: must be between 0 and 1")
     weights = getattr(args, "weights", None)
     if weights is not None:
-        from sgone.models.registry import MODELS
+        from sgone.models.zoo import MODELS
 
         name = args.model or options.DEFAULT_MODEL
         if getattr(args, "runtime", "torch") == "onnx" and Path(name).is_dir():

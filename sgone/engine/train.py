@@ -545,7 +545,7 @@ def train(config: TrainConfig | dict[str, Any], *, model: nn.Module | None = Non
             if cfg.dice_weight:
                 loss = loss + cfg.dice_weight * dice_loss(out_dict["logits"], labels)
             if aux:
-                from sgone.models.sgone import guidance_loss
+                from sgone.models.sgone_net import guidance_loss
 
                 loss = loss + aux * guidance_loss(out_dict["similarity"], labels)
             optimizer.zero_grad(set_to_none=True)

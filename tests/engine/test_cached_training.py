@@ -19,7 +19,7 @@ from sgone.engine.train import train
 from sgone.errors import SgoneError
 from sgone.io import write_label_png
 from sgone.models.prototype import PrototypeModel
-from sgone.models.sgone import PriorGuidedSGOne, guidance_loss
+from sgone.models.sgone_net import PriorGuidedSGOne, guidance_loss
 
 from .helpers import COLOURS, LevelsOf, TinyBackbone, TinySemanticBackbone
 

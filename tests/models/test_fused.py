@@ -7,7 +7,7 @@ import torch
 
 from sgone.models.fused import FusedPrototypeModel, fuse_logits
 from sgone.models.prototype import PrototypeModel
-from sgone.models.registry import MODELS, build_model, build_model_from_config
+from sgone.models.registry import MODELS, build_model, build_model_from_config, has_untrained_head
 from tests.helpers import dinov2_ready
 
 
@@ -86,7 +86,7 @@ def test_fused_config_rebuilds_the_same_model():
 def test_dinov2_models_are_registered_training_free():
     for name in ("prototype-dinov2_s14", "prototype-dinov2_s14-mobilenet_v2", "prototype-dinov2_s14-mobilenet_v2-224",
                  "prototype-dinov2_s14-mobilenet_v2-whole", "prototype-dinov2_s14-mobilenet_v2-whole-int8"):
-        assert name in MODELS and not MODELS[name].untrained_head
+        assert name in MODELS and not has_untrained_head(name)
 
 
 @pytest.mark.skipif(not dinov2_ready(), reason="onnxruntime or the DINOv2 ONNX file is absent (see README setup)")

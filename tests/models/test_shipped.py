@@ -31,7 +31,7 @@ def test_checkpoint_ships_with_a_model_card_and_fits_the_size_limit(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_loads_by_name_as_a_trained_prior_guided_sgone(name):
-    from sgone.models.sgone import PriorGuidedSGOne
+    from sgone.models.sgone_net import PriorGuidedSGOne
 
     model = load_model(name)
     assert isinstance(model, PriorGuidedSGOne) and not model.training
