@@ -30,8 +30,8 @@ DEFAULT_RUNTIME = "torch"
 BOUNDARIES = ("none", "guided")
 DEFAULT_BOUNDARY = "none"
 
-DEVICES_HELP = "cpu, cuda, cuda:N or auto (auto: cuda if available)"
 DEFAULT_DEVICE = "auto"
+DEVICES_HELP = f"cpu, cuda, cuda:N or auto (default {DEFAULT_DEVICE}: cuda if available)"
 
 # what a command does with an input file it cannot read: stop before writing anything, or skip it
 ON_BAD_INPUT = ("stop", "skip")

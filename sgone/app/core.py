@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from sgone.errors import SgoneError
+from sgone.options import DEFAULT_SIZE
 
 Progress = Callable[[float, str], None]  # (fraction done, what is happening)
 
@@ -220,7 +221,7 @@ class Session:
     threshold and the queries can change freely.
     """
 
-    def __init__(self, models: ModelCache, size: int | None = 473, root: str | Path | None = None) -> None:
+    def __init__(self, models: ModelCache, size: int | None = DEFAULT_SIZE, root: str | Path | None = None) -> None:
         self.models = models
         self.size = size
         self.root = Path(tempfile.mkdtemp(prefix="sgone-session-", dir=root))

@@ -14,6 +14,7 @@ from sgone.app.core import (Limits, ModelCache, Session, editor_support, first_f
                             editor_image, extra_supports, usable_models)
 from sgone.samples import sample_paths
 from sgone.errors import SgoneError
+from sgone.options import DEFAULT_DEVICE, DEFAULT_SIZE
 from sgone.viz import overlay
 
 log = logging.getLogger("sgone.app")
@@ -56,7 +57,7 @@ def _warm(cache: ModelCache, name: str) -> None:
         log.warning("could not preload %s: %s", name, sentence(exc))
 
 
-def build_app(model: str | None = None, device: str = "cpu", size: int | None = 473,
+def build_app(model: str | None = None, device: str = DEFAULT_DEVICE, size: int | None = DEFAULT_SIZE,
               limits: Limits | None = None, workdir: str | Path | None = None):
     """The Gradio Blocks app (not launched). `workdir` holds session files and generated examples."""
     import gradio as gr

@@ -10,7 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from sgone.commands.flags import add_fusion_argument
 from sgone.errors import SgoneError
+from sgone.options import DEFAULT_SIZE, TRAINING_FREE_MODEL
 
 
 def register(subparsers) -> None:
@@ -27,7 +29,7 @@ def register(subparsers) -> None:
     model.add_argument("--checkpoint", metavar="CKPT",
                        help="a training checkpoint; with --fold all a path holding {fold} gives one per fold")
     model.add_argument("--model", metavar="NAME",
-                       help="a registered model name (default without --checkpoint: prototype-mobilenet_v2, "
+                       help=f"a registered model name (default without --checkpoint: {TRAINING_FREE_MODEL}, "
                             "the training-free model, which was trained on no class a benchmark tests; for davis2016 "
                             "the model `sgone video` runs by default, the same one)")
     p.add_argument("--dataset", default="synthetic", help="pascal, coco, fss, folder, voclike, synthetic (default), davis2016")
@@ -39,11 +41,10 @@ def register(subparsers) -> None:
     p.add_argument("--episodes", type=int, default=None, help="episodes per fold (default 1000; pfenet style 5000)")
     p.add_argument("--seed", type=int, default=None, help="episode seed (default 0; pfenet style 321)")
     p.add_argument("--style", choices=("hsnet", "pfenet"), default="hsnet", help="how episodes are drawn (default hsnet)")
-    p.add_argument("--fusion", choices=("avg", "max", "vote"), default="avg",
-                   help="k-shot fusion: average prototypes (default), max (union) or vote of the k masks")
+    add_fusion_argument(p, "k-shot fusion: average prototypes (default), max (union) or vote of the k masks")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--size", type=int, default=None, metavar="N",
-                      help="longer image side fed to the network, aspect kept, as in `sgone segment` (default 473, "
+                      help=f"longer image side fed to the network, aspect kept, as in `sgone segment` (default {DEFAULT_SIZE}, "
                            "davis2016: `sgone video`'s; 0 = each image at its own size); scores stay at the "
                            "original label size")
     size.add_argument("--original-size", dest="size", action="store_const", const=0,
@@ -128,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     if args.size is None:
         from sgone.video.model import DEFAULT_VIDEO_SIZE
 
-        args.size = DEFAULT_VIDEO_SIZE if args.dataset == "davis2016" else 473
+        args.size = DEFAULT_VIDEO_SIZE if args.dataset == "davis2016" else DEFAULT_SIZE
     if args.size < 0 or 0 < args.size < 8:
         raise SgoneError(f"--size {args.size}: must be at least 8 (or 0 for the original size)")
     out = Path(args.out or f"runs/eval-{args.dataset}")

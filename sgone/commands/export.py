@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from sgone.errors import SgoneError
+from sgone.options import DEFAULT_MODEL, DEFAULT_SIZE
 
 EXAMPLE = """example:
   sgone export --model prototype-mobilenet_v2 --output onnx-model/ --size 473
@@ -22,9 +23,9 @@ def register(subparsers) -> None:
                     "onnxruntime, numpy and pillow alone.")
     p.add_argument("--model", default=None,
                    help="registered model name, shipped checkpoint name or checkpoint path (default: the default of "
-                        "`sgone segment`, sgone-dinov2_s14-mobilenet_v2-real)")
+                        f"`sgone segment`, {DEFAULT_MODEL})")
     p.add_argument("--output", required=True, metavar="DIR", help="folder for the graphs and manifest.json")
-    p.add_argument("--size", type=int, default=473,
+    p.add_argument("--size", type=int, default=DEFAULT_SIZE,
                    help="input size: the longer side (--dynamic) or the fixed square side")
     p.add_argument("--dynamic", action="store_true",
                    help="free batch, height and width (needed for --runtime onnx; the aspect ratio is kept); "

@@ -28,14 +28,14 @@ def add_size_argument(parser: argparse.ArgumentParser, size: int = options.DEFAU
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=options.DEFAULT_DEVICE,
-                        help=f"{options.DEVICES_HELP} (default {options.DEFAULT_DEVICE})")
+                        help=options.DEVICES_HELP)
 
 
 def add_boundary_argument(parser: argparse.ArgumentParser) -> None:
     """`--boundary`, for the still-image commands (video modes have their own upsampling)."""
     parser.add_argument("--boundary", choices=options.BOUNDARIES, default=options.DEFAULT_BOUNDARY,
                         help="from the network's stride-8 grid to pixels: none (default: bilinear) or guided (a "
-                             "guided filter moves the mask's edges onto the image's; helps at --size 473 and "
+                             f"guided filter moves the mask's edges onto the image's; helps at --size {options.DEFAULT_SIZE} and "
                              "above with MobileNetV2 models, hurts at small sizes)")
 
 

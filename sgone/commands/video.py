@@ -9,6 +9,7 @@ from sgone.errors import SgoneError
 
 def register(subparsers) -> None:
     from sgone.commands.flags import add_model_arguments, add_runtime_argument
+    from sgone.options import TRAINING_FREE_MODEL
     from sgone.video.options import DEFAULT_MODE, MODES, ON_BAD_FRAME, PREVIEWS
 
     p = subparsers.add_parser(
@@ -46,7 +47,7 @@ def register(subparsers) -> None:
                         "core decodes frames and encodes the MP4; on a busy 2-core machine 2 threads ran 5-8x "
                         "slower than 1, docs/results.md)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_model_arguments(p, "prototype-mobilenet_v2, the training-free model: on video clips no model was "
+    add_model_arguments(p, f"{TRAINING_FREE_MODEL}, the training-free model: on video clips no model was "
                            "trained on it scored as well as the trained default, at ~5x its frame rate")
     add_runtime_argument(p)
     p.set_defaults(func=run)

@@ -25,6 +25,7 @@ from sgone import ops
 from sgone.errors import SgoneError
 from sgone.onnx.graphs import EncoderGraph, GraphSpec, HeadGraph, PrototypeGraph, graph_spec, region_inputs
 from sgone.onnx.semantic import SEMANTIC_FILE, semantic_manifest, semantic_map
+from sgone.options import DEFAULT_SIZE
 
 OPSET = 17
 GRAPHS = ("encoder", "prototype", "head")
@@ -57,7 +58,7 @@ def _to_bytes(module: nn.Module, inputs: tuple[torch.Tensor, ...], input_names: 
 
 
 @torch.inference_mode()
-def export_graphs(model: nn.Module, size: int = 473, dynamic: bool = True) -> tuple[GraphSpec, dict[str, bytes]]:
+def export_graphs(model: nn.Module, size: int = DEFAULT_SIZE, dynamic: bool = True) -> tuple[GraphSpec, dict[str, bytes]]:
     """A prepared (BatchNorm-folded, eval) model -> its spec and {graph name: ONNX bytes}.
 
     Traced at size x size; `dynamic` leaves batch and image height/width free (the prototype
@@ -146,7 +147,7 @@ def _shapes(graphs: dict[str, bytes]) -> dict[str, dict[str, dict[str, list]]]:
     return out
 
 
-def export_model(model: str | Path | nn.Module | None, output: str | Path, size: int = 473, dynamic: bool = False,
+def export_model(model: str | Path | nn.Module | None, output: str | Path, size: int = DEFAULT_SIZE, dynamic: bool = False,
                  quantize: str | None = None, calibration: list[np.ndarray] | None = None,
                  name: str | None = None) -> dict:
     """Export a model (name, checkpoint or module) to `output`/{encoder,prototype,head}.onnx + manifest.json.
