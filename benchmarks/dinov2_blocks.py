@@ -26,7 +26,7 @@ from sgone.backbones.dinov2 import FINAL_OUTPUT, DinoV2S14, block_output
 from sgone.data.mix import MixSource
 from sgone.data.sampler import TestEpisodes
 from sgone.engine.cached_episodes import LabelMaps, binary_from_labels
-from sgone.engine.evaluate import _foreground
+from sgone.engine.episode_eval import _foreground
 from sgone.engine.feature_cache import FeatureCache
 from sgone.engine.metrics import IoUAccumulator
 from sgone.io import read_image

@@ -86,7 +86,7 @@ def compare(args: argparse.Namespace) -> list[dict]:
     from pathlib import Path
 
     from sgone.data.synthetic import SyntheticSource
-    from sgone.engine.evaluate import evaluate
+    from sgone.engine.episode_eval import evaluate
     from sgone.engine.train import TrainConfig, train
     from sgone.models.registry import build_model
 

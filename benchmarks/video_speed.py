@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from sgone.engine.davis import jaccard
+    from sgone.engine.video_metrics import jaccard
     from sgone.video import run_video, synthetic_clip, write_clip
     from sgone.video.model import default_threads, video_predictor
 

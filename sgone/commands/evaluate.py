@@ -137,8 +137,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.dataset == "davis2016":
             return run_davis(args, info.device, out)
-        from sgone.data.registry import build_source
-        from sgone.engine.evaluate import coverage_warning, evaluate, evaluate_folds
+        from sgone.data.sources import build_source
+        from sgone.engine.episode_eval import coverage_warning, evaluate, evaluate_folds
 
         source = build_source(args.dataset, root_from_args(args), **source_options(args))
         folds = parse_folds(str(args.fold), int(getattr(source, "folds", 1)))
@@ -167,11 +167,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_davis(args: argparse.Namespace, device, out: Path) -> int:
-    """DAVIS-2016 one-shot video segmentation, scored by sgone.engine.davis; without --model and
+    """DAVIS-2016 one-shot video segmentation, scored by sgone.engine.video_metrics; without --model and
     --mode it runs what `sgone video` runs by default."""
     from sgone.commands.data import root_from_args
     from sgone.data.davis import DavisSource, read_sequence_list
-    from sgone.engine.davis import evaluate_davis
+    from sgone.engine.video_metrics import evaluate_davis
     from sgone.video.model import default_threads, video_predictor
     from sgone.video.tracker import DEFAULT_MODE, MODES
 

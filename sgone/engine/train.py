@@ -463,7 +463,7 @@ def train(config: TrainConfig | dict[str, Any], *, model: nn.Module | None = Non
         _check_resume(resume_state.get("config", {}), cfg, ckpt_path)
 
     if source is None:
-        from sgone.data.registry import build_source
+        from sgone.data.sources import build_source
 
         source = build_source(cfg.dataset, cfg.root, **cfg.source_options)
         for note in getattr(source, "notes", ()):
@@ -666,7 +666,7 @@ def _image_data(cfg: TrainConfig, model: nn.Module, source: Any, start: int, inf
     val_set, val_kind = validation_episodes(source, cfg)
 
     def validate(bare: nn.Module, progress: bool):
-        from sgone.engine.evaluate import score_episodes
+        from sgone.engine.episode_eval import score_episodes
 
         return score_episodes(bare, val_set, "avg", device, progress=progress, desc="validate")[0]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from sgone.cli import main
-from sgone.data.registry import SOURCES, build_source
+from sgone.data.sources import SOURCES, build_source
 from sgone.errors import SgoneError
 
 

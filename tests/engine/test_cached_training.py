@@ -13,7 +13,7 @@ from PIL import Image
 from sgone.data.mix import MixSource
 from sgone.engine.cached_episodes import CachedTrainBatches, LabelMaps, predict_cached, score_cached
 from sgone.engine.checkpoint import load_checkpoint
-from sgone.engine.evaluate import predict_batch
+from sgone.engine.episode_eval import predict_batch
 from sgone.engine.feature_cache import FeatureCache
 from sgone.engine.train import train
 from sgone.errors import SgoneError

@@ -468,7 +468,7 @@ def generated_clip(tmp_path_factory):
 
 
 def _mean_j(out_masks, truth, n):
-    from sgone.engine.davis import jaccard
+    from sgone.engine.video_metrics import jaccard
     from sgone.io import read_mask
 
     js = [jaccard(read_mask(out_masks / f"{i:05d}.png"), read_mask(truth / f"{i:05d}.png")) for i in range(1, n)]
@@ -491,7 +491,7 @@ def test_sgone_video_tracks_the_generated_object_in_every_mode(generated_clip, c
     import torch
 
     from sgone.cli import main
-    from sgone.engine.davis import jaccard
+    from sgone.engine.video_metrics import jaccard
     from sgone.io import read_mask
 
     frames, truth = generated_clip / "frames", generated_clip / "truth"
