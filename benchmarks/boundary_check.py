@@ -53,7 +53,7 @@ def main() -> None:
     if not args.root:
         parser.error("--root is required (or --sample)")
     torch.set_grad_enabled(False)
-    from sgone.engine.train import feature_cache_folder
+    from sgone.engine.training_data import feature_cache_folder
 
     source = MixSource(args.root)
     labels = LabelMaps(source, args.size)

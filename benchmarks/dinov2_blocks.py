@@ -60,7 +60,7 @@ def main() -> None:
     args = parser.parse_args()
     candidates = CANDIDATES if args.blocks is None else [(f"block {b}",) for b in args.blocks.split(",")]
     torch.set_grad_enabled(False)
-    from sgone.engine.train import feature_cache_folder
+    from sgone.engine.training_data import feature_cache_folder
 
     source = MixSource(args.root)
     labels = LabelMaps(source, args.size)

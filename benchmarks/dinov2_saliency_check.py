@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--feature-cache", default="auto")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    from sgone.engine.train import feature_cache_folder
+    from sgone.engine.training_data import feature_cache_folder
 
     root = Path(args.root)
     pairs = [(p, root / "JPEGImages" / f"{p.stem}.jpg") for p in sorted((root / "SegmentationClass").glob("*.png"))]

@@ -15,7 +15,7 @@ from sgone.engine.cached_episodes import CachedTrainBatches, LabelMaps, predict_
 from sgone.engine.checkpoint import load_checkpoint
 from sgone.engine.episode_eval import predict_batch
 from sgone.engine.feature_cache import FeatureCache
-from sgone.engine.train import train
+from sgone.engine.trainer import train
 from sgone.errors import SgoneError
 from sgone.io import write_label_png
 from sgone.models.prototype import PrototypeModel
@@ -402,7 +402,7 @@ def test_autocast_rule_and_the_real_recipe_under_autocast(mix, tmp_path, monkeyp
     """CUDA trains under autocast by default (bf16 where supported, else fp16), the CPU only with
     --amp. With --amp the CPU runs the recipe's steps under bf16 autocast, the code path CUDA takes
     (no GPU was at hand to run it there): the forward sees autocast on, the losses stay close."""
-    from sgone.engine.train import autocast_settings
+    from sgone.engine.optimisation import autocast_settings
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
     assert autocast_settings(torch.device("cuda"), None) == (True, torch.float16)
