@@ -3,10 +3,11 @@
 Below the predictor and the runtimes: the ONNX exporter, the feature cache, the video modes and
 the data pipeline resize exactly as `Predictor` does by calling these functions.
 
-Images: file paths, PIL images, HxWx3 uint8 or HxW (grey) arrays. Masks: file paths (read by
-`sgone.io.read_mask`), PIL images or HxW arrays whose values are {0,1} (1 = object), exactly
-{0,255} (255 = object, as a 0/255 PNG) or {0,1,255} (1 = object, 255 = ignore: such pixels count
-as neither object nor background); bool arrays are object/background.
+Images: file paths, PIL images, HxWx3 uint8 or HxW (grey) arrays. Masks: file paths, PIL images
+or HxW arrays, all read by one rule (`sgone.io.mask_from_values`, the CLI's too): {0,1} as they are;
+exactly {0,255}: 255 is the object (a 0/255 PNG); otherwise non-zero is the object and 255 is
+ignore (pixels that count as neither object nor background), except grey masks with values of 128
+and more besides 255 (anti-aliased), where >= 128 is the object; bool arrays are object/background.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from sgone.errors import SgoneError
-from sgone.io import IGNORE
+from sgone.io import mask_from_values
+from sgone.options import SMALL_INPUT
 
 # what set_support / predict take as one image or one mask
 ImageLike = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
@@ -91,14 +93,16 @@ def check_mask(mask: ImageLike, where: str) -> np.ndarray:
         raise SgoneError(f"{where}: expected an HxW mask, got shape {mask.shape}")
     if mask.dtype == bool:
         return mask.astype(np.uint8)
-    values = set(np.unique(mask).tolist())
-    if values <= {0, 1} or values <= {0, 1, IGNORE} and 1 in values:
-        return mask.astype(np.uint8)
-    if values <= {0, IGNORE}:
-        return (mask == IGNORE).astype(np.uint8)  # a 0/255 mask: 255 is the object
-    shown = ", ".join(str(v) for v in sorted(values)[:6]) + (", ..." if len(values) > 6 else "")
-    raise SgoneError(f"{where}: mask values {{{shown}}}; expected {{0,1}}, {{0,255}} (255 = object) "
-                     "or {0,1,255} (255 = ignore)")
+    return mask_from_values(mask, where)  # the rule `sgone.io.read_mask` applies to a grey file
+
+
+def small_input_note(hw: tuple[int, int], where: str) -> str | None:
+    """A one-line note when an image is under `SMALL_INPUT` pixels on a side, else None."""
+    h, w = hw
+    if min(h, w) >= SMALL_INPUT:
+        return None
+    return (f"{where}: {w}x{h} pixels is tiny (under {SMALL_INPUT} on a side); the network sees only a few "
+            "cells of it, so its mask may mean little")
 
 
 def check_pair(image: ImageLike, mask: ImageLike, where: str) -> tuple[np.ndarray, np.ndarray]:

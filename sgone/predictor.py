@@ -11,6 +11,7 @@ gives one label per pixel (0 = background, c = c-th class).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,8 +22,9 @@ import torch.nn as nn
 
 from sgone import ops
 from sgone.boundary import refine_probability
-from sgone.errors import SgoneError
-from sgone.inputs import ImageLike, check_image, check_pair, image_tensor, input_size, is_single, mask_tensor
+from sgone.errors import SgoneError, SgoneWarning
+from sgone.inputs import (ImageLike, check_image, check_pair, image_tensor, input_size, is_path, is_single, mask_tensor,
+                          small_input_note)
 from sgone.models.inference import CHANNELS_LAST, prepare_for_inference  # noqa: F401  (re-exported)
 from sgone.options import BOUNDARIES, DEFAULT_FUSION, DEFAULT_SIZE, DEFAULT_THRESHOLD, FUSIONS, RUNTIMES
 from sgone.runtimes import resolve_device, runtime as runtime_module
@@ -171,7 +173,12 @@ class Predictor:
             raise SgoneError("predict: call set_support() first")
         if is_single(images):
             images = [images]
-        images = [check_image(image, f"query {i + 1}") for i, image in enumerate(images)]
+        names = [str(image) if is_path(image) else f"query {i + 1}" for i, image in enumerate(images)]
+        images = [check_image(image, name) for name, image in zip(names, images)]
+        for name, image in zip(names, images):
+            note = small_input_note(image.shape[:2], name)
+            if note:
+                warnings.warn(note, SgoneWarning, stacklevel=3)
         results: list[Prediction | None] = [None] * len(images)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, image in enumerate(images):

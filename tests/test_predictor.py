@@ -167,6 +167,7 @@ class TableModel(torch.nn.Module):
     # the threshold is each shot's vote: above 0.85 only shot 1 votes (pixels 1-2) and shot 3 (pixel 4)
     ("vote", 0.85, {2: [1, 1, 0, 0], 3: [1, 1, 0, 1]}),
 ])
+@pytest.mark.filterwarnings("ignore::sgone.errors.SgoneWarning")  # hand-made 1x4 images, tiny on purpose
 def test_fusion_rules_with_2_and_3_shots_on_hand_made_probabilities(fusion, threshold, expected):
     table = torch.tensor([[[0.9, 0.9, 0.2, 0.2]], [[0.8, 0.3, 0.6, 0.1]], [[0.7, 0.1, 0.7, 0.9]]])
     for k in (2, 3):
@@ -255,11 +256,24 @@ def test_paths_pil_grey_and_unwrapped_inputs_match_arrays(predictor, tmp_path):
     assert np.array_equal(p.predict(grey).probability, p.predict(np.repeat(grey[:, :, None], 3, axis=2)).probability)
 
 
+def test_one_mask_rule_for_arrays_and_files(tmp_path):
+    """The API reads an array mask as the CLI reads the same values from a file (non-zero = object,
+    255 = ignore, an exact 0/255 mask: 255 = object)."""
+    from sgone.inputs import check_mask
+    from sgone.io import read_mask
+
+    half = np.where(np.arange(50) < 25, 0, 1).astype(np.uint8)[None].repeat(40, 0)
+    edge = half.copy()
+    edge[:, 24:26] = 255
+    for values, expected in [(half * 7, half), (half * 255, half), (edge * 1 + (edge == 1) * 6, edge)]:
+        Image.fromarray(values.astype(np.uint8)).save(tmp_path / "m.png")
+        assert np.array_equal(check_mask(values.astype(np.uint8), "m"), expected)
+        assert np.array_equal(read_mask(tmp_path / "m.png"), expected)
+
+
 def test_bad_masks_and_files_name_the_problem(predictor, tmp_path):
     p = sharing(predictor, size=64)
     img = np.zeros((40, 50, 3), np.uint8)
-    with pytest.raises(SgoneError, match=r"support 1: mask values \{0, 2\}"):
-        p.set_support(img, np.where(np.arange(50) < 25, 0, 2).astype(np.uint8)[None].repeat(40, 0))
     with pytest.raises(SgoneError, match="support 1: a RGB PIL mask"):
         p.set_support(img, Image.new("RGB", (50, 40)))
     with pytest.raises(SgoneError, match="missing.png: file not found"):
@@ -380,3 +394,22 @@ def test_every_name_and_weights_take_the_runtime_road(monkeypatch):
     default = Predictor()
     assert calls == [("prototype-resnet50", "resnet50.pth"), (None, "auto")]
     assert (named.model_name, default.model_name) == ("prototype-resnet50", DEFAULT_MODEL)
+
+
+def test_a_tiny_query_is_segmented_with_a_one_line_warning(predictor, tmp_path):
+    from sgone.errors import SgoneWarning
+
+    p = sharing(predictor, size=64)
+    img = np.zeros((40, 50, 3), np.uint8)
+    box = np.zeros((40, 50), np.uint8)
+    box[10:30, 10:40] = 1
+    p.set_support(img, box)
+    Image.fromarray(np.zeros((12, 30, 3), np.uint8)).save(tmp_path / "thin.png")
+    with pytest.warns(SgoneWarning, match=r"thin.png: 30x12 pixels is tiny") as caught:
+        assert p.predict(tmp_path / "thin.png").mask.shape == (12, 30)
+    assert len(caught) == 1 and "\n" not in str(caught[0].message)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SgoneWarning)
+        p.predict(np.zeros((16, 16, 3), np.uint8))  # 16 px a side is not tiny

@@ -10,7 +10,7 @@ from sgone.options import DEFAULT_MODEL, DEFAULT_SIZE
 EXAMPLE = """example:
   sgone export --model prototype-mobilenet_v2 --output onnx-model/ --size 473
   sgone export --model sgone-mobilenet_v2-real --output onnx-int8/ --dynamic --quantize int8 --calibration photos/
-  sgone segment --model onnx-int8/ --runtime onnx --support s.jpg --support-mask s.png --query q.jpg --output out/"""
+  sgone segment --model onnx-int8/ --runtime onnx --support s.jpg --support-mask s.png --input q.jpg --output out/"""
 
 
 def register(subparsers) -> None:

@@ -58,6 +58,9 @@ def add_fusion_argument(parser: argparse.ArgumentParser, help_text: str) -> None
     parser.add_argument("--fusion", choices=options.FUSIONS, default=options.DEFAULT_FUSION, help=help_text)
 
 
+SKIP_HINT = "(--on-bad-input skip goes on without it)"
+
+
 def add_on_bad_input_argument(parser: argparse.ArgumentParser, what: str, old: str) -> None:
     """`--on-bad-input {stop,skip}` (and the command's old name for it, hidden)."""
     parser.add_argument("--on-bad-input", choices=options.ON_BAD_INPUT, default="stop", dest="on_bad_input",

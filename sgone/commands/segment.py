@@ -10,13 +10,14 @@ import argparse
 from pathlib import Path
 from typing import Callable
 
-from sgone.commands.flags import (add_boundary_argument, add_fusion_argument, add_model_arguments,
-                                  add_runtime_argument, add_weights_argument, build_predictor, check_model_arguments)
+from sgone.commands.flags import (SKIP_HINT, add_boundary_argument, add_fusion_argument, add_model_arguments,
+                                  add_on_bad_input_argument, add_runtime_argument, add_weights_argument,
+                                  build_predictor, check_model_arguments, hidden_alias, model_name)
 from sgone.commands.outputs import check_output_folder, make_output_folder, write_results
 from sgone.errors import SgoneError
 
 EXAMPLE = """example:
-  sgone segment --support cat.jpg --support-mask cat_mask.png --query photos/ q1.jpg --output out/"""
+  sgone segment --support cat.jpg --support-mask cat_mask.png --input photos/ q1.jpg --output out/"""
 OUTPUT_SUFFIXES = ("", "_overlay", "_similarity")
 OUTPUT_KINDS = ("mask", "overlay", "similarity")
 SUMMARY = "summary.json"
@@ -31,8 +32,9 @@ def register(subparsers) -> None:
                    help="support image (repeat for k-shot)")
     p.add_argument("--support-mask", action="append", required=True, metavar="MASK",
                    help="mask of the matching --support (0/1, 0/255, VOC palette, or RGB non-black = object)")
-    p.add_argument("--query", nargs="+", required=True, metavar="Q",
-                   help="query image(s) or folder(s) of images (taken in name order)")
+    p.add_argument("--input", nargs="+", dest="query", metavar="Q",
+                   help="query image(s) or folder(s) of images (taken in name order); required")
+    hidden_alias(p, "--query", "query", nargs="+")
     p.add_argument("--output", required=True, metavar="DIR",
                    help="folder for <stem>.png, _overlay.png, _similarity.png and summary.json; queries with the "
                         "same stem get <stem>-2, <stem>-3, ... in the order given")
@@ -40,9 +42,7 @@ def register(subparsers) -> None:
                    help="class id (1..254) that is the object in palette/label masks; others are background")
     p.add_argument("--resize-masks", action="store_true", help="resize masks whose size differs from their image")
     add_fusion_argument(p, "k-shot fusion: average support vectors, max of masks, or vote (default avg)")
-    p.add_argument("--on-bad-query", choices=("stop", "skip"), default="stop",
-                   help="a missing or unreadable query stops the run before anything is written (default stop), "
-                        "or is reported, listed in summary.json and skipped")
+    add_on_bad_input_argument(p, "query", old="--on-bad-query")
     p.add_argument("--preview-size", type=int, default=PREVIEW_SIZE, metavar="N",
                    help=f"longer side of the overlay and heat map (default {PREVIEW_SIZE}; smaller images keep their "
                         "size); 0 = full size, which for huge images costs memory")
@@ -144,7 +144,7 @@ def plan_outputs(queries: list[Path], output: Path, inputs: list[Path]) -> tuple
     for q in queries:
         real = os.path.realpath(q)
         if real in seen:
-            raise SgoneError(f"{q}: given twice as --query" + (f" (also as {seen[real]})" if str(seen[real]) != str(q)
+            raise SgoneError(f"{q}: given twice as --input" + (f" (also as {seen[real]})" if str(seen[real]) != str(q)
                                                                  else ""))
         seen[real] = q
         stem, n = q.stem, 1
@@ -197,8 +197,11 @@ def query_outputs(image, full_hw: tuple[int, int], result, keep: Callable, previ
 def run(args: argparse.Namespace) -> int:
     import json
     import time
+    import warnings
 
     from sgone import ops
+    from sgone.errors import SgoneWarning
+    from sgone.inputs import small_input_note
     from sgone.io import MAX_PIXELS, atomic_write, read_image_fit
 
     check_model_arguments(args)
@@ -212,14 +215,19 @@ def run(args: argparse.Namespace) -> int:
     max_pixels = MAX_PIXELS if args.max_pixels is None else args.max_pixels
     work = working_side(size, preview)
     pairs = load_support(args.support, args.support_mask, args.class_id, args.resize_masks, size, work, max_pixels)
+    if not args.query:
+        raise SgoneError("--input: give the query image(s) or folder(s) to segment")
     queries = expand_queries(args.query)
     output = Path(args.output)
     inputs = [Path(p) for p in [*args.support, *args.support_mask]] + queries
     plans, notes = plan_outputs(queries, output, inputs)
-    stop = args.on_bad_query == "stop"
+    stop = args.on_bad_input == "stop"
     if stop:
         for q in queries:
-            read_image_fit(q, work, max_pixels)  # fail on a bad query before anything is written
+            try:
+                read_image_fit(q, work, max_pixels)  # fail on a bad query before anything is written
+            except SgoneError as exc:
+                raise SgoneError(f"{exc} {SKIP_HINT}") from None
     predictor = build_predictor(args, args.fusion)  # imports torch: only once the inputs look fine
     predictor.set_support([p[0] for p in pairs], [p[1] for p in pairs])
     shots = len(pairs)
@@ -235,13 +243,18 @@ def run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         try:
             image, full_hw = read_image_fit(q, work, max_pixels)
-            result = predictor.predict(image)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", SgoneWarning)  # said below, naming the file
+                result = predictor.predict(image)
         except SgoneError as exc:
             if stop:
                 raise
             skipped.append({"input": str(q), "error": str(exc)})
             print(f"[{i}/{len(queries)}] skipped: {exc}")
             continue
+        note = small_input_note(full_hw, str(q))
+        if note:
+            warnings.warn(note, SgoneWarning, stacklevel=1)
         arrays, stats = query_outputs(image, full_hw, result, keep, preview)
         del image, result
         write_results(dict(zip(paths, arrays)))  # everything for this query is computed before its first file
@@ -251,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
         mean = stats["mean_foreground_probability"]
         print(f"[{i}/{len(queries)}] {q} -> {paths[0]}: foreground {stats['foreground_share']:.1%}"
               f"{'' if mean is None else f', mean probability {mean:.2f}'}, {seconds:.2f} s")
-    summary = {"model": args.model or "default", "runtime": args.runtime, "size": args.size,
+    summary = {"model": model_name(args), "runtime": args.runtime, "size": args.size,
                "threshold": args.threshold, "fusion": args.fusion, "preview_size": args.preview_size,
                "support": [{"image": i, "mask": m} for i, m in zip(args.support, args.support_mask)],
                "queries": done, "skipped": skipped}

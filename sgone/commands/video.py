@@ -8,9 +8,9 @@ from sgone.errors import SgoneError
 
 
 def register(subparsers) -> None:
-    from sgone.commands.flags import add_model_arguments, add_runtime_argument
+    from sgone.commands.flags import add_model_arguments, add_on_bad_input_argument, add_runtime_argument, hidden_alias
     from sgone.options import TRAINING_FREE_MODEL
-    from sgone.video.options import DEFAULT_MODE, MODES, ON_BAD_FRAME, PREVIEWS
+    from sgone.video.options import DEFAULT_MODE, MODES, PREVIEWS
 
     p = subparsers.add_parser(
         "video", help="segment an object through a video from its first frame's mask",
@@ -20,9 +20,10 @@ def register(subparsers) -> None:
                     "atomically as they come.")
     p.add_argument("--input", required=True, metavar="FRAMES_OR_VIDEO",
                    help="a folder of frames (sorted by name, numbers as numbers) or a video file (MP4, AVI, WebM, ...)")
-    p.add_argument("--mask", required=True, metavar="MASK",
-                   help="mask of the first frame (0/1, 0/255, palette or RGB non-black = object), same size as the "
-                        "frame unless --resize-masks")
+    p.add_argument("--support-mask", dest="mask", metavar="MASK",
+                   help="mask of the first frame, the support (0/1, 0/255, palette or RGB non-black = object), same "
+                        "size as the frame unless --resize-masks; required")
+    hidden_alias(p, "--mask", "mask")
     p.add_argument("--resize-masks", action="store_true",
                    help="accept a first-frame mask of another size by resizing it to the frame (nearest neighbour)")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder")
@@ -32,9 +33,7 @@ def register(subparsers) -> None:
                         f"only (the paper's protocol); propagate: confident predictions also update the prototype "
                         f"online (default {DEFAULT_MODE}; figures in docs/results.md)")
     p.add_argument("--every", type=int, default=1, metavar="N", help="process every N-th frame (default 1: all)")
-    p.add_argument("--on-bad-frame", choices=ON_BAD_FRAME, default="stop",
-                   help="a missing or corrupt frame stops the run with an error naming it (default), or is "
-                        "reported and skipped")
+    add_on_bad_input_argument(p, "frame", old="--on-bad-frame")
     p.add_argument("--preview", choices=PREVIEWS, default="gif", help="animated preview format (default gif)")
     p.add_argument("--no-video", action="store_true", help="do not write overlay.mp4")
     p.add_argument("--fps", type=float, default=None,
@@ -77,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         if not (0.0 < args.update_weight <= 1.0):
             raise SgoneError(f"--update-weight {args.update_weight}: must be in (0, 1]")
         config = PropagationConfig(weight=args.update_weight)
+    if not args.mask:
+        raise SgoneError("--support-mask: give the first frame's mask")
     mask = Path(args.mask)
     if not mask.is_file():
         raise SgoneError(f"{mask}: mask file not found")
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     predictor = video_predictor(args.model, device=args.device, size=args.size, threshold=args.threshold,
                                 runtime=args.runtime)
     summary = run_video(
-        predictor, args.input, mask, output, mode=args.mode, every=args.every, on_bad_frame=args.on_bad_frame,
+        predictor, args.input, mask, output, mode=args.mode, every=args.every, on_bad_frame=args.on_bad_input,
         preview=args.preview, write_video=not args.no_video, fps=args.fps, config=config, progress=not args.quiet,
         resize_mask=args.resize_masks,
     )

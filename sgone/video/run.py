@@ -180,7 +180,7 @@ def run_video(
 
     def bad(frame: Frame) -> None:
         if on_bad_frame == "stop":
-            raise SgoneError(f"{frame.error} (use --on-bad-frame skip to skip bad frames)")
+            raise SgoneError(f"{frame.error} (--on-bad-input skip goes on without it)")
         summary.skipped.append({"frame": frame.name, "reason": frame.error or ""})
         say(f"warning: skipped frame {frame.name}: {frame.error}")
 

@@ -37,7 +37,7 @@ def exported(imagenet, tmp_path_factory):
 def segment_argv(model: list[str], out: Path) -> list[str]:
     model = model if "--model" in model else ["--model", "prototype-mobilenet_v2", *model]  # the fast one
     return ["segment", *model, "--size", str(SIZE), "--support", str(SAMPLES / "support.jpg"), "--support-mask",
-            str(SAMPLES / "support_mask.png"), "--query", str(SAMPLES / "query.jpg"), "--output", str(out)]
+            str(SAMPLES / "support_mask.png"), "--input", str(SAMPLES / "query.jpg"), "--output", str(out)]
 
 
 def test_export_prints_what_it_wrote_and_its_check(exported, capsys):
@@ -98,7 +98,7 @@ def test_example_script_segments_a_photo_without_torch(exported, tmp_path):
     ours = predictor.predict(SAMPLES / "query.jpg").mask == 1
     assert (ours & mask).sum() / (ours | mask).sum() > 0.9
     args = ["--support", str(SAMPLES / "support.jpg"), "--support-mask", str(SAMPLES / "support_mask.png"),
-            "--query", str(SAMPLES / "query.jpg"), "--output", str(out)]
+            "--input", str(SAMPLES / "query.jpg"), "--output", str(out)]
     missing = subprocess.run([sys.executable, str(ROOT / "examples" / "onnx_segment.py"), str(tmp_path), *args],
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and missing.stderr.strip().endswith("manifest.json: not found")

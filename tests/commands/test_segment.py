@@ -76,7 +76,7 @@ def files(tmp_path):
 
 def segment_argv(f, *extra, support=None, mask=None, query=None, out=None, size="128"):
     argv = ["segment", "--support", str(support or f["support"]), "--support-mask", str(mask or f["mask"]),
-            "--query", *[str(q) for q in (query or [f["query"]])], "--output", str(out or f["out"])]
+            "--input", *[str(q) for q in (query or [f["query"]])], "--output", str(out or f["out"])]
     if size is not None:
         argv += ["--size", size]
     return argv + list(extra)
@@ -527,7 +527,7 @@ def test_on_bad_query_skip_reports_and_continues(files, capsys, fake_predictor):
     d = files["dir"]
     data = files["query"].read_bytes()
     (d / "cut.jpg").write_bytes(data[: len(data) // 2])
-    argv = segment_argv(files, "--on-bad-query", "skip", query=[files["query"], d / "cut.jpg", d / "gone.png",
+    argv = segment_argv(files, "--on-bad-input", "skip", query=[files["query"], d / "cut.jpg", d / "gone.png",
                                                                  files["query2"]])
     assert main(argv) == 0
     captured = capsys.readouterr()
@@ -545,7 +545,7 @@ def test_on_bad_query_skip_reports_and_continues(files, capsys, fake_predictor):
         (str(d / "cut.jpg"), True), (str(d / "gone.png"), False)]
     # the default, stop, refuses the same batch before writing anything
     before = snapshot(d)
-    rc = main([a for a in argv if a not in ("--on-bad-query", "skip")] + ["--output", str(d / "out2")])
+    rc = main([a for a in argv if a not in ("--on-bad-input", "skip")] + ["--output", str(d / "out2")])
     assert_one_line_error(capsys, rc, "cut.jpg")
     assert snapshot(d) == before
 
@@ -553,7 +553,7 @@ def test_on_bad_query_skip_reports_and_continues(files, capsys, fake_predictor):
 def test_on_bad_query_skip_with_no_good_query_is_an_error(files, capsys, fake_predictor):
     d = files["dir"]
     (d / "bad.png").write_text("no")
-    rc = main(segment_argv(files, "--on-bad-query", "skip", query=[d / "bad.png"]))
+    rc = main(segment_argv(files, "--on-bad-input", "skip", query=[d / "bad.png"]))
     assert_one_line_error(capsys, rc, "none of the 1 queries", "summary.json")
     assert read_summary(files["out"])["skipped"][0]["input"] == str(d / "bad.png")
 
