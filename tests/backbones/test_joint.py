@@ -7,12 +7,11 @@ import torch.nn.functional as F
 
 from sgone.backbones import build_backbone
 from sgone.errors import SgoneError
-from tests.helpers import dinov2_file
-
-pytest.importorskip("onnxruntime", reason="onnx or onnxruntime is not installed (dependencies of sgone: reinstall it)")
+from tests.helpers import dinov2_reason, needs
 
 
-pytestmark = pytest.mark.skipif(dinov2_file() is None, reason="the DINOv2 ONNX file is absent (see README setup)")
+
+pytestmark = needs(dinov2_reason())
 
 
 @pytest.fixture
@@ -69,7 +68,6 @@ def test_checkpoint_of_the_joint_model_round_trips(own_cache, tmp_path):
     x[1][..., :20, :30] = 0
     with torch.no_grad():
         torch.testing.assert_close(loaded(*x)["logits"], model(*x)["logits"])
-    pytest.importorskip("onnx")
     from sgone.onnx.export import export_model
     from sgone.onnx.sessions import OnnxModel
 

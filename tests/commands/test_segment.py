@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from sgone.cli import main
-from tests.helpers import dinov2_file
+from tests.helpers import dinov2_reason, imagenet_reason, needs
 
 SUPPORT_HW = (64, 80)  # height, width
 QUERY_HW = (90, 120)
@@ -102,16 +102,6 @@ def no_temp_files(folder: Path) -> bool:
     return not list(folder.rglob(".*.tmp*"))
 
 
-def _weights_available() -> bool:
-    try:
-        from sgone.backbones.weights import find_weights
-
-        find_weights("mobilenet_v2")
-        return True
-    except Exception:
-        return False
-
-
 @pytest.fixture
 def one_torch_thread():
     """Tiny inputs gain nothing from threads, and on a busy machine torch's spinning worker
@@ -124,14 +114,8 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-needs_weights = pytest.mark.skipif(
-    not _weights_available(),
-    reason="MobileNetV2 ImageNet weights for the default model are not installed (weights package absent)")
-
-
-needs_default_model = pytest.mark.skipif(
-    not (_weights_available() and dinov2_file() is not None),
-    reason="the default model needs MobileNetV2's ImageNet file and the DINOv2 ONNX file (see README setup)")
+needs_weights = needs(imagenet_reason())
+needs_default_model = needs(imagenet_reason() or dinov2_reason())
 
 
 # ------------------------------------------------------------------- bad input, one line, exit 2

@@ -8,7 +8,7 @@ import torch
 from sgone.models.fused import FusedPrototypeModel, fuse_logits
 from sgone.models.prototype import PrototypeModel
 from sgone.models.registry import MODELS, build_model, build_model_from_config, has_untrained_head
-from tests.helpers import dinov2_ready
+from tests.helpers import dinov2_reason, needs
 
 
 def test_fuse_logits_weights_and_resizes():
@@ -89,7 +89,7 @@ def test_dinov2_models_are_registered_training_free():
         assert name in MODELS and not has_untrained_head(name)
 
 
-@pytest.mark.skipif(not dinov2_ready(), reason="onnxruntime or the DINOv2 ONNX file is absent (see README setup)")
+@needs(dinov2_reason())
 def test_fused_dinov2_model_segments_the_sample_photo(tmp_path, monkeypatch):
     from sgone.io import read_mask
     from sgone.predictor import Predictor

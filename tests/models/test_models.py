@@ -4,16 +4,12 @@ import torch
 
 from sgone.errors import SgoneError
 from sgone.models.registry import MODELS, build_model, has_untrained_head, load_model
+from tests.helpers import mobilenet_weights
 
 
 def imagenet_weights():
     """The MobileNetV2 ImageNet file, or skip: random features do not separate colours reliably."""
-    from sgone.backbones.weights import find_weights
-
-    try:
-        return find_weights("mobilenet_v2", None)
-    except SgoneError as exc:
-        pytest.skip(f"MobileNetV2 ImageNet weights not installed: {exc}")
+    return mobilenet_weights()
 
 
 @pytest.fixture(scope="module")
