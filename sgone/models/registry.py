@@ -3,7 +3,6 @@ checkpoint, checkpoint path and the default (`load_model`); the names and config
 `sgone.models.zoo`."""
 from __future__ import annotations
 
-import importlib
 import pickle
 import zipfile
 from importlib import resources
@@ -13,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from sgone.errors import SgoneError
+from sgone.lazy import lookup
 from sgone.models.zoo import ARCHITECTURES, FUSED_DINO_MOBILENET, MODELS, is_shipped  # noqa: F401  (re-exported)
 from sgone.options import DEFAULT_MODEL, TRAINING_FREE_MODEL  # noqa: F401  (re-exported)
 
@@ -22,10 +22,7 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 
 def architecture(arch: str) -> type:
     """The model class of `arch` (a config's "arch")."""
-    if arch not in ARCHITECTURES:
-        raise SgoneError(f"unknown architecture {arch!r}: use one of {', '.join(ARCHITECTURES)}")
-    module, cls = ARCHITECTURES[arch].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return lookup(ARCHITECTURES, arch, "architecture")
 
 
 def build_model_from_config(config: dict, weights: str | Path | None = None) -> nn.Module:

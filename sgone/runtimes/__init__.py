@@ -13,12 +13,12 @@ same code for every runtime. Adding a runtime = one module here + one entry in t
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 from sgone.errors import SgoneError
+from sgone.lazy import lookup
 from sgone.options import RUNTIMES
 
 
@@ -35,9 +35,7 @@ class Loaded:
 def runtime(name: str) -> ModuleType:
     """The runtime module called `name` (imported now: ONNX Runtime stays unloaded under torch);
     SgoneError naming the choices otherwise."""
-    if name not in RUNTIMES:
-        raise SgoneError(f"{name}: unknown runtime (use {', '.join(RUNTIMES)})")
-    return importlib.import_module(RUNTIMES[name])
+    return lookup(RUNTIMES, name, "runtime")
 
 
 def resolve_device(device: Any) -> Any:
