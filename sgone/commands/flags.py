@@ -89,7 +89,7 @@ def check_model_arguments(args: argparse.Namespace) -> None:
         name = args.model or options.DEFAULT_MODEL
         if getattr(args, "runtime", "torch") == "onnx" and Path(name).is_dir():
             raise SgoneError(f"--weights {weights}: {name} is an exported model, which holds its own weights")
-        if name not in MODELS:
+        if "arch" not in MODELS.get(name, {}):  # a path, or a shipped checkpoint such as the default
             raise SgoneError(f"--weights {weights}: only for a registered --model name; {name} is a checkpoint, "
                              f"which holds its own weights")
         if not Path(weights).exists():

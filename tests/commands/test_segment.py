@@ -151,6 +151,9 @@ def _case(name, f):
     if name == "weights for a checkpoint":
         return segment_argv(f, "--model", str(d / "run.pt"), "--weights", str(f["mask"])), ["--weights", "run.pt",
                                                                                           "checkpoint"]
+    if name == "weights for the default (a shipped checkpoint)":
+        return segment_argv(f, "--weights", str(f["mask"])), ["--weights", "sgone-dinov2_s14-mobilenet_v2-real",
+                                                              "checkpoint"]
     if name == "missing weights file":
         return segment_argv(f, "--model", "prototype-vgg16", "--weights", str(d / "vgg.pth")), ["vgg.pth",
                                                                                              "no such weights"]
@@ -216,7 +219,8 @@ CASES = ["missing support", "missing mask", "missing query", "truncated query", 
          "text renamed .jpg as support", "empty folder as query", "mask size differs", "empty mask", "mask all ignore",
          "more masks than supports", "more supports than masks", "query given twice",
          "query given twice, once in its folder", "query above --max-pixels", "support above --max-pixels",
-         "negative preview size", "weights for a checkpoint", "missing weights file", "text file as weights",
+         "negative preview size", "weights for a checkpoint", "weights for the default (a shipped checkpoint)",
+         "missing weights file", "text file as weights",
          "output is a file", "output below a file", "output overwrites a query", "class id absent",
          "class id on colour mask", "class id 0", "unknown model", "missing checkpoint", "bad device",
          "negative size", "threshold out of range", "object too thin for --size"]
