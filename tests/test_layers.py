@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
     # the runtime seam: the model protocol run by PyTorch, ONNX Runtime, ...
     ("sgone.onnx", "sgone.runtimes"),
     ("sgone.predictor",),
-    ("sgone.data", "sgone.engine", "sgone.video"),
+    ("sgone.data", "sgone.engine", "sgone.video", "sgone.label"),  # sgone.label: being added on another branch
     ("sgone.commands", "sgone.app", "sgone.cli", "sgone.__main__"),
 ]
 
