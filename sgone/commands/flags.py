@@ -74,6 +74,14 @@ def hidden_alias(parser: argparse.ArgumentParser, flag: str, dest: str, **kwargs
     parser.add_argument(flag, dest=dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS, **kwargs)
 
 
+def required_with_alias(parser: argparse.ArgumentParser, flag: str, old: str, dest: str, help: str,
+                        **kwargs) -> None:
+    """A required flag whose old name (hidden) may stand in for it: usage shows only `flag`."""
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument(flag, dest=dest, help=help, **kwargs)
+    group.add_argument(old, dest=dest, help=argparse.SUPPRESS, **kwargs)
+
+
 def check_model_arguments(args: argparse.Namespace) -> None:
     """Reject bad values of the shared model flags before any file is read or model built."""
     import math

@@ -12,7 +12,7 @@ from typing import Callable
 
 from sgone.commands.flags import (SKIP_HINT, add_boundary_argument, add_fusion_argument, add_model_arguments,
                                   add_on_bad_input_argument, add_runtime_argument, add_weights_argument,
-                                  build_predictor, check_model_arguments, hidden_alias, model_name)
+                                  build_predictor, check_model_arguments, model_name, required_with_alias)
 from sgone.commands.outputs import check_output_folder, make_output_folder, write_results
 from sgone.errors import SgoneError
 
@@ -32,9 +32,8 @@ def register(subparsers) -> None:
                    help="support image (repeat for k-shot)")
     p.add_argument("--support-mask", action="append", required=True, metavar="MASK",
                    help="mask of the matching --support (0/1, 0/255, VOC palette, or RGB non-black = object)")
-    p.add_argument("--input", nargs="+", dest="query", metavar="Q",
-                   help="query image(s) or folder(s) of images (taken in name order); required")
-    hidden_alias(p, "--query", "query", nargs="+")
+    required_with_alias(p, "--input", "--query", "query", nargs="+", metavar="Q",
+                        help="query image(s) or folder(s) of images (taken in name order)")
     p.add_argument("--output", required=True, metavar="DIR",
                    help="folder for <stem>.png, _overlay.png, _similarity.png and summary.json; queries with the "
                         "same stem get <stem>-2, <stem>-3, ... in the order given")
@@ -215,8 +214,6 @@ def run(args: argparse.Namespace) -> int:
     max_pixels = MAX_PIXELS if args.max_pixels is None else args.max_pixels
     work = working_side(size, preview)
     pairs = load_support(args.support, args.support_mask, args.class_id, args.resize_masks, size, work, max_pixels)
-    if not args.query:
-        raise SgoneError("--input: give the query image(s) or folder(s) to segment")
     queries = expand_queries(args.query)
     output = Path(args.output)
     inputs = [Path(p) for p in [*args.support, *args.support_mask]] + queries

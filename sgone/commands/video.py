@@ -8,7 +8,8 @@ from sgone.errors import SgoneError
 
 
 def register(subparsers) -> None:
-    from sgone.commands.flags import add_model_arguments, add_on_bad_input_argument, add_runtime_argument, hidden_alias
+    from sgone.commands.flags import (add_model_arguments, add_on_bad_input_argument, add_runtime_argument,
+                                      required_with_alias)
     from sgone.options import TRAINING_FREE_MODEL
     from sgone.video.options import DEFAULT_MODE, MODES, PREVIEWS
 
@@ -20,10 +21,9 @@ def register(subparsers) -> None:
                     "atomically as they come.")
     p.add_argument("--input", required=True, metavar="FRAMES_OR_VIDEO",
                    help="a folder of frames (sorted by name, numbers as numbers) or a video file (MP4, AVI, WebM, ...)")
-    p.add_argument("--support-mask", dest="mask", metavar="MASK",
-                   help="mask of the first frame, the support (0/1, 0/255, palette or RGB non-black = object), same "
-                        "size as the frame unless --resize-masks; required")
-    hidden_alias(p, "--mask", "mask")
+    required_with_alias(p, "--support-mask", "--mask", "mask", metavar="MASK",
+                        help="mask of the first frame, the support (0/1, 0/255, palette or RGB non-black = object), "
+                             "same size as the frame unless --resize-masks")
     p.add_argument("--resize-masks", action="store_true",
                    help="accept a first-frame mask of another size by resizing it to the frame (nearest neighbour)")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder")
@@ -76,8 +76,6 @@ def run(args: argparse.Namespace) -> int:
         if not (0.0 < args.update_weight <= 1.0):
             raise SgoneError(f"--update-weight {args.update_weight}: must be in (0, 1]")
         config = PropagationConfig(weight=args.update_weight)
-    if not args.mask:
-        raise SgoneError("--support-mask: give the first frame's mask")
     mask = Path(args.mask)
     if not mask.is_file():
         raise SgoneError(f"{mask}: mask file not found")

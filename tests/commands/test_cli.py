@@ -108,8 +108,11 @@ CANONICAL = {  # command -> (canonical flag, old flag, value, the namespace attr
 }
 
 
-REQUIRED = {"segment": ["--support", "s.jpg", "--support-mask", "s.png", "--output", "out"],
-            "video": ["--input", "clip.mp4", "--output", "out"]}
+REQUIRED = {  # command -> {namespace attribute: its required flag and value}
+    "segment": {"support": ["--support", "s.jpg"], "support_mask": ["--support-mask", "s.png"],
+                "output": ["--output", "out"], "query": ["--input", "q.jpg"]},
+    "video": {"input": ["--input", "clip.mp4"], "output": ["--output", "out"], "mask": ["--support-mask", "m.png"]},
+}
 
 
 @pytest.mark.parametrize("name", sorted(CANONICAL))
@@ -122,6 +125,7 @@ def test_same_flag_names_old_ones_hidden_aliases(name, capsys):
         assert new in text and old not in text.replace(new, ""), (name, old)
         for flag in (new, old):
             argv = [flag, *value] if isinstance(value, list) else [flag, value]
-            args = parser.parse_args(REQUIRED[name] + argv)
+            others = [a for key, flag in REQUIRED[name].items() if key != dest for a in flag]
+            args = parser.parse_args(others + argv)
             assert getattr(args, dest) == value, (name, flag)
     assert "--on-bad-input" in options(commands()["segment"]) and "--support-mask" in options(commands()["segment"])
