@@ -186,7 +186,8 @@ def build_app(model: str | None = None, device: str = DEFAULT_DEVICE, size: int 
                     queries = gr.File(label="Query images", file_count="multiple", file_types=["image"],
                                       elem_id="query-files")
                     model_box = gr.Dropdown(models, value=default_model, label="Model", elem_id="model")
-                    threshold = gr.Slider(0.0, 1.0, value=DEFAULT_THRESHOLD, step=0.01, label="Threshold", elem_id="threshold")
+                    threshold = gr.Slider(0.0, 1.0, value=DEFAULT_THRESHOLD, step=0.01, label="Threshold",
+                                          elem_id="threshold")
                     run_button = gr.Button("Segment", variant="primary", elem_id="run-button")
                     example_buttons = [gr.Button(ex["label"], size="sm", elem_id=f"example-{i}")
                                        for i, ex in enumerate(examples)]

@@ -44,7 +44,8 @@ def register(subparsers) -> None:
     add_fusion_argument(p, "k-shot fusion: average prototypes (default), max (union) or vote of the k masks")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--size", type=int, default=None, metavar="N",
-                      help=f"longer image side fed to the network, aspect kept, as in `sgone segment` (default {DEFAULT_SIZE}, "
+                      help=f"longer image side fed to the network, aspect kept, as in `sgone segment` "
+                           f"(default {DEFAULT_SIZE}, "
                            "davis2016: `sgone video`'s; 0 = each image at its own size); scores stay at the "
                            "original label size")
     size.add_argument("--original-size", dest="size", action="store_const", const=0,

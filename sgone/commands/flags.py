@@ -35,7 +35,8 @@ def add_boundary_argument(parser: argparse.ArgumentParser) -> None:
     """`--boundary`, for the still-image commands (video modes have their own upsampling)."""
     parser.add_argument("--boundary", choices=options.BOUNDARIES, default=options.DEFAULT_BOUNDARY,
                         help="from the network's stride-8 grid to pixels: none (default: bilinear) or guided (a "
-                             f"guided filter moves the mask's edges onto the image's; helps at --size {options.DEFAULT_SIZE} and "
+                             "guided filter moves the mask's edges onto the image's; helps at "
+                             f"--size {options.DEFAULT_SIZE} and "
                              "above with MobileNetV2 models, hurts at small sizes)")
 
 

@@ -32,5 +32,7 @@ class Architecture:
         accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "backbone", "config"}
         options: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
                                    for k, v in config.items() if k in accepted}
-        base: dict[str, Any] = {"backbone": name, **({"backbone_options": backbone_options} if backbone_options else {})}
+        base: dict[str, Any] = {"backbone": name}
+        if backbone_options:
+            base["backbone_options"] = backbone_options
         return cls(build_backbone(name, weights=weights, **backbone_options), config=base, **options)

@@ -55,7 +55,9 @@ def shipped_checkpoints() -> dict[str, Path]:
 def has_untrained_head(name: str) -> bool:
     """A registered config (no weights) of an architecture that must be trained first."""
     entry = MODELS.get(name)
-    return entry is not None and "checkpoint" not in entry and not architecture(entry.get("arch", "sgone")).training_free
+    if entry is None or "checkpoint" in entry:
+        return False
+    return not architecture(entry.get("arch", "sgone")).training_free
 
 
 def read_checkpoint(path: str | Path) -> dict:

@@ -58,7 +58,8 @@ def _to_bytes(module: nn.Module, inputs: tuple[torch.Tensor, ...], input_names: 
 
 
 @torch.inference_mode()
-def export_graphs(model: nn.Module, size: int = DEFAULT_SIZE, dynamic: bool = True) -> tuple[GraphSpec, dict[str, bytes]]:
+def export_graphs(model: nn.Module, size: int = DEFAULT_SIZE,
+                  dynamic: bool = True) -> tuple[GraphSpec, dict[str, bytes]]:
     """A prepared (BatchNorm-folded, eval) model -> its spec and {graph name: ONNX bytes}.
 
     Traced at size x size; `dynamic` leaves batch and image height/width free (the prototype
@@ -147,8 +148,8 @@ def _shapes(graphs: dict[str, bytes]) -> dict[str, dict[str, dict[str, list]]]:
     return out
 
 
-def export_model(model: str | Path | nn.Module | None, output: str | Path, size: int = DEFAULT_SIZE, dynamic: bool = False,
-                 quantize: str | None = None, calibration: list[np.ndarray] | None = None,
+def export_model(model: str | Path | nn.Module | None, output: str | Path, size: int = DEFAULT_SIZE,
+                 dynamic: bool = False, quantize: str | None = None, calibration: list[np.ndarray] | None = None,
                  name: str | None = None) -> dict:
     """Export a model (name, checkpoint or module) to `output`/{encoder,prototype,head}.onnx + manifest.json.
 
