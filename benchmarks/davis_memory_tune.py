@@ -66,7 +66,7 @@ def cache_clip(tracker, seq, step: int, path: Path) -> dict:
 
 def replay(tracker, seq, data, frames: dict[int, np.ndarray], gts: dict[int, np.ndarray]) -> dict[str, float]:
     """One clip's J and F means (first and last predicted frame... the last frame not scored)."""
-    from sgone.engine.davis import f_measure, jaccard
+    from sgone.engine.video_metrics import f_measure, jaccard
 
     image0, mask0 = seq.first()
     tracker.start(image0, mask0)

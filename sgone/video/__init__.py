@@ -24,9 +24,9 @@ Outputs in the output folder:
     preview.gif | .webp      small animated preview (bounded number of frames)
     summary.json             mode and its settings, frame counts, skipped frames and why, speed
 
-Layout: options.py (mode and option names, no torch), io.py (reading, writing), tracker.py
+Layout: options.py (mode and option names, no torch), frames.py (reading, writing), tracker.py
 (modes by name, `track`), independent.py, propagate.py, temporal.py, label_memory.py (+ memory.py,
-refine.py: their maths), run.py (`run_video`), clips.py (generated test clips). The names below are imported on
+colour.py: their maths), run.py (`run_video`), clips.py (generated test clips). The names below are imported on
 first use, so `import sgone.video` (and `sgone --help`) does not load torch.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ from sgone.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from sgone.video.clips import synthetic_clip, write_clip
-    from sgone.video.io import FRAME_SUFFIXES, Frame, FrameFolder, Mp4Writer, PreviewWriter, VideoFile, even_pad, open_frames, prefetch
+    from sgone.video.frames import FRAME_SUFFIXES, Frame, FrameFolder, Mp4Writer, PreviewWriter, VideoFile, even_pad, open_frames, prefetch
     from sgone.video.label_memory import LabelMemoryConfig, LabelMemoryTracker
     from sgone.video.memory import FrameMemory, MemoryEntry, propagate_labels
     from sgone.video.options import DEFAULT_MODE, MODES, ON_BAD_FRAME, PREVIEWS
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 _LAZY = {
     **dict.fromkeys(("synthetic_clip", "write_clip"), "sgone.video.clips"),
-    **dict.fromkeys(("FRAME_SUFFIXES", "Frame", "FrameFolder", "Mp4Writer", "PreviewWriter", "VideoFile", "even_pad", "open_frames", "prefetch"), "sgone.video.io"),
+    **dict.fromkeys(("FRAME_SUFFIXES", "Frame", "FrameFolder", "Mp4Writer", "PreviewWriter", "VideoFile", "even_pad", "open_frames", "prefetch"), "sgone.video.frames"),
     **dict.fromkeys(("LabelMemoryConfig", "LabelMemoryTracker"), "sgone.video.label_memory"),
     **dict.fromkeys(("FrameMemory", "MemoryEntry", "propagate_labels"), "sgone.video.memory"),
     **dict.fromkeys(("DEFAULT_MODE", "MODES", "ON_BAD_FRAME", "PREVIEWS"), "sgone.video.options"),

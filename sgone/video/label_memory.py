@@ -32,9 +32,9 @@ import torch.nn.functional as F
 
 from sgone.errors import SgoneError
 from sgone.ops import paste_box, zoom_box
-from sgone.refine import grey_image, guided_filter
+from sgone.boundary import grey_image, guided_filter
 from sgone.video.memory import pca_basis, propagate_labels, read_dtype, window_mask
-from sgone.video.refine import ColourModel, location_prior
+from sgone.video.colour import ColourModel, location_prior
 from sgone.video.temporal import _rgb, grid_features
 
 
@@ -105,7 +105,7 @@ class LabelMemoryTracker:
     @torch.inference_mode()
     def encode(self, image: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """image HxWx3 -> (the model's encoding, unit features (C,h,w) on the network grid)."""
-        from sgone.predictor import image_tensor, input_size
+        from sgone.inputs import image_tensor, input_size
 
         hw = input_size(*image.shape[:2], self.predictor.size)
         encoded = self.model.encode(image_tensor(image, hw).to(self.predictor.device))
@@ -124,7 +124,7 @@ class LabelMemoryTracker:
     # --- tracking --------------------------------------------------------------------------------
     @torch.inference_mode()
     def start(self, first_image: np.ndarray, first_mask: np.ndarray) -> None:
-        from sgone.predictor import input_size, mask_tensor
+        from sgone.inputs import input_size, mask_tensor
 
         first_image = _rgb(first_image)
         hw = input_size(*first_image.shape[:2], self.predictor.size)

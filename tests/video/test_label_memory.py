@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sgone.engine.davis import jaccard
+from sgone.engine.video_metrics import jaccard
 from sgone.ops import paste_box, zoom_box
 from sgone.video.label_memory import LabelMemoryConfig, LabelMemoryTracker
 from sgone.video.memory import propagate_labels, window_mask
