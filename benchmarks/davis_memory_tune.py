@@ -40,7 +40,7 @@ def parse_grid(specs: list[str], config_cls) -> list[dict]:
         name, _, values = spec.partition("=")
         if name not in types:
             raise SystemExit(f"--grid {spec}: unknown setting {name} (one of {', '.join(types)})")
-        cast = int if types[name] in ("int", int) else float
+        cast = {"int": int, int: int, "str": str, str: str}.get(types[name], float)
         axes.append([(name, cast(v)) for v in values.split(",")])
     return [dict(combo) for combo in itertools.product(*axes)] if axes else [{}]
 
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=None, help="DAVIS folder (train clips)")
     parser.add_argument("--split", default="train")
-    parser.add_argument("--cache", required=True, help="folder for the cached network outputs")
+    parser.add_argument("--cache", default=None, help="folder for the cached network outputs (required unless --merge)")
     parser.add_argument("--steps", default="1", help="frame steps to score, comma list (1 = the clip as stored)")
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
@@ -166,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge:
         report(merge(args.merge), args.folds)
         return 0
+    if not args.root or not args.cache:
+        parser.error("--root and --cache are required (unless --merge)")
 
     import torch
 

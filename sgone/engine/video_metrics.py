@@ -246,7 +246,9 @@ def write_results(results: dict[str, Any], output_dir: str | Path) -> tuple[Path
 
 
 def _model_name(predictor: Any) -> str:
-    """A readable model description: "<arch>-<backbone>" from the model's config when it has one."""
+    """The predictor's model name, else "<arch>-<backbone>" from the model's config when it has one."""
+    if isinstance(getattr(predictor, "model_name", None), str):
+        return predictor.model_name
     model = getattr(predictor, "model", None)
     config = getattr(model, "config", None)
     if isinstance(config, dict) and config.get("backbone"):

@@ -58,7 +58,8 @@ def memory_features(encoded: dict[str, torch.Tensor], which: str) -> torch.Tenso
 
 @dataclass
 class LabelMemoryConfig:
-    """Settings of the memory mode; see docs/video.md for what each default was chosen on."""
+    """Settings of the memory mode, chosen by 3-fold clip cross-validation on the 30 DAVIS-2016 train
+    clips at two frame steps (docs/video.md; benchmarks/davis_memory_tune.py)."""
 
     recent: int = 3  # previous frames kept in memory besides the first
     features: str = "finest"  # read on: "finest" (the model's finest guide features), "semantic" (a fused
@@ -68,16 +69,16 @@ class LabelMemoryConfig:
     topk: int = 10  # memory cells voting for each cell
     temperature: float = 0.05  # of the softmax over the top-k cosine similarities
     window: float = 0.2  # recent frames matched within this radius, fraction of the grid's longer side
-    first_weight: float = 1.0  # weight of the first frame's cells in the vote (x their similarity)
+    first_weight: float = 2.0  # weight of the first frame's cells in the vote (x their similarity)
     proto_weight: float = 0.2  # share of the prototype probability in the blend
     lost_area: float = 0.05  # predicted area under this share of the first mask's: object lost
     redetect_weight: float = 0.5  # share of the prototype probability while the object is lost
-    zoom_below: float = 0.0  # zoom when the object's box is under this share of the frame; 0 = off
+    zoom_below: float = 0.03  # zoom when the previous object covers under this share of the frame; 0 = off
     zoom_margin: float = 1.0  # the box grown by this x its size on each side
-    prior_sigma: float = 0.0  # location prior of the previous mask, width x the object's size; 0 = off
-    colour_weight: float = 0.0  # colour log-likelihood ratio added to the logit; 0 = off
+    prior_sigma: float = 1.0  # location prior of the previous mask, width x the object's size; 0 = off
+    colour_weight: float = 0.5  # colour log-likelihood ratio added to the logit; 0 = off
     colour_bins: int = 16
-    colour_rate: float = 0.1
+    colour_rate: float = 0.0  # share of each frame's confident pixels blended in (0: the first mask's; following drifted)
     guided_radius: float = 0.005  # guided filter window radius, fraction of the frame diagonal; 0 = bilinear
     guided_eps: float = 1e-2
     guided_scale: int = 4

@@ -3,6 +3,6 @@ builds `sgone video` and `sgone evaluate` from them, and `sgone --help` must sta
 from __future__ import annotations
 
 MODES = ("independent", "propagate", "temporal", "memory")  # one tracker module each (sgone.video.tracker.TRACKERS)
-DEFAULT_MODE = "temporal"
+DEFAULT_MODE = "memory"  # chosen over temporal by clip cross-validation (docs/video.md)
 ON_BAD_FRAME = ("stop", "skip")
 PREVIEWS = ("gif", "webp", "none")

@@ -29,6 +29,7 @@ class VideoSummary:
     mode: str
     every: int
     frames_in_input: int | None
+    model: str | None = None  # the predictor's model name (a registered name or a checkpoint path)
     frames_processed: int = 0
     masks_written: int = 0
     skipped: list[dict[str, str]] = field(default_factory=list)
@@ -169,6 +170,7 @@ def run_video(
     frames = prefetch(frames)  # decoding overlaps the model and the encoder
     summary = VideoSummary(
         input=str(input_path), output=str(out), mode=mode, every=every, frames_in_input=source.count,
+        model=getattr(predictor, "model_name", None),
         propagation=tracker.config.as_dict() if mode == "propagate" else None,
     )
 

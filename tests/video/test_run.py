@@ -256,7 +256,9 @@ def test_propagate_does_not_learn_from_a_spilled_mask():
 # ----------------------------------------------------------------------------- run_video
 def test_run_video_writes_masks_overlay_preview_summary(tmp_path):
     frames, mask = make_folder(tmp_path, n=6)
-    s = run_video(BrightPredictor(), frames, mask, tmp_path / "out", progress=False, mode="independent")
+    predictor = BrightPredictor()
+    predictor.model_name = "bright-test"  # a Predictor's registered name or checkpoint path
+    s = run_video(predictor, frames, mask, tmp_path / "out", progress=False, mode="independent")
     out = tmp_path / "out"
     names = sorted(p.name for p in (out / "masks").iterdir())
     assert names == [f"{i:05d}.png" for i in range(6)]
@@ -270,6 +272,7 @@ def test_run_video_writes_masks_overlay_preview_summary(tmp_path):
     assert gif.is_animated and gif.n_frames == 6
     summary = json.loads((out / "summary.json").read_text())
     assert summary["completed"] and summary["masks_written"] == 6 and summary["frames_processed"] == 5
+    assert summary["model"] == "bright-test"
     assert s.fps > 0 and not s.skipped
 
 

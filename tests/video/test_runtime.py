@@ -27,7 +27,7 @@ def _masks(folder):
     return [np.asarray(Image.open(p)) > 0 for p in sorted((folder / "masks").glob("*.png"))]
 
 
-@pytest.mark.parametrize("mode", ["temporal", "independent", "propagate"])
+@pytest.mark.parametrize("mode", ["memory", "temporal", "independent", "propagate"])
 def test_onnx_runtime_video_matches_torch(clip, tmp_path, mode, ort, imagenet):
     frames, mask = clip
     outputs = {}
