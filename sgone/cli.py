@@ -13,7 +13,7 @@ import sys
 
 from sgone.errors import SgoneError
 
-COMMANDS = ("segment", "demo", "data", "train", "evaluate", "video", "app", "export")
+COMMANDS = ("segment", "demo", "data", "train", "evaluate", "video", "app", "export", "label")
 
 # Examples for commands whose parser sets no epilog of its own.
 EXAMPLES = {
