@@ -113,3 +113,13 @@ def write_coco(path: str | Path, coco: dict[str, Any]) -> None:
         atomic_write(path, json.dumps(coco, separators=(",", ":")) + "\n")
     except OSError as exc:
         raise SgoneError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
+def coco_from_mask_files(files: Sequence[tuple[str, str | Path]], categories: Sequence[str] = ("object",)) -> dict:
+    """(file_name, 0/255 mask PNG) pairs -> a COCO dict, one category (1-way masks)."""
+    from sgone.io import read_label
+
+    coco = CocoBuilder(categories)
+    for name, path in files:
+        coco.add_masks(name, [read_label(path) != 0])
+    return coco.to_dict()
