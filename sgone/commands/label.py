@@ -74,7 +74,8 @@ def register(subparsers) -> None:
     p.add_argument("--address", default=None, metavar="HOST:PORT",
                    help="--engine ray: join this running cluster (default: start a local one for the run)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="torch threads per model (default: torch's own for local, 1 per Ray worker)")
+                   help="torch threads per model (default: one less than the CPU cores for local, at least 1; "
+                        "1 per Ray worker)")
     p.add_argument("--overlays", action="store_true", help="also write OUTPUT/overlays/<path>.png")
     p.add_argument("--overwrite", action="store_true",
                    help="start again in an OUTPUT labelled with another model or support set (its masks are removed)")
@@ -219,6 +220,13 @@ def _label(args: argparse.Namespace, items, store, spec) -> int:
             from sgone.label.local import run_local
             from sgone.label.work import build_predictor
 
+            from dataclasses import replace
+
+            from sgone.video.model import default_threads
+
+            # one core left to the reader/writer threads: on a busy 2-core machine 2 model threads
+            # labelled 12 small images/s, 1 thread 161 (docs/labelling.md)
+            spec = replace(spec, threads=spec.threads or default_threads())
             run_local(build_predictor(spec), todo, store, spec, batch_size=args.batch_size, stop_on_bad=stop,
                       on_result=on_result)
     finally:

@@ -10,6 +10,7 @@ storage, same paths) but not the output folder.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Callable, Sequence
 
 import numpy as np
@@ -98,12 +99,15 @@ def connect(address: str | None, workers: int):
         if address:
             ray.init(address=address, **kwargs)
         else:
-            ray.init(num_cpus=max(workers, 1) if workers else None, **kwargs)
+            # "local": a new cluster for this run even where another one is running (join it with --address auto)
+            ray.init(address="local", num_cpus=max(workers, 1), **kwargs)
     except Exception as exc:  # ConnectionError, TimeoutError, RuntimeError, ValueError, ...
         text = " ".join(str(exc).split())[:200]
         where = f"--address {address}" if address else "ray"
+        hint = ("; a cluster with token authentication needs RAY_AUTH_MODE=token and its token"
+                if address and "RAY_AUTH_MODE" not in os.environ else "")
         raise SgoneError(f"{where}: cannot {'join the Ray cluster' if address else 'start a local Ray cluster'} "
-                         f"({type(exc).__name__}: {text})") from None
+                         f"({type(exc).__name__}: {text}){hint}") from None
     return ray, True
 
 
