@@ -6,7 +6,9 @@ Parts (`--parts`, default all):
            on the same generated images, interleaved per round so that machine load hits every
            row alike; median wall time of the whole command (start-up and model load included).
            Ray twice: starting its own local cluster (what a one-off command does) and joining a
-           cluster started once with `ray start --head` (how a cluster is used).
+           cluster started once with `ray start --head` (how a cluster is used). For the label
+           rows the journal is polled too: "steady" is images/s from the first stored image to
+           the last, i.e. without start-up (imports, cluster, model load in every worker).
     many   --many small generated images with `--engine local`: killed (SIGKILL) when the journal
            holds about half of them, then rerun; reports the peak RSS of each run (the process's
            ru_maxrss), what the rerun says is left, and how many finished images it redid.
@@ -71,29 +73,51 @@ def make_collection(folder: Path, count: int, hw: tuple[int, int], suffix: str, 
     return folder
 
 
-def sgone(*args: str, kill_when=None, env=None) -> dict:
+def journal_lines(output: Path) -> int:
+    """Complete lines in an output folder's journal (images stored so far)."""
+    try:
+        with open(output / ".sgone-label" / "results.jsonl", "rb") as f:
+            return f.read().count(b"\n")
+    except OSError:
+        return 0
+
+
+def sgone(*args: str, kill_when=None, env=None, watch: Path | None = None) -> dict:
     """Run `python -m sgone ARGS`; -> wall seconds, peak RSS (MiB), output, return code.
 
     kill_when: a function polled every 50 ms; when it returns True the command is SIGKILLed.
+    watch: a `sgone label` output folder; the times of its first and last stored image are
+    returned ("first_s", "last_s"), so start-up and steady throughput can be told apart.
     """
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "sgone", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a chatty command cannot block on it
+    proc = subprocess.Popen([sys.executable, "-m", "sgone", *args], stdout=log, stderr=subprocess.STDOUT,
                             text=True, env=env, cwd=ROOT, start_new_session=True)
-    killed = False
-    if kill_when is not None:
-        while proc.poll() is None:
-            if kill_when():
-                os.killpg(proc.pid, signal.SIGKILL)
-                killed = True
-                break
-            time.sleep(0.05)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
+    killed, first, last, seen = False, None, None, 0
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)  # wait4: this command's own peak RSS
+        if pid:
+            break
+        if kill_when is not None and not killed and kill_when():
+            os.killpg(proc.pid, signal.SIGKILL)
+            killed = True
+        if watch is not None:
+            count = journal_lines(watch)
+            if count > seen:
+                first = first or time.perf_counter() - start
+                last, seen = time.perf_counter() - start, count
+        time.sleep(0.05)
     proc.returncode = os.waitstatus_to_exitcode(status)
+    log.seek(0)
+    out = log.read()
+    log.close()
     wall = time.perf_counter() - start
     if proc.returncode != 0 and not killed:
         raise SystemExit(f"failed ({proc.returncode}): sgone {' '.join(args)}\n{out[-3000:]}")
-    return {"seconds": wall, "peak_rss_mib": usage.ru_maxrss / 1024, "output": out, "killed": killed}
+    if watch is not None and journal_lines(watch) > seen:
+        last = wall  # the last images were stored after the final poll
+    return {"seconds": wall, "peak_rss_mib": usage.ru_maxrss / 1024, "output": out, "killed": killed,
+            "first_s": first, "last_s": last}
 
 
 def common(folder: Path, size: int) -> list[str]:
@@ -108,6 +132,7 @@ def speed(args, work: Path) -> dict:
     ray_bin = Path(sys.executable).parent / "ray"
     port = "6391"
     rows = {"segment": [], "label local": [], "label ray (own cluster)": [], "label ray (joined cluster)": []}
+    steady = {name: [] for name in rows}
     joined = False
     if ray_bin.exists():
         subprocess.run([str(ray_bin), "start", "--head", "--disable-usage-stats", f"--port={port}", f"--num-cpus={args.workers}",
@@ -135,9 +160,15 @@ def speed(args, work: Path) -> dict:
                     continue
                 # joining a cluster that uses Ray's token authentication (its default) takes RAY_AUTH_MODE=token
                 env = {**os.environ, "RAY_AUTH_MODE": "token"} if "joined" in name else None
-                result = sgone(*argv, env=env)
+                watch = Path(argv[argv.index("--output") + 1]) if name.startswith("label") else None
+                result = sgone(*argv, env=env, watch=watch)
                 rows[name].append(result["seconds"])
-                print(f"  round {r + 1} {name}: {result['seconds']:.1f} s", flush=True)
+                note = ""
+                if watch is not None and result["first_s"] is not None and result["last_s"] > result["first_s"]:
+                    steady[name].append((args.images - 1) / (result["last_s"] - result["first_s"]))
+                    note = (f" (first image stored at {result['first_s']:.1f} s, then "
+                            f"{steady[name][-1]:.1f} images/s)")
+                print(f"  round {r + 1} {name}: {result['seconds']:.1f} s{note}", flush=True)
     finally:
         if joined:
             subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True)
@@ -146,7 +177,9 @@ def speed(args, work: Path) -> dict:
     if rows["label ray (own cluster)"]:
         same = (work / "local0" / "annotations.json").read_text() == (work / "ray0" / "annotations.json").read_text()
     table = {name: {"median_s": statistics.median(t), "runs_s": [round(x, 2) for x in t],
-                    "images_per_s": args.images / statistics.median(t)} for name, t in rows.items() if t}
+                    "images_per_s": args.images / statistics.median(t),
+                    "steady_images_per_s": statistics.median(steady[name]) if steady[name] else None}
+             for name, t in rows.items() if t}
     return {"images": args.images, "hw": [args.height, args.width], "size": args.size, "rounds": args.rounds,
             "workers": args.workers, "batch_size": args.batch_size, "rows": table, "ray_equals_local": same}
 
@@ -160,14 +193,7 @@ def many(args, work: Path) -> dict:
             "--batch-size", str(args.batch_size), "--quiet"]
     journal = out / ".sgone-label" / "results.jsonl"
 
-    def lines() -> int:
-        try:
-            with open(journal, "rb") as f:
-                return f.read().count(b"\n")
-        except OSError:
-            return 0
-
-    first = sgone(*argv, kill_when=lambda: lines() >= args.many // 2)
+    first = sgone(*argv, kill_when=lambda: journal_lines(out) >= args.many // 2)
     finished = set()
     for line in journal.read_text().splitlines():
         try:
@@ -220,9 +246,10 @@ def main(argv: list[str] | None = None) -> int:
             report["speed"] = s = speed(args, work)
             print(f"\n{s['images']} images {s['hw'][1]}x{s['hw'][0]}, --size {s['size']}, batch {s['batch_size']}, "
                   f"medians of {s['rounds']} round(s)")
-            print(f"{'command':30s} {'median s':>9s} {'images/s':>9s}  runs")
+            print(f"{'command':30s} {'median s':>9s} {'images/s':>9s} {'steady/s':>9s}  runs")
             for name, row in s["rows"].items():
-                print(f"{name:30s} {row['median_s']:9.1f} {row['images_per_s']:9.1f}  {row['runs_s']}")
+                steady = f"{row['steady_images_per_s']:9.1f}" if row["steady_images_per_s"] else f"{'-':>9s}"
+                print(f"{name:30s} {row['median_s']:9.1f} {row['images_per_s']:9.1f} {steady}  {row['runs_s']}")
             rows = s["rows"]
             if "label local" in rows and "segment" in rows:
                 s["local_vs_segment"] = rows["segment"]["median_s"] / rows["label local"]["median_s"]
@@ -231,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
                 if name in rows:
                     s[f"{name} vs local"] = rows["label local"]["median_s"] / rows[name]["median_s"]
                     print(f"{name} / label local throughput: {s[f'{name} vs local']:.2f}x (target >= 0.8)")
+                    steady_ratio = (rows[name]["steady_images_per_s"] or 0) / (rows["label local"]["steady_images_per_s"] or 1)
+                    s[f"{name} vs local, steady"] = steady_ratio
+                    print(f"{name} / label local, steady (first to last image stored): {steady_ratio:.2f}x")
             print(f"ray annotations.json == local annotations.json: {s['ray_equals_local']}")
         if "many" in args.parts:
             report["many"] = m = many(args, work)

@@ -6,11 +6,10 @@ from pathlib import Path
 
 from sgone.errors import SgoneError
 
-EXAMPLE = """examples:
+EXAMPLE = """example:
   sgone label --support cat.jpg --support-mask cat.png --input photos/ --output labels/
-  sgone label --class cat --support cat.jpg --support-mask cat.png \\
-              --class dog --support dog.jpg --support-mask dog.png --input 'photos/**/*.jpg' --output labels/
-  sgone label --supports supports.csv --input list.txt --output labels/ --engine ray --workers 8"""
+  sgone label --class cat --support cat.jpg --support-mask cat.png --class dog --support dog.jpg --support-mask dog.png --input 'photos/**/*.jpg' --output labels/
+  sgone label --supports supports.csv --input list.txt --output labels/ --engine ray --address auto --workers 8"""
 ENGINES = ("local", "ray")
 
 
