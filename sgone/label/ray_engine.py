@@ -126,6 +126,8 @@ def run_ray(todo: Sequence[Item], output: LabelOutput, spec: LabelSpec, workers:
         context.print_on_execution_start = False
         for name in ("ray.data", "ray"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        # its "progress bars disabled" warning: ours is on
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
         items = [{"key": it.key, "path": it.path} for it in todo]
         blocks = max(1, min(len(items), (len(items) + batch_size - 1) // batch_size))
         dataset = ray.data.from_items(items, override_num_blocks=min(blocks, 4 * max(workers, 1) * 8))
