@@ -129,11 +129,12 @@ class LabelOutput:
         return {r["key"]: r for r in self.records()}
 
     def done(self, items: Sequence[Item]) -> set[str]:
-        """Keys of `items` finished before (status done, same file, masks on disk): a rerun skips them.
-        Images that failed are tried again."""
+        """Keys of `items` finished before (status done, masks on disk): a rerun skips them. Images
+        that failed are tried again. The key, not the path typed, identifies an image, so a rerun
+        from another folder (`photos/` vs `/data/photos/`) still finds its work."""
         latest = self.latest()
         return {it.key for it in items
-                if (r := latest.get(it.key)) is not None and r.get("status") == "done" and r.get("file") == it.path
+                if (r := latest.get(it.key)) is not None and r.get("status") == "done"
                 and all(p.is_file() for p in self.mask_paths(it.key))}
 
     def commit(self, encoded) -> bool:
@@ -172,9 +173,7 @@ class LabelOutput:
         counts = {"done": 0, "error": 0, "pending": 0}
         lines = []
         for it in items:
-            record = latest.get(it.key)
-            if record is None or record.get("file") != it.path:
-                record = {"key": it.key, "file": it.path, "status": "pending"}
+            record = latest.get(it.key) or {"key": it.key, "file": it.path, "status": "pending"}
             counts[record["status"]] = counts.get(record["status"], 0) + 1
             lines.append(json.dumps(index_line(record, self.classes)))
             if record["status"] == "done":

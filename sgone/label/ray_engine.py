@@ -129,8 +129,9 @@ def run_ray(todo: Sequence[Item], output: LabelOutput, spec: LabelSpec, workers:
         # its "progress bars disabled" warning: ours is on
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
         items = [{"key": it.key, "path": it.path} for it in todo]
-        blocks = max(1, min(len(items), (len(items) + batch_size - 1) // batch_size))
-        dataset = ray.data.from_items(items, override_num_blocks=min(blocks, 4 * max(workers, 1) * 8))
+        # one block per batch (at most 32 per worker): small blocks keep every worker busy to the end
+        blocks = min((len(items) + batch_size - 1) // batch_size, 32 * workers)
+        dataset = ray.data.from_items(items, override_num_blocks=max(1, blocks))
         # the worker's own threads: one per CPU it reserves
         spec_for_workers = spec if spec.threads else _with_threads(spec, 1)
         results = dataset.map_batches(LabelWorker, fn_constructor_kwargs={"spec": spec_for_workers},
