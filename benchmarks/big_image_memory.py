@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     for fmt in formats:
         out = work / f"out-{fmt}"
         argv_segment = ["segment", "--support", str(work / "support.png"), "--support-mask",
-                        str(work / "support_mask.png"), "--query", str(work / f"query.{fmt}"), "--output", str(out),
+                        str(work / "support_mask.png"), "--input", str(work / f"query.{fmt}"), "--output", str(out),
                         "--size", str(args.size), "--device", "cpu"]
         truth = {"mask": str(out / "query.png"), "side": side, "cy": cy, "cx": cx, "r": r}
         proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(argv_segment), json.dumps(truth)],

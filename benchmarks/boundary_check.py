@@ -2,7 +2,7 @@
 
 The default model's 1-shot episodes of the real corpora's unseen classes (cached MobileNetV2 features
 at longer side --size, HSNet-style lists, seed 0): the probability upsampled bilinearly to the label's
-size (what `Predictor` does), then, for each setting, refined by `sgone.refine.refine_probability`
+size (what `Predictor` does), then, for each setting, refined by `sgone.boundary.refine_probability`
 (a guided filter steered by the query's grey levels, radius = `radius` x the feature stride in output
 pixels) and thresholded at 0.5. mIoU per setting, the unrefined row first. Choose on fold 0; report the
 chosen setting on folds 1-3:
@@ -28,7 +28,7 @@ from sgone.engine.feature_cache import FeatureCache
 from sgone.engine.metrics import IoUAccumulator
 from sgone.io import read_image
 from sgone.models.registry import TRAINING_FREE_MODEL, load_model
-from sgone.refine import refine_probability
+from sgone.boundary import refine_probability
 
 GRID = "0.5:0.001,0.5:0.01,1:0.001,1:0.01,1:0.1,2:0.01,2:0.1"
 
@@ -53,7 +53,7 @@ def main() -> None:
     if not args.root:
         parser.error("--root is required (or --sample)")
     torch.set_grad_enabled(False)
-    from sgone.engine.train import feature_cache_folder
+    from sgone.engine.training_data import feature_cache_folder
 
     source = MixSource(args.root)
     labels = LabelMaps(source, args.size)
@@ -89,7 +89,7 @@ def main() -> None:
 
 
 def sample_sizes() -> None:
-    from sgone.commands.demo import sample_paths
+    from sgone.samples import sample_paths
     from sgone.io import read_mask
     from sgone.predictor import Predictor
 

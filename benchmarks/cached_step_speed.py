@@ -26,7 +26,8 @@ from sgone.data.sampler import TrainEpisodes
 from sgone.data.transforms import TrainTransform
 from sgone.engine.cached_episodes import CachedTrainBatches
 from sgone.engine.feature_cache import FeatureCache
-from sgone.engine.train import feature_cache_folder, freeze_backbone, segmentation_loss, set_train_mode
+from sgone.engine.optimisation import freeze_backbone, segmentation_loss, set_train_mode
+from sgone.engine.training_data import feature_cache_folder
 from sgone.models.registry import build_model
 
 

@@ -163,14 +163,14 @@ def _model_subject(spec: dict, size: int, device: Any, predictor: bool) -> dict:
 
     from sgone import ops
     from sgone.errors import SgoneError
-    from sgone.models.registry import MODELS
-    from sgone.predictor import prepare_for_inference
+    from sgone.models.inference import prepare_for_inference
+    from sgone.models.registry import MODELS, build_model_from_config
 
-    builder = MODELS[_registry_name(spec)]  # the registered options (e.g. the default's high_stride) apply
+    config = MODELS[_registry_name(spec)]  # the registered options (e.g. the default's high_stride) apply
     try:
-        model = builder(weights="auto")
+        model = build_model_from_config(config, weights="auto")
     except SgoneError:  # no ImageNet file on this machine: random init costs the same
-        model = builder(weights=None)
+        model = build_model_from_config(config, weights=None)
     weights = "imagenet" if getattr(model.backbone, "weights_path", None) else "random"
     model = model.to(device).eval()
     if spec.get("layout", "inference") == "inference":

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from sgone.data.davis import DavisSource, read_sequence_list
-    from sgone.engine.davis import f_measure, jaccard
+    from sgone.engine.video_metrics import f_measure, jaccard
     from sgone.video.model import DEFAULT_VIDEO_SIZE, video_predictor
     from sgone.video.temporal import TemporalConfig, TemporalTracker
 

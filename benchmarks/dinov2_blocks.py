@@ -26,7 +26,7 @@ from sgone.backbones.dinov2 import FINAL_OUTPUT, DinoV2S14, block_output
 from sgone.data.mix import MixSource
 from sgone.data.sampler import TestEpisodes
 from sgone.engine.cached_episodes import LabelMaps, binary_from_labels
-from sgone.engine.evaluate import _foreground
+from sgone.engine.episode_eval import _foreground
 from sgone.engine.feature_cache import FeatureCache
 from sgone.engine.metrics import IoUAccumulator
 from sgone.io import read_image
@@ -34,7 +34,7 @@ from sgone.models.fused import fuse_logits
 from sgone.models.prototype import PrototypeModel
 from sgone.models.registry import TRAINING_FREE_MODEL, load_model
 from sgone.ops import keep_foreground
-from sgone.predictor import image_tensor, input_size
+from sgone.inputs import image_tensor, input_size
 
 BLOCKS = (4, 5, 6, 7, 8, 9, 10, 11)
 NAMES = [f"block {b}" for b in BLOCKS] + ["final"]
@@ -60,7 +60,7 @@ def main() -> None:
     args = parser.parse_args()
     candidates = CANDIDATES if args.blocks is None else [(f"block {b}",) for b in args.blocks.split(",")]
     torch.set_grad_enabled(False)
-    from sgone.engine.train import feature_cache_folder
+    from sgone.engine.training_data import feature_cache_folder
 
     source = MixSource(args.root)
     labels = LabelMaps(source, args.size)

@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated registered names")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    from sgone.engine.train import feature_cache_folder
+    from sgone.engine.training_data import feature_cache_folder
 
     source = MixSource(args.root)
     labels = LabelMaps(source, args.size)

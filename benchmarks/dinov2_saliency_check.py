@@ -25,7 +25,7 @@ from sgone.backbones import find_weights
 from sgone.backbones.dinov2 import FINAL_OUTPUT, DinoV2S14, block_output
 from sgone.engine.feature_cache import FeatureCache
 from sgone.io import read_image, read_label
-from sgone.predictor import image_tensor, input_size
+from sgone.inputs import image_tensor, input_size
 from sgone.models.registry import TRAINING_FREE_MODEL, load_model
 
 
@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--feature-cache", default="auto")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    from sgone.engine.train import feature_cache_folder
+    from sgone.engine.training_data import feature_cache_folder
 
     root = Path(args.root)
     pairs = [(p, root / "JPEGImages" / f"{p.stem}.jpg") for p in sorted((root / "SegmentationClass").glob("*.png"))]

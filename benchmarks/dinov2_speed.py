@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from sgone.commands.demo import sample_paths
+from sgone.samples import sample_paths
 from sgone.io import read_image, read_mask
 from sgone.models.fused import FusedPrototypeModel
 from sgone.models.registry import TRAINING_FREE_MODEL, build_model, load_model

@@ -35,7 +35,7 @@ from PIL import Image
 from core_speed import PeakMemory
 from machine import matmul_gflops
 from published_sgone import PublishedSGOne, episode_inputs
-from sgone.commands.demo import sample_paths
+from sgone.samples import sample_paths
 from sgone.io import read_image, read_mask
 from sgone.onnx.export import export_model
 from sgone.predictor import Predictor
@@ -84,8 +84,8 @@ def encoder_rows(predictors: dict[str, Predictor], image: np.ndarray, repeats: i
     """ms per encoder call on one 473x473 image: each runtime, and ONNX Runtime fp32 with spinning threads."""
     import onnxruntime
 
-    from sgone.onnx.runtime import session_options
-    from sgone.predictor import image_tensor
+    from sgone.onnx.sessions import session_options
+    from sgone.inputs import image_tensor
 
     x = image_tensor(image, image.shape[:2])
     fp32 = predictors["ONNX Runtime fp32"].model

@@ -11,7 +11,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from sgone.commands.demo import sample_paths
+from sgone.samples import sample_paths
 from sgone.io import read_image, read_mask
 from sgone.predictor import Predictor
 

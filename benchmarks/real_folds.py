@@ -130,7 +130,7 @@ def main() -> None:
                              '"tile_stride": 224}\' (DINOv2 as one 224 tile)')
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    from sgone.engine.train import feature_cache_folder
+    from sgone.engine.training_data import feature_cache_folder
 
     source = MixSource(args.root)
     first = Path(args.runs) / f"fold{args.folds.split(',')[0]}" / args.checkpoint

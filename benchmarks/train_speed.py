@@ -32,8 +32,8 @@ def measure(recipe: str, args: argparse.Namespace) -> dict:
     from sgone.data.sampler import TrainEpisodes
     from sgone.data.synthetic import SyntheticSource
     from sgone.data.transforms import TrainTransform
-    from sgone.engine.train import (TrainConfig, build_optimizer, freeze_backbone, segmentation_loss,
-                                    set_train_mode)
+    from sgone.engine.optimisation import build_optimizer, freeze_backbone, segmentation_loss, set_train_mode
+    from sgone.engine.recipes import TrainConfig
     from sgone.models.registry import build_model
 
     overrides = {"batch_size": args.batch_size} if args.batch_size and recipe == "modern" else {}
@@ -86,8 +86,9 @@ def compare(args: argparse.Namespace) -> list[dict]:
     from pathlib import Path
 
     from sgone.data.synthetic import SyntheticSource
-    from sgone.engine.evaluate import evaluate
-    from sgone.engine.train import TrainConfig, train
+    from sgone.engine.episode_eval import evaluate
+    from sgone.engine.recipes import TrainConfig
+    from sgone.engine.trainer import train
     from sgone.models.registry import build_model
 
     rows = []

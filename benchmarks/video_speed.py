@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from sgone.engine.davis import jaccard
+    from sgone.engine.video_metrics import jaccard
     from sgone.video import run_video, synthetic_clip, write_clip
     from sgone.video.model import default_threads, video_predictor
 
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _input_hw(h: int, w: int, size: int) -> tuple[int, int]:
-    from sgone.predictor import input_size
+    from sgone.inputs import input_size
 
     return input_size(h, w, size)
 

@@ -2,7 +2,7 @@
 
     sgone export --model prototype-mobilenet_v2 --output onnx-model/   (or any exportable model)
     python examples/onnx_segment.py onnx-model/ --support cat.jpg --support-mask cat_mask.png \\
-        --query photo.jpg --output photo_mask.png [--truth photo_truth.png]
+        --input photo.jpg --output photo_mask.png [--truth photo_truth.png]
 
 No torch and no sgone import: this file is what a deployment needs besides the exported folder.
 Masks: non-zero = object (0/1 or 0/255 PNGs). Writes a 0/255 mask of the query's size; with
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", type=Path, help="folder written by `sgone export`")
     parser.add_argument("--support", required=True)
     parser.add_argument("--support-mask", required=True)
-    parser.add_argument("--query", required=True)
+    parser.add_argument("--input", "--query", dest="query", required=True, help="the query photo (--query: its old name)")
     parser.add_argument("--output", required=True, help="mask PNG to write (0/255)")
     parser.add_argument("--truth", help="the query's true mask: print the IoU against it")
     parser.add_argument("--threshold", type=float, default=None, help="default: the manifest's (0.5)")

@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
-from sgone.errors import SgoneError
+from sgone.errors import SgoneError, SgoneWarning
 
 COMMANDS = ("segment", "demo", "data", "train", "evaluate", "video", "app", "export", "label")
 
@@ -20,7 +21,7 @@ EXAMPLES = {
     "data": "sgone data --dataset pascal --root VOC2012 --fold 0 --output episodes.png",
     "train": "sgone train --dataset synthetic --fold 0 --steps 2000 --output runs/synthetic-fold0",
     "evaluate": "sgone evaluate --model prototype-mobilenet_v2 --dataset synthetic --fold all --output runs/eval",
-    "video": "sgone video --input clip.mp4 --mask first_frame_mask.png --output out/",
+    "video": "sgone video --input clip.mp4 --support-mask first_frame_mask.png --output out/",
     "app": "sgone app --port 7860",
 }
 
@@ -79,6 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+
+    def one_line(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, SgoneWarning):  # a note on the input, not on the code: no file and line
+            print(f"sgone {args.command}: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    show, warnings.showwarning = warnings.showwarning, one_line
     try:
         result = args.func(args)
     except SgoneError as exc:
@@ -87,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"sgone {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = show
     return int(result or 0)
 
 

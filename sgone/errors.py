@@ -3,3 +3,7 @@
 
 class SgoneError(Exception):
     """A problem with the user's input (file, argument, data set), stated as 'path: problem'."""
+
+
+class SgoneWarning(UserWarning):
+    """A suspicious input that is still processed (e.g. a tiny query); the CLI prints it on one line."""

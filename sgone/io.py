@@ -189,8 +189,10 @@ def read_mask(path: str | Path, class_id: int | None = None, max_pixels: int | N
 
     - palette PNGs (VOC style: class ids, 255 = ignore): with `class_id` that class is the
       object; without it every non-zero class is the object;
-    - 0/1 and 0/255 single-channel masks; other grey values: >= 128 is the object
-      (16-bit and float masks: above half their maximum);
+    - 0/1 and 0/255 single-channel masks; values all below 128 apart from 255 (class ids, 255 =
+      ignore): every non-zero id is the object; other grey values: >= 128 is the object
+      (16-bit and float masks: above half their maximum); the same rule reads array masks given
+      to the Python API (`mask_from_values`);
     - RGB(A) masks: any non-black pixel is the object (JPEG/WebP: channel max above 48, as
       compression smears black); fully or mostly transparent pixels (alpha < 128) are background;
     - `class_id` (1..254, or above 255 in 16-bit label maps) also works on single-channel label
@@ -223,17 +225,19 @@ def read_mask(path: str | Path, class_id: int | None = None, max_pixels: int | N
         return obj.astype(np.uint8)
     if mode == "LA":
         alpha = np.asarray(image.getchannel("A"))
-        grey_mask = _mask_from_values(np.asarray(image.getchannel("L")), class_id, path)
+        grey_mask = mask_from_values(np.asarray(image.getchannel("L")), path, class_id)
         if class_id is None:
             grey_mask[alpha < 128] = 0
         return grey_mask
     if mode == "1":
         return np.asarray(image, dtype=np.uint8)
-    return _mask_from_values(np.asarray(image), class_id, path)
+    return mask_from_values(np.asarray(image), path, class_id)
 
 
-def _mask_from_values(values: np.ndarray, class_id: int | None, path: str | Path) -> np.ndarray:
-    """A single-channel mask array (any dtype) -> HxW uint8 {0, 1, 255}; see `read_mask`."""
+def mask_from_values(values: np.ndarray, path: str | Path, class_id: int | None = None) -> np.ndarray:
+    """A single-channel mask array (any dtype) -> HxW uint8 {0, 1, 255}; see `read_mask`. The one
+    value rule of files (the CLI) and arrays (`sgone.inputs.check_mask`, the Python API); `path`
+    names the mask in errors."""
     path = Path(path)
     values = np.asarray(values)
     if values.dtype.kind == "f":
@@ -261,8 +265,8 @@ def _mask_from_values(values: np.ndarray, class_id: int | None, path: str | Path
         return values.astype(np.uint8)
     if unique <= {0, 255}:
         return (values == 255).astype(np.uint8)
-    if unique <= {0, 1, 255} or max(unique) < 128:
-        # class ids with a VOC boundary band, or small ids: every non-zero class is the object
+    if max(unique - {IGNORE}) < 128:
+        # class ids, with or without a VOC boundary band (255): every non-zero class is the object
         return _binary_from_labels(values, None, path)
     return (values >= 128).astype(np.uint8)
 
@@ -279,6 +283,15 @@ def _binary_from_labels(labels: np.ndarray, class_id: int | None, path: Path) ->
         out[labels == class_id] = 1
     out[labels == IGNORE] = IGNORE
     return out
+
+
+def user_cache_dir() -> Path:
+    """Where caches go when the data folder is read-only: $SGONE_CACHE_DIR or ~/.cache/sgone."""
+    env = os.environ.get("SGONE_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "sgone"
 
 
 def list_images(folder: str | Path) -> list[Path]:

@@ -8,11 +8,11 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from sgone.options import FUSIONS  # noqa: F401  (re-exported)
 
 IGNORE = 255
-# k-shot fusions: "avg" averages the k support prototypes (one prediction); "max" and "vote"
-# fuse k one-shot predictions against one query encoding (`fuse_shots`)
-FUSIONS = ("avg", "max", "vote")
+# k-shot fusions (`sgone.options.FUSIONS`): "avg" averages the k support prototypes (one prediction);
+# "max" and "vote" fuse k one-shot predictions against one query encoding (`fuse_shots`)
 VOTE_KEEP = 0.5  # a vote share keeps pixels with at least half the top vote (HSNet)
 
 

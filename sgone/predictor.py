@@ -4,62 +4,33 @@
     predictor.set_support("cat.jpg", "cat_mask.png")  # or lists of k images/masks for k-shot
     result = predictor.predict("query.jpg")           # mask, probability, similarity at query size
 
-Images: file paths, PIL images, HxWx3 uint8 or HxW (grey) arrays. Masks: file paths (read by
-`sgone.io.read_mask`), PIL images or HxW arrays whose values are {0,1} (1 = object), exactly
-{0,255} (255 = object, as a 0/255 PNG) or {0,1,255} (1 = object, 255 = ignore: such pixels count
-as neither object nor background); bool arrays are object/background.
+Images and masks: file paths, PIL images or arrays, checked by `sgone.inputs` (its docstring has
+the mask value rule). The model runs under a runtime (`sgone.runtimes`: torch or onnx).
 N-way: `set_support([[cat1, cat2], [dog1]], [[m1, m2], [m3]], class_names=["cat", "dog"])`
 gives one label per pixel (0 = background, c = c-th class).
 """
 from __future__ import annotations
 
-import copy
-import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from PIL import Image
 
 from sgone import ops
-from sgone.errors import SgoneError
-from sgone.refine import refine_probability
+from sgone.boundary import refine_probability
+from sgone.errors import SgoneError, SgoneWarning
+from sgone.inputs import (ImageLike, check_image, check_pair, image_tensor, input_size, is_path, is_single, mask_tensor,
+                          small_input_note)
+from sgone.models.inference import CHANNELS_LAST, prepare_for_inference  # noqa: F401  (re-exported)
+from sgone.options import BOUNDARIES, DEFAULT_FUSION, DEFAULT_SIZE, DEFAULT_THRESHOLD, FUSIONS, RUNTIMES
+from sgone.runtimes import resolve_device, runtime as runtime_module
 
-FUSIONS = ops.FUSIONS
-RUNTIMES = ("torch", "onnx")  # onnx: ONNX Runtime on the CPU (`pip install 'sgone[onnx]'`)
-# the step from the stride-8 grid to the image's pixels: "none" = bilinear only (default); "guided" =
-# bilinear, then a guided filter on the image's grey levels (`sgone.refine.refine_probability`): +1.4
-# mIoU on held-out classes at 473 px, but worse at small input sizes and with the DINOv2 models
-# (docs/results.md section 3), so it is not the default
-BOUNDARIES = ("guided", "none")
-# what set_support / predict take as one image or one mask
-ImageLike = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
-# Backbones whose CPU convolutions run faster in channels-last layout (EfficientNet-Lite0's
-# dilated 5x5 depthwise convs get much slower, so it is not listed).
-CHANNELS_LAST = ("mobilenet_v2", "resnet50")
-
-
-def prepare_for_inference(model: nn.Module, device: torch.device | str = "cpu") -> nn.Module:
-    """Fold BatchNorm into the convolutions and pick the faster memory layout, in place.
-
-    For inference only (the folded model cannot be trained). Returns `model`, in eval mode on
-    `device`. Measured on 2 CPU cores (`benchmarks/predictor_episode.py`): MobileNetV2 query at
-    473x473 282 -> 150 ms.
-    """
-    from sgone.backbones.base import Backbone, fuse_batchnorm
-
-    device = torch.device(device)
-    model = model.to(device).eval()
-    fuse_batchnorm(model)
-    if device.type == "cpu":  # every backbone of the model (a fused model has two)
-        for backbone in model.modules():
-            if isinstance(backbone, Backbone) and backbone.name in CHANNELS_LAST:
-                backbone.to(memory_format=torch.channels_last)
-    return model
+__all__ = ["BOUNDARIES", "FUSIONS", "RUNTIMES", "ImageLike", "Prediction", "Predictor", "image_tensor", "input_size",
+           "mask_tensor", "prepare_for_inference", "resolve_device"]
 
 
 @dataclass
@@ -73,42 +44,6 @@ class Prediction:
     mask: np.ndarray
     probability: np.ndarray
     similarity: np.ndarray
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise SgoneError(f"{device}: not a device name (use cpu, cuda, cuda:0, auto)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SgoneError(f"{device}: CUDA is not available on this machine")
-    return dev
-
-
-def input_size(height: int, width: int, size: int | None) -> tuple[int, int]:
-    """Network input size: the longer side scaled to `size` (None keeps the image size)."""
-    if size is None:
-        return height, width
-    scale = size / max(height, width)
-    return max(8, round(height * scale)), max(8, round(width * scale))
-
-
-def image_tensor(image: np.ndarray, hw: tuple[int, int]) -> torch.Tensor:
-    """HxWx3 uint8 -> (1,3,h,w) float in [0,1], resized with antialiasing."""
-    t = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
-    if tuple(t.shape[-2:]) != tuple(hw):
-        t = F.interpolate(t, size=hw, mode="bilinear", align_corners=False, antialias=True)
-    return t
-
-
-def mask_tensor(mask: np.ndarray, hw: tuple[int, int]) -> torch.Tensor:
-    """HxW uint8 {0,1,255} -> (1,h,w) long, nearest resize (labels stay labels)."""
-    t = torch.from_numpy(np.array(mask, dtype=np.uint8, copy=True)).unsqueeze(0).unsqueeze(0).float()
-    if tuple(t.shape[-2:]) != tuple(hw):
-        t = F.interpolate(t, size=hw, mode="nearest")
-    return t[0].long()
 
 
 class Predictor:
@@ -127,51 +62,19 @@ class Predictor:
     """
 
     def __init__(self, model: str | Path | nn.Module | None = None, device: str | torch.device | None = "cpu",
-                 size: int | None = 473, threshold: float = 0.5, fusion: str = "avg",
+                 size: int | None = DEFAULT_SIZE, threshold: float = DEFAULT_THRESHOLD, fusion: str = DEFAULT_FUSION,
                  batch_size: int = 4, fuse: bool = True, allow_untrained: bool = False,
-                 runtime: str = "torch", threads: int | None = None, boundary: str = "none") -> None:
-        from sgone.models.registry import DEFAULT_MODEL, load_model
-
+                 runtime: str = "torch", threads: int | None = None, boundary: str = "none",
+                 weights: str | Path | None = "auto") -> None:
         if boundary not in BOUNDARIES:
             raise SgoneError(f"{boundary}: unknown boundary step (use {', '.join(BOUNDARIES)})")
         self.boundary = boundary
         if fusion not in FUSIONS:
             raise SgoneError(f"{fusion}: unknown k-shot fusion (use {', '.join(FUSIONS)})")
-        if runtime not in RUNTIMES:
-            raise SgoneError(f"{runtime}: unknown runtime (use {', '.join(RUNTIMES)})")
         self.runtime = runtime
-        if runtime == "onnx":
-            from sgone.onnx.runtime import require_onnxruntime
-
-            require_onnxruntime(export=not (_is_path(model) and Path(model).is_dir()))  # before loading anything
-        self.device = resolve_device("cpu" if runtime == "onnx" and device in (None, "auto") else device)
-        if runtime == "onnx" and self.device.type != "cpu":
-            raise SgoneError(f"{device}: the onnx runtime runs on the CPU (use --device cpu or auto)")
-        if runtime == "onnx" and _is_path(model) and Path(model).is_dir():
-            from sgone.onnx.runtime import OnnxModel
-
-            self.model, self.model_name = OnnxModel.from_folder(model, threads), str(model)
-            if not self.model.dynamic:
-                raise SgoneError(f"{model}: exported with a fixed input size; export with --dynamic for the Predictor")
-            fuse = False
-        elif _is_path(model) and (Path(model) / "manifest.json").is_file():
-            raise SgoneError(f"{model}: an exported ONNX model; run it with runtime='onnx' (--runtime onnx)")
-        elif isinstance(model, nn.Module):
-            # fold BatchNorm into a private copy: the caller's module stays trainable
-            model = copy.deepcopy(model) if fuse else model
-            self.model = model.to(self.device).eval()
-            config = getattr(model, "config", {}) or {}
-            self.model_name = f"{type(model).__name__}({config.get('backbone', '?')})"
-        else:
-            self.model = load_model(model, self.device, allow_untrained=allow_untrained)
-            self.model_name = str(model or DEFAULT_MODEL)
-        if fuse:
-            prepare_for_inference(self.model, self.device)
-        if runtime == "onnx" and isinstance(self.model, nn.Module):
-            from sgone.onnx.runtime import onnx_model
-
-            # traced at the input size; other sizes and batches run through the dynamic axes
-            self.model = onnx_model(self.model, size or 473, threads)
+        loaded = runtime_module(runtime).load(model, device=device, size=size, threads=threads, fuse=fuse,
+                                              allow_untrained=allow_untrained, weights=weights)
+        self.model, self.model_name, self.device = loaded.model, loaded.name, loaded.device
         self.size = size
         self.threshold = threshold
         self.fusion = fusion
@@ -197,10 +100,10 @@ class Predictor:
         """Encode the support set once.
 
         1-way: one image and one mask, or lists of k of each (k-shot). N-way: lists of N lists.
-        Accepted images and masks (and the mask value rule): see the module docstring. Masks must
+        Accepted images and masks (and the mask value rule): see `sgone.inputs`. Masks must
         have their image's size and contain object pixels.
         """
-        images, masks = ([x] if _is_single(x) else x for x in (images, masks))
+        images, masks = ([x] if is_single(x) else x for x in (images, masks))
         nested = len(images) > 0 and isinstance(images[0], (list, tuple))
         ways_images = [list(w) for w in images] if nested else [list(images)]
         ways_masks = [list(w) for w in masks] if nested else [list(masks)]
@@ -216,7 +119,7 @@ class Predictor:
             protos = []
             for shot, (image, mask) in enumerate(zip(imgs, msks)):
                 where = f"support {shot + 1}" + (f" of {class_names[way]}" if nested else "")
-                image, mask = _check_pair(image, mask, where)
+                image, mask = check_pair(image, mask, where)
                 hw = input_size(*image.shape[:2], self.size)
                 m = mask_tensor(mask, hw).to(self.device)
                 if not (m == 1).any():
@@ -268,9 +171,14 @@ class Predictor:
         """Segment several queries; same-size queries share a batched encoding."""
         if not self._shots:
             raise SgoneError("predict: call set_support() first")
-        if _is_single(images):
+        if is_single(images):
             images = [images]
-        images = [_check_image(image, f"query {i + 1}") for i, image in enumerate(images)]
+        names = [str(image) if is_path(image) else f"query {i + 1}" for i, image in enumerate(images)]
+        images = [check_image(image, name) for name, image in zip(names, images)]
+        for name, image in zip(names, images):
+            note = small_input_note(image.shape[:2], name)
+            if note:
+                warnings.warn(note, SgoneWarning, stacklevel=3)
         results: list[Prediction | None] = [None] * len(images)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, image in enumerate(images):
@@ -315,67 +223,3 @@ class Predictor:
 
 def _expand(proto: dict[str, torch.Tensor], b: int) -> dict[str, torch.Tensor]:
     return {k: v.expand(b, *v.shape[1:]) for k, v in proto.items()}
-
-
-def _is_path(x: Any) -> bool:
-    return isinstance(x, (str, os.PathLike))
-
-
-def _is_single(x: Any) -> bool:
-    """One image or mask (a path, a PIL image, an HxW or HxWxC array), not a list of them."""
-    return _is_path(x) or isinstance(x, Image.Image) or (isinstance(x, np.ndarray) and x.ndim in (2, 3))
-
-
-def _check_image(image: ImageLike, where: str) -> np.ndarray:
-    """Any accepted image -> HxWx3 uint8 RGB (grey arrays repeated)."""
-    from sgone.io import read_image
-
-    if _is_path(image):
-        return read_image(image)
-    if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise SgoneError(f"{where}: expected an HxWx3 or HxW uint8 image, got shape {image.shape} {image.dtype}")
-    return image
-
-
-def _check_mask(mask: ImageLike, where: str) -> np.ndarray:
-    """Any accepted mask -> HxW uint8 {0,1,255}: the value rule of the module docstring."""
-    from sgone.io import read_mask
-
-    if _is_path(mask):
-        return read_mask(mask)
-    if isinstance(mask, Image.Image):
-        if mask.mode not in ("1", "L", "P", "I", "I;16", "F"):
-            raise SgoneError(f"{where}: a {mask.mode} PIL mask; pass a single-channel mask or its file path")
-        mask = np.asarray(mask)
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise SgoneError(f"{where}: expected an HxW mask, got shape {mask.shape}")
-    if mask.dtype == bool:
-        return mask.astype(np.uint8)
-    values = set(np.unique(mask).tolist())
-    if values <= {0, 1} or values <= {0, 1, ops.IGNORE} and 1 in values:
-        return mask.astype(np.uint8)
-    if values <= {0, ops.IGNORE}:
-        return (mask == ops.IGNORE).astype(np.uint8)  # a 0/255 mask: 255 is the object
-    shown = ", ".join(str(v) for v in sorted(values)[:6]) + (", ..." if len(values) > 6 else "")
-    raise SgoneError(f"{where}: mask values {{{shown}}}; expected {{0,1}}, {{0,255}} (255 = object) "
-                     "or {0,1,255} (255 = ignore)")
-
-
-def _check_pair(image: ImageLike, mask: ImageLike, where: str) -> tuple[np.ndarray, np.ndarray]:
-    image_where = str(image) if _is_path(image) else where
-    mask_where = str(mask) if _is_path(mask) else where
-    image, mask = _check_image(image, image_where), _check_mask(mask, mask_where)
-    if mask.shape != image.shape[:2]:
-        raise SgoneError(f"{mask_where}: mask size {mask.shape[1]}x{mask.shape[0]} differs from image size "
-                         f"{image.shape[1]}x{image.shape[0]}" + (f" ({image_where})" if image_where != mask_where else ""))
-    if not (mask == 1).any():
-        raise SgoneError(f"{mask_where}: the mask is empty (no object pixels)")
-    return image, mask

@@ -1,35 +1,35 @@
-"""Fixtures shared across test folders."""
+"""Fixtures shared across test folders: what is missing skips locally and fails under CI
+(`tests.helpers.missing`)."""
 from __future__ import annotations
 
 import pytest
 
-from sgone.errors import SgoneError
+from tests.helpers import dinov2_reason, missing, mobilenet_weights, onnxruntime_reason
 
 
 @pytest.fixture(scope="session")
 def ort():
-    """onnxruntime, or skip (it is the optional extra sgone[onnx])."""
-    return pytest.importorskip("onnxruntime")
+    """onnxruntime (a core dependency), or `missing`."""
+    reason = onnxruntime_reason()
+    if reason is not None:
+        missing(reason)
+    import onnxruntime
+
+    return onnxruntime
 
 
 @pytest.fixture(scope="session")
 def imagenet(ort):
-    """The MobileNetV2 ImageNet file (for the ONNX tests, which need onnxruntime too), or skip."""
-    from sgone.backbones.weights import find_weights
-
-    try:
-        return find_weights("mobilenet_v2", None)
-    except SgoneError as exc:
-        pytest.skip(f"MobileNetV2 ImageNet weights not installed: {exc}")
+    """The MobileNetV2 ImageNet file (for the ONNX tests, which need onnxruntime too), or `missing`."""
+    return mobilenet_weights()
 
 
 @pytest.fixture(scope="session")
 def dinov2(imagenet):
-    """The DINOv2 ONNX file (with onnxruntime and the MobileNetV2 file, for the joint models), or skip."""
+    """The DINOv2 ONNX file (with onnxruntime and the MobileNetV2 file, for the joint models), or `missing`."""
     from tests.helpers import dinov2_file
 
-    path = dinov2_file()
-    if path is None:
-        pytest.skip("the DINOv2 ONNX file is absent (see README setup)")
-    return path
-
+    reason = dinov2_reason()
+    if reason is not None:
+        missing(reason)
+    return dinov2_file()

@@ -10,6 +10,7 @@ from PIL import Image
 from sgone.errors import SgoneError
 from sgone.models.registry import build_model
 from sgone.predictor import Predictor
+from tests.helpers import mobilenet_weights
 
 
 def scene(h, w, boxes, rng):
@@ -31,16 +32,19 @@ def scene(h, w, boxes, rng):
 
 
 @pytest.fixture(scope="module")
-def predictor():
-    from sgone.backbones.weights import find_weights
+def model():
+    """The training-free MobileNetV2 model, folded for inference once and shared (never changed)."""
+    from sgone.models.inference import prepare_for_inference
 
-    try:
-        weights = find_weights("mobilenet_v2", None)
-    except SgoneError as exc:
-        pytest.skip(f"MobileNetV2 ImageNet weights not installed: {exc}")
-    # the protocol on its own: the boundary step follows grey-level edges, and these scenes' red and green
-    # have the same grey level (test_boundary_step_* below test that step)
-    return Predictor(build_model("prototype", "mobilenet_v2", weights=weights), size=96, boundary="none")
+    return prepare_for_inference(build_model("prototype", "mobilenet_v2", weights=mobilenet_weights()))
+
+
+@pytest.fixture
+def predictor(model):
+    """A fresh Predictor on the shared model. The protocol on its own: the boundary step follows
+    grey-level edges, and these scenes' red and green have the same grey level
+    (test_boundary_step_* below test that step)."""
+    return Predictor(model, size=96, fuse=False, boundary="none")
 
 
 def iou(a, b):
@@ -80,22 +84,21 @@ def test_k_shot_fusions(predictor):
     supports = [scene(64, 64, [(1, (y, 10, 30))], rng) for y in (5, 30)]
     q_img, q_lab = scene(64, 64, [(1, (25, 25, 30))], rng)
     for fusion in ("avg", "max", "vote"):
-        predictor.fusion = fusion
-        predictor.set_support([s[0] for s in supports], [(s[1] == 1).astype(np.uint8) for s in supports])
-        assert iou(predictor.predict(q_img).mask == 1, q_lab == 1) > 0.5, fusion
-    predictor.fusion = "avg"
+        p = sharing(predictor, fusion=fusion)
+        p.set_support([s[0] for s in supports], [(s[1] == 1).astype(np.uint8) for s in supports])
+        assert iou(p.predict(q_img).mask == 1, q_lab == 1) > 0.5, fusion
 
 
 def test_n_way_labels(predictor):
     rng = np.random.default_rng(3)
     s1 = scene(160, 160, [(1, (20, 20, 70))], rng)
     s2 = scene(160, 160, [(2, (80, 80, 70))], rng)
-    predictor.set_support([[s1[0]], [s2[0]]], [[(s1[1] == 1).astype(np.uint8)], [(s2[1] == 2).astype(np.uint8)]],
-                          class_names=["box", "disc"])
+    p = sharing(predictor, size=96)
+    p.set_support([[s1[0]], [s2[0]]], [[(s1[1] == 1).astype(np.uint8)], [(s2[1] == 2).astype(np.uint8)]],
+                  class_names=["box", "disc"])
     q_img, q_lab = scene(160, 176, [(1, (10, 90, 64)), (2, (115, 45, 64))], rng)
-    predictor.size = 160  # objects must span several stride-8 cells
-    r = predictor.predict(q_img)
-    predictor.size = 96
+    p.size = 160  # objects must span several stride-8 cells (the support was encoded at 96)
+    r = p.predict(q_img)
     assert r.probability.shape == (2, 160, 176) and r.similarity.shape == (2, 160, 176)
     assert iou(r.mask == 1, q_lab == 1) > 0.5 and iou(r.mask == 2, q_lab == 2) > 0.5
 
@@ -167,6 +170,7 @@ class TableModel(torch.nn.Module):
     # the threshold is each shot's vote: above 0.85 only shot 1 votes (pixels 1-2) and shot 3 (pixel 4)
     ("vote", 0.85, {2: [1, 1, 0, 0], 3: [1, 1, 0, 1]}),
 ])
+@pytest.mark.filterwarnings("ignore::sgone.errors.SgoneWarning")  # hand-made 1x4 images, tiny on purpose
 def test_fusion_rules_with_2_and_3_shots_on_hand_made_probabilities(fusion, threshold, expected):
     table = torch.tensor([[[0.9, 0.9, 0.2, 0.2]], [[0.8, 0.3, 0.6, 0.1]], [[0.7, 0.1, 0.7, 0.9]]])
     for k in (2, 3):
@@ -255,11 +259,24 @@ def test_paths_pil_grey_and_unwrapped_inputs_match_arrays(predictor, tmp_path):
     assert np.array_equal(p.predict(grey).probability, p.predict(np.repeat(grey[:, :, None], 3, axis=2)).probability)
 
 
+def test_one_mask_rule_for_arrays_and_files(tmp_path):
+    """The API reads an array mask as the CLI reads the same values from a file (non-zero = object,
+    255 = ignore, an exact 0/255 mask: 255 = object)."""
+    from sgone.inputs import check_mask
+    from sgone.io import read_mask
+
+    half = np.where(np.arange(50) < 25, 0, 1).astype(np.uint8)[None].repeat(40, 0)
+    edge = half.copy()
+    edge[:, 24:26] = 255
+    for values, expected in [(half * 7, half), (half * 255, half), (edge * 1 + (edge == 1) * 6, edge)]:
+        Image.fromarray(values.astype(np.uint8)).save(tmp_path / "m.png")
+        assert np.array_equal(check_mask(values.astype(np.uint8), "m"), expected)
+        assert np.array_equal(read_mask(tmp_path / "m.png"), expected)
+
+
 def test_bad_masks_and_files_name_the_problem(predictor, tmp_path):
     p = sharing(predictor, size=64)
     img = np.zeros((40, 50, 3), np.uint8)
-    with pytest.raises(SgoneError, match=r"support 1: mask values \{0, 2\}"):
-        p.set_support(img, np.where(np.arange(50) < 25, 0, 2).astype(np.uint8)[None].repeat(40, 0))
     with pytest.raises(SgoneError, match="support 1: a RGB PIL mask"):
         p.set_support(img, Image.new("RGB", (50, 40)))
     with pytest.raises(SgoneError, match="missing.png: file not found"):
@@ -287,13 +304,8 @@ def test_repr_names_model_device_size_and_shots(predictor):
 
 @pytest.mark.parametrize("backbone", ["mobilenet_v2", "sgone"])
 def test_prepare_for_inference_equals_the_plain_model(backbone):
-    from sgone.backbones.weights import find_weights
-
     if backbone == "mobilenet_v2":
-        try:
-            plain = build_model("prototype", "mobilenet_v2", weights=find_weights("mobilenet_v2", None))
-        except SgoneError as exc:
-            pytest.skip(f"MobileNetV2 ImageNet weights not installed: {exc}")
+        plain = build_model("prototype", "mobilenet_v2", weights=mobilenet_weights())
     else:  # the SG-One head's BatchNorm layers too, with non-trivial running statistics
         torch.manual_seed(0)
         plain = build_model("sgone", "mobilenet_v2", weights=None)
@@ -326,7 +338,7 @@ def test_import_is_light_and_python_m_sgone_runs_the_cli():
 
 
 def test_boundary_step_follows_the_images_edges_and_none_is_bilinear(predictor):
-    from sgone.refine import refine_probability
+    from sgone.boundary import refine_probability
 
     def bright_box(h, w, y, x, size, rng):  # a photo-like edge: a bright object on a dark, noisy ground
         image = rng.integers(0, 40, (h, w, 3)).astype(np.uint8)
@@ -359,3 +371,43 @@ def test_video_predictor_keeps_bilinear_upsampling(predictor):
 
     assert video_predictor(predictor.model, device="cpu").boundary == "none"
     assert video_predictor(predictor.model, device="cpu", boundary="guided").boundary == "guided"
+
+
+def test_every_name_and_weights_take_the_runtime_road(monkeypatch):
+    """Predictor(name, weights=PATH) and Predictor() load through `load_model`, named as given (the
+    default by its own name, as summaries record it)."""
+    import torch
+
+    from sgone.models import registry
+    from sgone.options import DEFAULT_MODEL
+
+    calls = []
+
+    def fake_load_model(name, device="cpu", weights="auto", **_):
+        calls.append((name, weights))
+        return torch.nn.Identity()
+
+    monkeypatch.setattr(registry, "load_model", fake_load_model)
+    named = Predictor("prototype-resnet50", weights="resnet50.pth")
+    default = Predictor()
+    assert calls == [("prototype-resnet50", "resnet50.pth"), (None, "auto")]
+    assert (named.model_name, default.model_name) == ("prototype-resnet50", DEFAULT_MODEL)
+
+
+def test_a_tiny_query_is_segmented_with_a_one_line_warning(predictor, tmp_path):
+    from sgone.errors import SgoneWarning
+
+    p = sharing(predictor, size=64)
+    img = np.zeros((40, 50, 3), np.uint8)
+    box = np.zeros((40, 50), np.uint8)
+    box[10:30, 10:40] = 1
+    p.set_support(img, box)
+    Image.fromarray(np.zeros((12, 30, 3), np.uint8)).save(tmp_path / "thin.png")
+    with pytest.warns(SgoneWarning, match=r"thin.png: 30x12 pixels is tiny") as caught:
+        assert p.predict(tmp_path / "thin.png").mask.shape == (12, 30)
+    assert len(caught) == 1 and "\n" not in str(caught[0].message)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SgoneWarning)
+        p.predict(np.zeros((16, 16, 3), np.uint8))  # 16 px a side is not tiny

@@ -2,9 +2,7 @@
 import re
 from pathlib import Path
 
-import pytest
-
-from sgone.errors import SgoneError
+from tests.helpers import mobilenet_weights
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -17,12 +15,7 @@ def python_blocks() -> list[tuple[int, str]]:
 
 
 def test_readme_python_blocks_run(tmp_path, monkeypatch):
-    from sgone.backbones.weights import find_weights
-
-    try:
-        find_weights("mobilenet_v2", None)  # the default model's ImageNet weights
-    except SgoneError as exc:
-        pytest.skip(f"MobileNetV2 ImageNet weights not installed: {exc}")
+    mobilenet_weights()  # the default model's ImageNet weights (or missing)
     blocks = python_blocks()
     assert len(blocks) >= 2  # the Python API and N-way examples
     monkeypatch.chdir(tmp_path)  # files a block writes stay out of the checkout

@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 from sgone.app.core import Limits
+from sgone.options import DEFAULT_DEVICE, DEFAULT_SIZE
 
 # set before Gradio is imported: it reads them at import time
 OFFLINE_ENV = {
@@ -47,8 +48,8 @@ def build_app(*args, **kwargs):
     return build(*args, **kwargs)
 
 
-def serve(host: str = "127.0.0.1", port: int = 7860, model: str | None = None, device: str = "cpu",
-          size: int | None = 473, limits: Limits | None = None, ready=None) -> None:
+def serve(host: str = "127.0.0.1", port: int = 7860, model: str | None = None, device: str = DEFAULT_DEVICE,
+          size: int | None = DEFAULT_SIZE, limits: Limits | None = None, ready=None) -> None:
     """Build and serve the app until interrupted; every temporary file is removed on exit.
 
     `ready(url)` (if given) is called once the server listens; the default prints the address.

@@ -5,6 +5,7 @@ Images are HxWx3 uint8 RGB, masks HxW uint8 {0, 1} as everywhere in sgone.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import tempfile
@@ -13,11 +14,12 @@ import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from sgone.errors import SgoneError
+from sgone.options import DEFAULT_SIZE
 
 Progress = Callable[[float, str], None]  # (fraction done, what is happening)
 
@@ -36,7 +38,8 @@ def usable_models() -> list[str]:
     """Model names the app offers: training-free registered models and shipped checkpoints."""
     from sgone.models.registry import DEFAULT_MODEL, MODELS, shipped_checkpoints
 
-    names = [n for n in MODELS if n.startswith("prototype-")] + sorted(shipped_checkpoints())
+    shipped = shipped_checkpoints()
+    names = [n for n in MODELS if n.startswith("prototype-")] + sorted(shipped)
     names.sort(key=lambda n: n != DEFAULT_MODEL)  # the default first, registry order otherwise
     return names
 
@@ -76,6 +79,22 @@ def load_image(path: str | Path, limits: Limits, name: str | None = None) -> np.
         return read_image(path)
     except SgoneError as exc:
         raise _renamed(exc, path, name) from None
+
+
+def load_queries(paths: Sequence[str | Path], limits: Limits) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
+    """Uploaded queries -> ([(name, HxWx3 uint8)] of the readable ones, [one line per unreadable one]):
+    one bad file is reported, the others are still segmented. SgoneError when none is readable."""
+    if len(paths) > limits.max_queries:
+        raise SgoneError(f"{len(paths)} query images, over this app's limit of {limits.max_queries} per run")
+    images, problems = [], []
+    for path in paths:
+        try:
+            images.append((display_name(path), load_image(path, limits)))
+        except SgoneError as exc:
+            problems.append(str(exc))
+    if problems and not images:
+        raise SgoneError("; ".join(problems))
+    return images, problems
 
 
 def load_mask(path: str | Path, image_hw: tuple[int, int], what: str = "the support image") -> np.ndarray:
@@ -130,8 +149,8 @@ def editor_image(value: dict | None, what: str = "support image") -> np.ndarray:
     return rgb(background)
 
 
-def editor_support(value: dict | None, mask: np.ndarray | None = None,
-                   what: str = "support image") -> tuple[np.ndarray, np.ndarray]:
+def editor_support(value: dict | None, mask: np.ndarray | None = None, what: str = "support image",
+                   can_upload: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Image editor value {"background": HxWx(3|4), "layers": [HxWx4, ...]} -> (image, mask HxW {0,1}).
 
     Every painted (non-transparent) layer pixel is object (the eraser makes pixels transparent),
@@ -150,7 +169,8 @@ def editor_support(value: dict | None, mask: np.ndarray | None = None,
                              f"{out.shape[1]}x{out.shape[0]}")
         out[layer[:, :, 3] > 0] = 1
     if not out.any():
-        raise SgoneError(f"the mask of the {what} is empty: paint the object with the brush or upload its mask")
+        how = "paint the object with the brush" + (" or upload its mask" if can_upload else "")
+        raise SgoneError(f"the mask of the {what} is empty: {how}")
     return image, out
 
 
@@ -159,7 +179,7 @@ class ModelCache:
     """Models loaded once and shared by every session (read-only at inference), newest kept."""
 
     def __init__(self, device: str = "cpu", keep: int = 2) -> None:
-        from sgone.predictor import resolve_device
+        from sgone.runtimes import resolve_device
 
         self.device = resolve_device(device)
         self.keep = keep
@@ -167,13 +187,12 @@ class ModelCache:
         self._lock = threading.Lock()
 
     def get(self, name: str):
-        """The model `name`, BatchNorm folded for inference (as `Predictor(name)` builds it)."""
-        from sgone.models.registry import load_model
-        from sgone.predictor import prepare_for_inference
+        """The model `name`, loaded by the torch runtime as `Predictor(name)` loads it (BatchNorm folded)."""
+        from sgone.runtimes import runtime
 
         with self._lock:
             if name not in self._models:
-                self._models[name] = prepare_for_inference(load_model(name, self.device), self.device)
+                self._models[name] = runtime("torch").load(name, device=self.device).model
                 while len(self._models) > self.keep:
                     self._models.popitem(last=False)
             self._models.move_to_end(name)
@@ -191,6 +210,7 @@ class Result:
     archive: Path | None = None
     video: Path | None = None
     encoded_support: bool = False
+    errors: list[str] = field(default_factory=list)  # one line per query that could not be segmented
 
 
 def _fingerprint(model: str, images: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> str:
@@ -220,7 +240,7 @@ class Session:
     threshold and the queries can change freely.
     """
 
-    def __init__(self, models: ModelCache, size: int | None = 473, root: str | Path | None = None) -> None:
+    def __init__(self, models: ModelCache, size: int | None = DEFAULT_SIZE, root: str | Path | None = None) -> None:
         self.models = models
         self.size = size
         self.root = Path(tempfile.mkdtemp(prefix="sgone-session-", dir=root))
@@ -270,10 +290,14 @@ class Session:
         out = self.new_run_dir()
         for i, (stem, (name, image)) in enumerate(zip(unique_stems([q[0] for q in queries]), queries)):
             say(i / len(queries), f"query {i + 1} of {len(queries)}: {name}")
-            pred = self.predictor.predict(image)
+            try:
+                pred = self.predictor.predict(image)
+            except SgoneError as exc:  # this query is reported; the others are still segmented
+                result.errors.append(f"{name}: {exc}")
+                continue
             paths = out / f"{stem}_overlay.png", out / f"{stem}_similarity.png", out / f"{stem}.png"
             save_image(paths[0], overlay(image, pred.mask))
-            save_image(paths[1], heatmap(pred.similarity, image))
+            save_image(paths[1], heatmap(pred.similarity, image, colorbar=True))
             write_mask_png(paths[2], pred.mask)
             result.names.append(name)
             result.overlays.append(paths[0])
@@ -306,8 +330,9 @@ class Session:
             self.model_name = model
         self.support_key = None  # track() replaces the support with the first frame
         self.predictor.threshold = float(threshold)
-        summary = run_video(self.predictor, frames, mask_path, out / "video", preview="none", progress=progress,
-                            report=lambda msg: None)
+        with video_threads():
+            summary = run_video(self.predictor, frames, mask_path, out / "video", preview="none", progress=progress,
+                                report=lambda msg: None)
         masks = sorted(Path(summary.outputs["masks"]).glob("*.png"))
         result = Result(names=[p.stem for p in masks], masks=masks)
         result.video = Path(summary.outputs["video"]) if "video" in summary.outputs else None
@@ -317,6 +342,23 @@ class Session:
     def close(self) -> None:
         """Remove every temporary file of the session."""
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def video_threads() -> Iterator[None]:
+    """Torch threads as `sgone video` sets them (`sgone.video.model.default_threads`: one core left
+    for decoding and the MP4 encoder) while a clip runs; the earlier count afterwards. With every
+    core on the model a clip ran several times slower than the CLI on the 2-core machine."""
+    import torch
+
+    from sgone.video.model import default_threads
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(default_threads())
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def write_zip(path: Path, files: Sequence[Path]) -> Path:

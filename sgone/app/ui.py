@@ -10,10 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from sgone.app.core import (Limits, ModelCache, Session, editor_support, first_frame, load_image, load_mask,
-                            editor_image, export_coco, extra_supports, usable_models)
-from sgone.commands.demo import sample_paths
+from sgone.app.core import (Limits, ModelCache, Session, editor_image, editor_support, export_coco, extra_supports,
+                            first_frame, load_image, load_mask, load_queries, usable_models)
+from sgone.samples import sample_paths
 from sgone.errors import SgoneError
+from sgone.options import DEFAULT_DEVICE, DEFAULT_SIZE, DEFAULT_THRESHOLD
 from sgone.viz import overlay
 
 log = logging.getLogger("sgone.app")
@@ -56,7 +57,21 @@ def _warm(cache: ModelCache, name: str) -> None:
         log.warning("could not preload %s: %s", name, sentence(exc))
 
 
-def build_app(model: str | None = None, device: str = "cpu", size: int | None = 473,
+def _warm_all(cache: ModelCache, names: list[str]) -> None:
+    """Preload each model in turn (the Video tab's too: its first run waited for the load)."""
+    for name in dict.fromkeys(names):
+        _warm(cache, name)
+
+
+def problems_note(problems: list[str]) -> str:
+    """The files that could not be used, one Markdown list item each ("" when none)."""
+    if not problems:
+        return ""
+    items = "".join(f"\n- {' '.join(p.split())}" for p in problems)
+    return f"\n\n**Not segmented ({len(problems)}):**{items}"
+
+
+def build_app(model: str | None = None, device: str = DEFAULT_DEVICE, size: int | None = DEFAULT_SIZE,
               limits: Limits | None = None, workdir: str | Path | None = None):
     """The Gradio Blocks app (not launched). `workdir` holds session files and generated examples."""
     import gradio as gr
@@ -76,7 +91,7 @@ def build_app(model: str | None = None, device: str = "cpu", size: int | None = 
     # load the default model while the page opens, so the first click does not wait for it; not a
     # daemon: stopping the app during the load must wait for it (a daemon thread inside ONNX Runtime
     # at interpreter exit aborted the process with "terminate called without an active exception")
-    threading.Thread(target=_warm, args=(cache, default_model), name="sgone-app-warm").start()
+    threading.Thread(target=_warm_all, args=(cache, [default_model, video_model]), name="sgone-app-warm").start()
     examples = make_examples(workdir)
     brush = gr.Brush(colors=["#ff0000"], default_color="#ff0000", color_mode="fixed", default_size=18)
 
@@ -108,11 +123,8 @@ def build_app(model: str | None = None, device: str = "cpu", size: int | None = 
         session = session_of(state)
         nothing = ([], [], None, None, gr.update())
         try:
-            queries = list(queries or [])
-            if len(queries) > limits.max_queries:
-                raise SgoneError(f"{len(queries)} query images, over this app's limit of {limits.max_queries} per run")
             progress(0.0, desc="reading the images")
-            images = [(Path(q).name, load_image(q, limits)) for q in queries]
+            images, problems = load_queries(list(queries or []), limits)
             supports = [editor_support(editor, uploaded_mask(editor, mask_file)),
                         *extra_supports(extra_images, extra_masks, limits)]
             result = session.segment(model_name, supports, images, threshold,
@@ -121,7 +133,7 @@ def build_app(model: str | None = None, device: str = "cpu", size: int | None = 
             return (session, *nothing, sentence(exc))
         note = "support encoded" if result.encoded_support else "support reused (not re-encoded)"
         message = (f"Segmented {len(result.names)} image(s) with {model_name} ({note}). "
-                   f"Masks are 0/255 PNGs at each image's size.")
+                   f"Masks are 0/255 PNGs at each image's size." + problems_note(problems + result.errors))
         return (session,
                 [(str(p), n) for p, n in zip(result.overlays, result.names)],
                 [(str(p), n) for p, n in zip(result.heatmaps, result.names)],
@@ -143,7 +155,7 @@ def build_app(model: str | None = None, device: str = "cpu", size: int | None = 
         try:
             if not clip:
                 raise SgoneError("no clip: upload a video file or its frames")
-            _, mask = editor_support(editor, what="first frame")
+            _, mask = editor_support(editor, what="first frame", can_upload=False)  # the tab has no mask upload
             result = session.segment_video(model_name, clip, mask, threshold, limits)
         except Exception as exc:
             return session, None, None, sentence(exc)
@@ -180,14 +192,18 @@ def build_app(model: str | None = None, device: str = "cpu", size: int | None = 
                     queries = gr.File(label="Query images", file_count="multiple", file_types=["image"],
                                       elem_id="query-files")
                     model_box = gr.Dropdown(models, value=default_model, label="Model", elem_id="model")
-                    threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Threshold", elem_id="threshold")
+                    threshold = gr.Slider(0.0, 1.0, value=DEFAULT_THRESHOLD, step=0.01, label="Threshold",
+                                          elem_id="threshold")
                     run_button = gr.Button("Segment", variant="primary", elem_id="run-button")
                     example_buttons = [gr.Button(ex["label"], size="sm", elem_id=f"example-{i}")
                                        for i, ex in enumerate(examples)]
             message = gr.Markdown("", elem_id="message")
             with gr.Row():
-                overlays = gr.Gallery(label="Overlays", columns=3, height="auto", elem_id="overlays")
-                heatmaps = gr.Gallery(label="Similarity", columns=3, height="auto", elem_id="heatmaps")
+                # "contain": portrait and landscape results are shown whole, not cropped to squares
+                overlays = gr.Gallery(label="Overlays", columns=3, height="auto", object_fit="contain",
+                                      elem_id="overlays")
+                heatmaps = gr.Gallery(label="Similarity", columns=3, height="auto", object_fit="contain",
+                                      elem_id="heatmaps")
             with gr.Row():
                 mask_files = gr.File(label="Masks (PNG, 0/255)", file_count="multiple", interactive=False,
                                      elem_id="mask-files")

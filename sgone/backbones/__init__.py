@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import SgoneError
+from ..lazy import lookup
 from .base import IMAGENET_MEAN, IMAGENET_STD, Backbone, freeze_batchnorm
 from .dinov2 import DinoV2S14, dinov2_s14
 from .joint import JointBackbone, dinov2_s14_mobilenet_v2
@@ -40,9 +41,7 @@ def build_backbone(name: str, weights: str | Path | None = "auto", **options: An
     (e.g. `dilated=True` for vgg16, `output_stride=32` for the ImageNet layout).
     The loaded file's path is kept in `backbone.weights_path` (None for random init).
     """
-    builder = BACKBONES.get(name)
-    if builder is None:
-        raise SgoneError(f"{name}: unknown backbone; known: {', '.join(BACKBONES)}")
+    builder = lookup(BACKBONES, name, "backbone")
     accepted = inspect.signature(builder).parameters
     unknown = [k for k in options if k not in accepted]
     if unknown:

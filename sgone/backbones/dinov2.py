@@ -44,7 +44,7 @@ WIDTH = 384
 INPUT_NAME = "input_image"
 FINAL_OUTPUT = "/backbone/layernorm/Add_1_output_0"
 EDIT_FORMAT = "free-input-size"  # what expose_outputs changes besides the outputs (part of the cache key)
-ORT_HINT = "pip install 'sgone[onnx]' (or: pip install onnxruntime onnx)"
+ORT_HINT = "reinstall sgone or: pip install onnxruntime onnx (dependencies of sgone)"
 
 
 PRECISIONS = ("fp32", "int8")
@@ -97,7 +97,7 @@ def expose_outputs(model: Any, outputs: Sequence[str]) -> Any:
 
 
 def _cache_root() -> Path:
-    from ..data.episode import user_cache_dir
+    from ..io import user_cache_dir
 
     return user_cache_dir() / "onnx"
 

@@ -32,7 +32,7 @@ class JointBackbone(nn.Module):
         """"auto": both files found offline; a path: the DINOv2 ONNX file (MobileNetV2 found offline);
         None: the DINOv2 file only (found offline: it is never part of a state dict, so a checkpoint
         that holds the CNN's weights still needs it)."""
-        from . import find_weights, load_backbone_weights, read_state_dict
+        from .weights import find_weights, load_backbone_weights, read_state_dict
 
         explicit = None if weights is None or (isinstance(weights, str) and weights == "auto") else weights
         self.semantic.load_file(find_weights(self.semantic.name, explicit))

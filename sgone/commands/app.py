@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from sgone.commands.flags import add_device_argument, add_size_argument
 from sgone.errors import SgoneError
+from sgone.options import DEFAULT_MODEL
 
 
 def register(subparsers) -> None:
@@ -16,10 +18,9 @@ def register(subparsers) -> None:
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--model", default=None,
                    help="model selected when the page opens: a registered name, shipped checkpoint or checkpoint "
-                        "path (default: the default of `sgone segment`, sgone-dinov2_s14-mobilenet_v2-real)")
-    p.add_argument("--size", type=int, default=473,
-                   help="longer image side fed to the network (default 473); 0 keeps the original size")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+                        f"path (default: the default of `sgone segment`, {DEFAULT_MODEL})")
+    add_size_argument(p)
+    add_device_argument(p)
     p.add_argument("--max-upload-mb", type=float, default=25.0, help="largest file a page may upload, in MB")
     p.add_argument("--max-megapixels", type=float, default=25.0, help="largest image or frame, in megapixels")
     p.set_defaults(func=run)
@@ -41,12 +42,13 @@ def run(args: argparse.Namespace) -> int:
     if args.max_upload_mb <= 0 or args.max_megapixels <= 0:
         raise SgoneError("--max-upload-mb and --max-megapixels must be positive")
     from sgone.app import Limits, serve
-    from sgone.predictor import resolve_device
+    from sgone.runtimes import resolve_device
 
     resolve_device(args.device)  # a bad device fails here, before the server starts
-    from sgone.models.registry import MODELS, load_model
+    from sgone.models.registry import load_model
+    from sgone.models.zoo import MODELS
 
-    if args.model and args.model not in MODELS:
+    if args.model and "arch" not in MODELS.get(args.model, {}):
         load_model(args.model)  # an unknown name or broken checkpoint fails here, as one line
     limits = Limits(max_upload_mb=args.max_upload_mb, max_pixels=int(args.max_megapixels * 1e6))
     try:

@@ -73,7 +73,7 @@ def root_from_args(args: argparse.Namespace) -> str | list[str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sgone.data.registry import build_source
+    from sgone.data.sources import build_source
 
     if args.dataset == "davis2016":
         return run_davis(args)

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-from importlib import resources
 from pathlib import Path
 
-from sgone.commands.segment import (add_boundary_argument, add_model_arguments, add_runtime_argument,
-                                    add_weights_argument, build_predictor, check_model_arguments, check_output_folder,
-                                    make_output_folder, write_results)
+from sgone.commands.flags import (add_boundary_argument, add_model_arguments, add_runtime_argument,
+                                  add_weights_argument, build_predictor, check_model_arguments)
+from sgone.commands.outputs import check_output_folder, make_output_folder, write_results
+from sgone.samples import sample_paths
 
 EXAMPLE = """example:
   sgone demo --output sgone-demo --size 473"""
@@ -23,12 +23,6 @@ def register(subparsers) -> None:
     add_boundary_argument(p)
     add_runtime_argument(p)
     p.set_defaults(func=run)
-
-
-def sample_paths() -> dict[str, Path]:
-    folder = Path(str(resources.files("sgone") / "samples"))
-    return {name: folder / f"{name}{ext}" for name, ext in
-            (("support", ".jpg"), ("support_mask", ".png"), ("query", ".jpg"), ("query_mask", ".png"))}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,7 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from sgone.commands.flags import add_fusion_argument
 from sgone.errors import SgoneError
+from sgone.options import DEFAULT_SIZE, TRAINING_FREE_MODEL
 
 
 def register(subparsers) -> None:
@@ -27,7 +29,7 @@ def register(subparsers) -> None:
     model.add_argument("--checkpoint", metavar="CKPT",
                        help="a training checkpoint; with --fold all a path holding {fold} gives one per fold")
     model.add_argument("--model", metavar="NAME",
-                       help="a registered model name (default without --checkpoint: prototype-mobilenet_v2, "
+                       help=f"a registered model name (default without --checkpoint: {TRAINING_FREE_MODEL}, "
                             "the training-free model, which was trained on no class a benchmark tests; for davis2016 "
                             "the model `sgone video` runs by default, the same one)")
     p.add_argument("--dataset", default="synthetic", help="pascal, coco, fss, folder, voclike, synthetic (default), davis2016")
@@ -39,11 +41,11 @@ def register(subparsers) -> None:
     p.add_argument("--episodes", type=int, default=None, help="episodes per fold (default 1000; pfenet style 5000)")
     p.add_argument("--seed", type=int, default=None, help="episode seed (default 0; pfenet style 321)")
     p.add_argument("--style", choices=("hsnet", "pfenet"), default="hsnet", help="how episodes are drawn (default hsnet)")
-    p.add_argument("--fusion", choices=("avg", "max", "vote"), default="avg",
-                   help="k-shot fusion: average prototypes (default), max (union) or vote of the k masks")
+    add_fusion_argument(p, "k-shot fusion: average prototypes (default), max (union) or vote of the k masks")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--size", type=int, default=None, metavar="N",
-                      help="longer image side fed to the network, aspect kept, as in `sgone segment` (default 473, "
+                      help=f"longer image side fed to the network, aspect kept, as in `sgone segment` "
+                           f"(default {DEFAULT_SIZE}, "
                            "davis2016: `sgone video`'s; 0 = each image at its own size); scores stay at the "
                            "original label size")
     size.add_argument("--original-size", dest="size", action="store_const", const=0,
@@ -83,7 +85,7 @@ def model_loader(args: argparse.Namespace, device, dataset: str, folds: list[int
     """fold -> model in eval mode; checks that a checkpoint was not trained on the classes it is tested on."""
     import torch
 
-    from sgone.models.registry import TRAINING_FREE_MODEL, build_model_from_config, load_model, read_checkpoint
+    from sgone.models.registry import TRAINING_FREE_MODEL, assemble, load_model, read_checkpoint
 
     # not the default of `segment`: that one was trained on real photos whose classes overlap the
     # benchmarks' test classes (COCO's person, car, chair...), so it would not score unseen classes
@@ -112,13 +114,7 @@ def model_loader(args: argparse.Namespace, device, dataset: str, folds: list[int
         if config.get("dataset") == dataset and config.get("fold") not in (None, fold):
             print(f"warning: {name} was trained on fold {config['fold']}: fold {fold}'s test classes were seen "
                   "in training", file=sys.stderr)
-        model = build_model_from_config(ckpt["model_config"], weights=None)
-        try:
-            model.load_state_dict(ckpt["model"])
-        except RuntimeError as exc:
-            raise SgoneError(f"{name}: checkpoint does not match its model config "
-                             f"({str(exc).splitlines()[0]})") from None
-        return model.to(device).eval()
+        return assemble(name, ckpt["model_config"], ckpt["model"]).to(device).eval()
 
     return load
 
@@ -134,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     if args.size is None:
         from sgone.video.model import DEFAULT_VIDEO_SIZE
 
-        args.size = DEFAULT_VIDEO_SIZE if args.dataset == "davis2016" else 473
+        args.size = DEFAULT_VIDEO_SIZE if args.dataset == "davis2016" else DEFAULT_SIZE
     if args.size < 0 or 0 < args.size < 8:
         raise SgoneError(f"--size {args.size}: must be at least 8 (or 0 for the original size)")
     out = Path(args.out or f"runs/eval-{args.dataset}")
@@ -142,8 +138,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.dataset == "davis2016":
             return run_davis(args, info.device, out)
-        from sgone.data.registry import build_source
-        from sgone.engine.evaluate import coverage_warning, evaluate, evaluate_folds
+        from sgone.data.sources import build_source
+        from sgone.engine.episode_eval import coverage_warning, evaluate, evaluate_folds
 
         source = build_source(args.dataset, root_from_args(args), **source_options(args))
         folds = parse_folds(str(args.fold), int(getattr(source, "folds", 1)))
@@ -172,11 +168,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_davis(args: argparse.Namespace, device, out: Path) -> int:
-    """DAVIS-2016 one-shot video segmentation, scored by sgone.engine.davis; without --model and
+    """DAVIS-2016 one-shot video segmentation, scored by sgone.engine.video_metrics; without --model and
     --mode it runs what `sgone video` runs by default."""
     from sgone.commands.data import root_from_args
     from sgone.data.davis import DavisSource, read_sequence_list
-    from sgone.engine.davis import evaluate_davis
+    from sgone.engine.video_metrics import evaluate_davis
     from sgone.video.model import default_threads, video_predictor
     from sgone.video.tracker import DEFAULT_MODE, MODES
 

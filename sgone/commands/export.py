@@ -5,11 +5,12 @@ import argparse
 from pathlib import Path
 
 from sgone.errors import SgoneError
+from sgone.options import DEFAULT_MODEL, DEFAULT_SIZE
 
 EXAMPLE = """example:
   sgone export --model prototype-mobilenet_v2 --output onnx-model/ --size 473
   sgone export --model sgone-mobilenet_v2-real --output onnx-int8/ --dynamic --quantize int8 --calibration photos/
-  sgone segment --model onnx-int8/ --runtime onnx --support s.jpg --support-mask s.png --query q.jpg --output out/"""
+  sgone segment --model onnx-int8/ --runtime onnx --support s.jpg --support-mask s.png --input q.jpg --output out/"""
 
 
 def register(subparsers) -> None:
@@ -22,9 +23,9 @@ def register(subparsers) -> None:
                     "onnxruntime, numpy and pillow alone.")
     p.add_argument("--model", default=None,
                    help="registered model name, shipped checkpoint name or checkpoint path (default: the default of "
-                        "`sgone segment`, sgone-dinov2_s14-mobilenet_v2-real)")
+                        f"`sgone segment`, {DEFAULT_MODEL})")
     p.add_argument("--output", required=True, metavar="DIR", help="folder for the graphs and manifest.json")
-    p.add_argument("--size", type=int, default=473,
+    p.add_argument("--size", type=int, default=DEFAULT_SIZE,
                    help="input size: the longer side (--dynamic) or the fixed square side")
     p.add_argument("--dynamic", action="store_true",
                    help="free batch, height and width (needed for --runtime onnx; the aspect ratio is kept); "
@@ -52,7 +53,7 @@ def calibration_images(folder: str | None, limit: int = 64) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sgone.onnx.runtime import require_onnxruntime
+    from sgone.onnx.sessions import require_onnxruntime
 
     require_onnxruntime(export=True)  # before the model is loaded: the one-line install hint
     if args.calibration is not None and not args.quantize:

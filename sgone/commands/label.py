@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sgone import options
 from sgone.errors import SgoneError
 
 EXAMPLE = """example:
@@ -39,7 +40,8 @@ class _SupportAction(argparse.Action):
 
 
 def register(subparsers) -> None:
-    from sgone.commands.segment import add_boundary_argument, add_model_arguments, add_runtime_argument
+    from sgone.commands.flags import (add_boundary_argument, add_fusion_argument, add_model_arguments,
+                                      add_runtime_argument)
 
     p = subparsers.add_parser(
         "label", help="label a whole collection of images from a few examples (resumable, COCO output)",
@@ -78,10 +80,10 @@ def register(subparsers) -> None:
     p.add_argument("--overlays", action="store_true", help="also write OUTPUT/overlays/<path>.png")
     p.add_argument("--overwrite", action="store_true",
                    help="start again in an OUTPUT labelled with another model or support set (its masks are removed)")
-    p.add_argument("--on-bad-input", choices=("stop", "skip"), default="skip",
+    p.add_argument("--on-bad-input", choices=options.ON_BAD_INPUT, default="skip",
                    help="a missing or unreadable image is recorded in index.jsonl and skipped (default), or stops "
                         "the run (what is written stays valid)")
-    p.add_argument("--fusion", choices=("avg", "max", "vote"), default="avg", help="k-shot fusion")
+    add_fusion_argument(p, "k-shot fusion: average support vectors, max of masks, or vote")
     p.add_argument("--class-id", type=int, default=None,
                    help="class id (1..254) that is the object in palette/label support masks")
     p.add_argument("--resize-masks", action="store_true", help="resize support masks whose size differs from their image")
@@ -117,7 +119,7 @@ def support_classes(args: argparse.Namespace):
 def fingerprint(args: argparse.Namespace, groups) -> dict:
     """What must not change between runs into one output folder: model, options, support files."""
     from sgone.io import file_digest
-    from sgone.models.registry import DEFAULT_MODEL
+    from sgone.options import DEFAULT_MODEL
 
     model = args.model or DEFAULT_MODEL
     model_id = {"name": model}
@@ -131,7 +133,7 @@ def fingerprint(args: argparse.Namespace, groups) -> dict:
 
 
 def check_arguments(args: argparse.Namespace) -> None:
-    from sgone.commands.segment import check_model_arguments
+    from sgone.commands.flags import check_model_arguments
 
     check_model_arguments(args)
     for flag in ("workers", "batch_size", "threads"):
@@ -150,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
     from sgone.label.inputs import collect_inputs
     from sgone.label.output import LabelOutput
     from sgone.label.work import LabelSpec
-    from sgone.models.registry import DEFAULT_MODEL
+    from sgone.commands.outputs import check_output_folder
+    from sgone.options import DEFAULT_MODEL
 
     check_arguments(args)
     if args.engine == "ray":
@@ -165,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
     supports = [load_support(g.images, g.masks, args.class_id, args.resize_masks, size, work, max_pixels)
                 for g in groups]
     items = collect_inputs(args.input, exclude=output)
+    check_output_folder(output)
     store = LabelOutput(output, [g.name for g in groups], fingerprint(args, groups))
     store.check(args.overwrite)  # a refused folder is refused before the model loads
     spec = LabelSpec(model=args.model or DEFAULT_MODEL, classes=tuple(g.name for g in groups),

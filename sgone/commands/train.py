@@ -96,7 +96,7 @@ def config_from_args(args: argparse.Namespace) -> dict:
     weights = None if str(args.weights).lower() == "none" else args.weights
     backbone_options = None  # the recipe's
     if getattr(args, "backbone_options", None) is not None:
-        from sgone.engine.train import RECIPES
+        from sgone.engine.recipes import RECIPES
 
         backbone_options = {**RECIPES.get(args.recipe, {}).get("backbone_options", {}), **args.backbone_options}
     return {
@@ -116,7 +116,7 @@ def config_from_args(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from sgone.engine import distributed
-    from sgone.engine.train import train
+    from sgone.engine.trainer import train
 
     config = config_from_args(args)
     try:

@@ -8,8 +8,10 @@ from sgone.errors import SgoneError
 
 
 def register(subparsers) -> None:
-    from sgone.commands.segment import add_model_arguments, add_runtime_argument
-    from sgone.video.options import DEFAULT_MODE, MODES, ON_BAD_FRAME, PREVIEWS
+    from sgone.commands.flags import (add_model_arguments, add_on_bad_input_argument, add_runtime_argument,
+                                      required_with_alias)
+    from sgone.options import TRAINING_FREE_MODEL
+    from sgone.video.options import DEFAULT_MODE, MODES, PREVIEWS
 
     p = subparsers.add_parser(
         "video", help="segment an object through a video from its first frame's mask",
@@ -19,9 +21,9 @@ def register(subparsers) -> None:
                     "atomically as they come.")
     p.add_argument("--input", required=True, metavar="FRAMES_OR_VIDEO",
                    help="a folder of frames (sorted by name, numbers as numbers) or a video file (MP4, AVI, WebM, ...)")
-    p.add_argument("--mask", required=True, metavar="MASK",
-                   help="mask of the first frame (0/1, 0/255, palette or RGB non-black = object), same size as the "
-                        "frame unless --resize-masks")
+    required_with_alias(p, "--support-mask", "--mask", "mask", metavar="MASK",
+                        help="mask of the first frame, the support (0/1, 0/255, palette or RGB non-black = object), "
+                             "same size as the frame unless --resize-masks")
     p.add_argument("--resize-masks", action="store_true",
                    help="accept a first-frame mask of another size by resizing it to the frame (nearest neighbour)")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder")
@@ -31,9 +33,7 @@ def register(subparsers) -> None:
                         f"only (the paper's protocol); propagate: confident predictions also update the prototype "
                         f"online (default {DEFAULT_MODE}; figures in docs/results.md)")
     p.add_argument("--every", type=int, default=1, metavar="N", help="process every N-th frame (default 1: all)")
-    p.add_argument("--on-bad-frame", choices=ON_BAD_FRAME, default="stop",
-                   help="a missing or corrupt frame stops the run with an error naming it (default), or is "
-                        "reported and skipped")
+    add_on_bad_input_argument(p, "frame", old="--on-bad-frame")
     p.add_argument("--preview", choices=PREVIEWS, default="gif", help="animated preview format (default gif)")
     p.add_argument("--no-video", action="store_true", help="do not write overlay.mp4")
     p.add_argument("--fps", type=float, default=None,
@@ -46,7 +46,7 @@ def register(subparsers) -> None:
                         "core decodes frames and encodes the MP4; on a busy 2-core machine 2 threads ran 5-8x "
                         "slower than 1, docs/results.md)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_model_arguments(p, "prototype-mobilenet_v2, the training-free model: on video clips no model was "
+    add_model_arguments(p, f"{TRAINING_FREE_MODEL}, the training-free model: on video clips no model was "
                            "trained on it scored as well as the trained default, at ~5x its frame rate")
     add_runtime_argument(p)
     p.set_defaults(func=run)
@@ -55,7 +55,8 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import math
 
-    from sgone.commands.segment import check_model_arguments, check_output_folder
+    from sgone.commands.flags import check_model_arguments
+    from sgone.commands.outputs import check_output_folder
     from sgone.video import PropagationConfig, check_first_frame, run_video
     from sgone.video.model import DEFAULT_VIDEO_MODEL, default_threads, video_predictor
     from sgone.video.run import stale_outputs
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     predictor = video_predictor(args.model, device=args.device, size=args.size, threshold=args.threshold,
                                 runtime=args.runtime)
     summary = run_video(
-        predictor, args.input, mask, output, mode=args.mode, every=args.every, on_bad_frame=args.on_bad_frame,
+        predictor, args.input, mask, output, mode=args.mode, every=args.every, on_bad_frame=args.on_bad_input,
         preview=args.preview, write_video=not args.no_video, fps=args.fps, config=config, progress=not args.quiet,
         resize_mask=args.resize_masks,
     )

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -12,6 +11,7 @@ import numpy as np
 import torch
 
 from sgone.errors import SgoneError
+from sgone.io import user_cache_dir  # noqa: F401  (also imported from here)
 
 IGNORE = 255
 ROLES = ("train", "test")
@@ -196,15 +196,6 @@ def collate(episodes: list[Episode]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------
 # Cached per-class lists (JSON, written atomically, reused while the settings match)
-
-
-def user_cache_dir() -> Path:
-    """Where caches go when the data folder is read-only: $SGONE_CACHE_DIR or ~/.cache/sgone."""
-    env = os.environ.get("SGONE_CACHE_DIR")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "sgone"
 
 
 def cache_candidates(root: Path, cache_dir: str | Path | None) -> list[Path]:

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from sgone.data.episode import IGNORE, Episode
+from sgone.options import DEFAULT_SIZE
 
 
 def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -25,7 +26,7 @@ def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(mask).resize((width, height), Image.NEAREST))
 
 
-DEFAULT_EVAL_SIZE = 473  # the longer side, as `sgone segment` and `Predictor` feed images
+DEFAULT_EVAL_SIZE = DEFAULT_SIZE  # the longer side, as `sgone segment` and `Predictor` feed images
 
 
 def pad_to(image: np.ndarray, mask: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -68,7 +69,7 @@ class EvalTransform:
 
     def resize(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One image with its mask, longer side to `size`."""
-        from sgone.predictor import input_size  # the same rule as `sgone segment`
+        from sgone.inputs import input_size  # the same rule as `sgone segment`
 
         h, w = input_size(*mask.shape[:2], self.size)
         return resize_image(image, h, w), resize_mask(mask, h, w)

@@ -52,7 +52,7 @@ class LabelMaps:
 
     def resized(self, key: str) -> np.ndarray:
         if key not in self._memo:
-            from sgone.predictor import input_size, mask_tensor
+            from sgone.inputs import input_size, mask_tensor
 
             labels = self.original(key)
             hw = input_size(labels.shape[0], labels.shape[1], self.size)
@@ -153,7 +153,7 @@ def predict_cached(model: nn.Module, source, spec: dict, cache: FeatureCache, la
     "label": (H,W) long {0,1,255}}; with_prior and a PriorGuidedSGOne, also "prior_pred": the
     training-free model's mask from the same prototypes (its "prior_logits").
     """
-    from sgone.engine.evaluate import _foreground
+    from sgone.engine.episode_eval import _foreground
     from sgone.ops import fuse_shots, keep_foreground
 
     if len(spec["class_ids"]) != 1:

@@ -69,7 +69,7 @@ class FeatureCache:
             import copy
 
             from sgone.backbones.base import fuse_batchnorm
-            from sgone.predictor import CHANNELS_LAST
+            from sgone.models.inference import CHANNELS_LAST
 
             self._net = fuse_batchnorm(copy.deepcopy(self.backbone).eval()).to(self.device)
             if self.device.type == "cpu" and self.identity["backbone"] in CHANNELS_LAST:
@@ -102,7 +102,7 @@ class FeatureCache:
     def compute(self, path: str | Path) -> np.ndarray:
         """(C,h,w) float16 features of one image, computed now (nothing is read from or written to disk)."""
         from sgone.io import read_image
-        from sgone.predictor import image_tensor, input_size
+        from sgone.inputs import image_tensor, input_size
 
         image = read_image(path)
         x = image_tensor(image, input_size(image.shape[0], image.shape[1], self.size)).to(self.device)

@@ -60,9 +60,8 @@ class LabelOutput:
     def check(self, overwrite: bool = False) -> None:
         """Refuse a folder labelled with another model or support set (unless `overwrite`) or
         holding masks that sgone label did not write. Nothing is changed."""
-        from sgone.commands.segment import check_output_folder
-
-        check_output_folder(self.folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise SgoneError(f"{self.folder}: exists and is not a folder")
         if overwrite:
             return
         stored = self.stored_fingerprint()
@@ -86,7 +85,6 @@ class LabelOutput:
 
     def open(self, overwrite: bool = False) -> None:
         """Check (see `check`), clear our files when `overwrite`, write the fingerprint."""
-        from sgone.commands.segment import make_output_folder
         from sgone.io import atomic_write
 
         self.check(overwrite)
@@ -95,8 +93,8 @@ class LabelOutput:
                 shutil.rmtree(self.folder / name, ignore_errors=True)
             for name in (INDEX, ANNOTATIONS):
                 (self.folder / name).unlink(missing_ok=True)
-        make_output_folder(self.state)
         try:
+            self.state.mkdir(parents=True, exist_ok=True)
             atomic_write(self.state / FINGERPRINT, json.dumps(self.fingerprint, indent=2) + "\n")
             self._journal = open(self.state / JOURNAL, "a", encoding="utf-8")
             if self._journal.tell() and not _ends_with_newline(self.state / JOURNAL):

@@ -88,11 +88,11 @@ def full_size_masks(image: np.ndarray, full_hw: tuple[int, int], prediction, spe
     """Per class: the HxW 0/255 mask at the image's full size and the mean probability on it.
 
     Predicted at full size: the predictor's own labels. Decoded shrunk (one class): the score is
-    upsampled in bands (`sgone segment`'s `full_size_mask`); several classes: the label map is
+    upsampled in bands (`sgone.upsample.full_size_mask`, as `sgone segment`); several classes: the label map is
     resized by nearest neighbour.
     """
     from sgone import ops
-    from sgone.commands.segment import _resize, full_size_mask
+    from sgone.upsample import full_size_mask, resize
 
     n = len(spec.classes)
     prob = prediction.probability if n > 1 else prediction.probability[None]
@@ -108,7 +108,7 @@ def full_size_masks(image: np.ndarray, full_hw: tuple[int, int], prediction, spe
         region = labels == c
         means.append(float(prob[c - 1][region].mean(dtype=np.float64)) if region.any() else None)
     if image.shape[:2] != tuple(full_hw):
-        labels = _resize(labels, full_hw, nearest=True)
+        labels = resize(labels, full_hw, nearest=True)
     return [np.where(labels == c, 255, 0).astype(np.uint8) for c in range(1, n + 1)], means
 
 

@@ -9,11 +9,14 @@ pooling): a pixel is object only where both models lean that way, in proportion 
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from sgone import ops
+from sgone.models.architecture import Architecture
 from sgone.models.prototype import PrototypeModel, episode_forward
 
 PARTS = ("semantic", "detail")
@@ -44,13 +47,24 @@ def joint_guide(encoded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return dict(encoded, guide=guide)
 
 
-class FusedPrototypeModel(nn.Module):
+class FusedPrototypeModel(Architecture, nn.Module):
     """`semantic` and `detail` PrototypeModels; logits fused by `fuse_logits(weight)`.
 
     Same interface as PrototypeModel (encode / support_prototype / fuse_prototypes / segment /
     forward); the dicts it passes around hold each part's entries under "semantic." and "detail.",
     and the encoding also a joint "guide" (`joint_guide`).
     """
+
+    arch = "prototype-fused"
+    training_free = True
+
+    @classmethod
+    def from_config(cls, config: dict, weights: str | Path | None = "auto") -> "FusedPrototypeModel":
+        """{"semantic": config, "detail": config, "weight"}; a weights path goes to the semantic
+        backbone, the detail one finds its own ("auto"; None stays None)."""
+        semantic = PrototypeModel.from_config(config["semantic"], weights=weights)
+        detail = PrototypeModel.from_config(config["detail"], weights=None if weights is None else "auto")
+        return cls(semantic, detail, weight=config.get("weight", 0.5))
 
     def __init__(self, semantic: PrototypeModel, detail: PrototypeModel, weight: float = 0.5) -> None:
         super().__init__()

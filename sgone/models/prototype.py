@@ -17,12 +17,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sgone import ops
+from sgone.models.architecture import Architecture
 
 LEVELS = ("low", "mid", "high")
 
 
-class PrototypeModel(nn.Module):
+class PrototypeModel(Architecture, nn.Module):
     """Cosine prototypes on selected backbone levels; no trained parameters."""
+
+    arch = "prototype"
+    training_free = True
 
     def __init__(self, backbone: nn.Module, levels: tuple[str, ...] = ("mid", "high"),
                  temperature: float = 10.0, refine_steps: int = 0, refine_confidence: float = 0.7,

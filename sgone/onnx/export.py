@@ -25,6 +25,7 @@ from sgone import ops
 from sgone.errors import SgoneError
 from sgone.onnx.graphs import EncoderGraph, GraphSpec, HeadGraph, PrototypeGraph, graph_spec, region_inputs
 from sgone.onnx.semantic import SEMANTIC_FILE, semantic_manifest, semantic_map
+from sgone.options import DEFAULT_SIZE
 
 OPSET = 17
 GRAPHS = ("encoder", "prototype", "head")
@@ -57,7 +58,8 @@ def _to_bytes(module: nn.Module, inputs: tuple[torch.Tensor, ...], input_names: 
 
 
 @torch.inference_mode()
-def export_graphs(model: nn.Module, size: int = 473, dynamic: bool = True) -> tuple[GraphSpec, dict[str, bytes]]:
+def export_graphs(model: nn.Module, size: int = DEFAULT_SIZE,
+                  dynamic: bool = True) -> tuple[GraphSpec, dict[str, bytes]]:
     """A prepared (BatchNorm-folded, eval) model -> its spec and {graph name: ONNX bytes}.
 
     Traced at size x size; `dynamic` leaves batch and image height/width free (the prototype
@@ -146,8 +148,8 @@ def _shapes(graphs: dict[str, bytes]) -> dict[str, dict[str, dict[str, list]]]:
     return out
 
 
-def export_model(model: str | Path | nn.Module | None, output: str | Path, size: int = 473, dynamic: bool = False,
-                 quantize: str | None = None, calibration: list[np.ndarray] | None = None,
+def export_model(model: str | Path | nn.Module | None, output: str | Path, size: int = DEFAULT_SIZE,
+                 dynamic: bool = False, quantize: str | None = None, calibration: list[np.ndarray] | None = None,
                  name: str | None = None) -> dict:
     """Export a model (name, checkpoint or module) to `output`/{encoder,prototype,head}.onnx + manifest.json.
 
@@ -157,9 +159,9 @@ def export_model(model: str | Path | nn.Module | None, output: str | Path, size:
     bundled photos), see `sgone.onnx.quantize`. Every file is written atomically. Returns the manifest.
     """
     from sgone.io import atomic_path, atomic_write
+    from sgone.models.inference import prepare_for_inference
     from sgone.models.registry import DEFAULT_MODEL, load_model
-    from sgone.onnx.runtime import OnnxModel, require_onnxruntime
-    from sgone.predictor import prepare_for_inference
+    from sgone.onnx.sessions import OnnxModel, require_onnxruntime
 
     require_onnxruntime(export=True)
     if quantize not in (None, *QUANTIZE):
@@ -205,8 +207,8 @@ def export_model(model: str | Path | nn.Module | None, output: str | Path, size:
 
 def sample_images() -> list[np.ndarray]:
     """The bundled photos (HxWx3 uint8): support and query halves of a VOC photo."""
-    from sgone.commands.demo import sample_paths
     from sgone.io import read_image
+    from sgone.samples import sample_paths
 
     paths = sample_paths()
     return [read_image(paths["support"]), read_image(paths["query"])]
@@ -216,9 +218,9 @@ def sample_images() -> list[np.ndarray]:
 def check_agreement(model: nn.Module, onnx_model, size: int) -> dict:
     """PyTorch vs the ONNX graphs on the bundled episode (both halves at size x size, the support
     mask given): {"max_abs_diff_probability", "mask_iou", "size"}."""
-    from sgone.commands.demo import sample_paths
+    from sgone.inputs import image_tensor, mask_tensor
     from sgone.io import read_mask
-    from sgone.predictor import image_tensor, mask_tensor
+    from sgone.samples import sample_paths
 
     paths = sample_paths()
     support, query = sample_images()

@@ -18,7 +18,7 @@ from sgone.errors import SgoneError
 
 def calibration_feeds(images: list[np.ndarray], size: int, dynamic: bool) -> Iterator[dict[str, np.ndarray]]:
     """HxWx3 uint8 photos -> encoder feeds (one at a time), resized as the runtime will resize them."""
-    from sgone.predictor import image_tensor, input_size
+    from sgone.inputs import image_tensor, input_size
 
     for image in images:
         hw = input_size(*image.shape[:2], size) if dynamic else (size, size)
@@ -30,7 +30,7 @@ def quantize_encoder(encoder: bytes, images: list[np.ndarray], size: int, dynami
     try:
         from onnxruntime import quantization as q
     except ImportError:
-        from sgone.onnx.runtime import INSTALL_HINT
+        from sgone.onnx.sessions import INSTALL_HINT
 
         raise SgoneError(INSTALL_HINT) from None
     if not images:

@@ -21,8 +21,8 @@ Outputs in the output folder:
     preview.gif | .webp      small animated preview (bounded number of frames)
     summary.json             mode and its settings, frame counts, skipped frames and why, speed
 
-Layout: options.py (mode and option names, no torch), io.py (reading, writing), tracker.py
-(modes by name, `track`), independent.py, propagate.py, temporal.py (+ memory.py, refine.py: its
+Layout: options.py (mode and option names, no torch), frames.py (reading, writing), tracker.py
+(modes by name, `track`), independent.py, propagate.py, temporal.py (+ memory.py, colour.py: its
 maths), run.py (`run_video`), clips.py (generated test clips). The names below are imported on
 first use, so `import sgone.video` (and `sgone --help`) does not load torch.
 """
@@ -34,7 +34,7 @@ from sgone.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from sgone.video.clips import synthetic_clip, write_clip
-    from sgone.video.io import FRAME_SUFFIXES, Frame, FrameFolder, Mp4Writer, PreviewWriter, VideoFile, even_pad, open_frames, prefetch
+    from sgone.video.frames import FRAME_SUFFIXES, Frame, FrameFolder, Mp4Writer, PreviewWriter, VideoFile, even_pad, open_frames, prefetch
     from sgone.video.memory import FrameMemory, MemoryEntry
     from sgone.video.options import DEFAULT_MODE, MODES, ON_BAD_FRAME, PREVIEWS
     from sgone.video.propagate import UPDATE_MAX_SIDE, PropagateTracker, PropagationConfig, confident_mask, erode_square, erosion_depth, erosion_to_area, update_mask
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 _LAZY = {
     **dict.fromkeys(("synthetic_clip", "write_clip"), "sgone.video.clips"),
-    **dict.fromkeys(("FRAME_SUFFIXES", "Frame", "FrameFolder", "Mp4Writer", "PreviewWriter", "VideoFile", "even_pad", "open_frames", "prefetch"), "sgone.video.io"),
+    **dict.fromkeys(("FRAME_SUFFIXES", "Frame", "FrameFolder", "Mp4Writer", "PreviewWriter", "VideoFile", "even_pad", "open_frames", "prefetch"), "sgone.video.frames"),
     **dict.fromkeys(("FrameMemory", "MemoryEntry"), "sgone.video.memory"),
     **dict.fromkeys(("DEFAULT_MODE", "MODES", "ON_BAD_FRAME", "PREVIEWS"), "sgone.video.options"),
     **dict.fromkeys(("UPDATE_MAX_SIDE", "PropagateTracker", "PropagationConfig", "confident_mask", "erode_square", "erosion_depth", "erosion_to_area", "update_mask"), "sgone.video.propagate"),

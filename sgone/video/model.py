@@ -6,13 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from sgone.models.registry import TRAINING_FREE_MODEL
+from sgone.options import DEFAULT_SIZE
 
 # the training-free model, not the registry's default (the SG-One trained on DINOv2 features): on 17
 # DAVIS clips that no trained model saw, the temporal mode (tuned with this model) scored J&F 73.6
 # with it and 73.4-73.9 with the DINOv2 head as shipped, at ~5x its frame rate (docs/results.md,
 # "The default model")
 DEFAULT_VIDEO_MODEL = TRAINING_FREE_MODEL
-DEFAULT_VIDEO_SIZE = 473  # longer side fed to the network
+DEFAULT_VIDEO_SIZE = DEFAULT_SIZE  # longer side fed to the network
 
 
 def video_predictor(model: Any = None, *, device: Any = "auto", size: int | None = DEFAULT_VIDEO_SIZE,

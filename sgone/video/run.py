@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from sgone.errors import SgoneError
-from sgone.video.io import Frame, FrameFolder, Mp4Writer, PreviewWriter, VideoFile, first_line, open_frames, prefetch
+from sgone.video.frames import Frame, FrameFolder, Mp4Writer, PreviewWriter, VideoFile, first_line, open_frames, prefetch
 from sgone.video.options import DEFAULT_MODE, ON_BAD_FRAME, PREVIEWS
 from sgone.video.tracker import check_mode, make_tracker, run_tracker
 
@@ -180,7 +180,7 @@ def run_video(
 
     def bad(frame: Frame) -> None:
         if on_bad_frame == "stop":
-            raise SgoneError(f"{frame.error} (use --on-bad-frame skip to skip bad frames)")
+            raise SgoneError(f"{frame.error} (--on-bad-input skip goes on without it)")
         summary.skipped.append({"frame": frame.name, "reason": frame.error or ""})
         say(f"warning: skipped frame {frame.name}: {frame.error}")
 

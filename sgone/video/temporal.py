@@ -7,7 +7,7 @@ Per frame (network grid = stride 8 of the input at `--size`):
 2. matching probability: every cell's best matches among the object and background cells of the
    memory (`FrameMemory`: the first frame anywhere, confident past frames anywhere, the previous
    frame within a window), sigmoid(temperature x (object score - background score));
-3. their weighted mean, times the location prior of the previous mask (`refine.location_prior`),
+3. their weighted mean, times the location prior of the previous mask (`colour.location_prior`),
    which is dropped (reset) when the previous mask lost the object;
 4. upsampled to the frame (bilinear), its logit shifted by the colour log-likelihood ratio of
    object and background colour models (RGB histograms from the first mask, then following the
@@ -27,8 +27,8 @@ import torch.nn.functional as F
 
 from sgone.errors import SgoneError
 from sgone.video.memory import FrameMemory, MemoryEntry, entry_from_probability, frame_confidence, match, window_mask
-from sgone.refine import grey_image, guided_filter
-from sgone.video.refine import colour_histogram, colour_index, colour_log_ratio, location_prior
+from sgone.boundary import grey_image, guided_filter
+from sgone.video.colour import colour_histogram, colour_index, colour_log_ratio, location_prior
 
 
 @dataclass
@@ -103,7 +103,7 @@ class TemporalTracker:
 
     @torch.inference_mode()
     def _encode(self, image: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        from sgone.predictor import image_tensor, input_size
+        from sgone.inputs import image_tensor, input_size
 
         hw = input_size(*image.shape[:2], self.predictor.size)
         encoded = self.model.encode(image_tensor(image, hw).to(self.predictor.device))
@@ -111,7 +111,7 @@ class TemporalTracker:
 
     @torch.inference_mode()
     def start(self, first_image: np.ndarray, first_mask: np.ndarray) -> None:
-        from sgone.predictor import input_size, mask_tensor
+        from sgone.inputs import input_size, mask_tensor
 
         first_image = _rgb(first_image)
         hw = input_size(*first_image.shape[:2], self.predictor.size)

@@ -10,7 +10,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from sgone.errors import SgoneError
+from sgone.lazy import lookup
 from sgone.video.independent import IndependentTracker
 from sgone.video.options import DEFAULT_MODE, MODES
 from sgone.video.propagate import PropagateTracker
@@ -21,8 +21,7 @@ assert tuple(TRACKERS) == MODES, "register a new mode in sgone.video.options.MOD
 
 
 def check_mode(mode: str) -> None:
-    if mode not in TRACKERS:
-        raise SgoneError(f"{mode}: unknown video mode (use {', '.join(MODES)})")
+    lookup(TRACKERS, mode, "video mode")
 
 
 def make_tracker(predictor: Any, mode: str = DEFAULT_MODE, config: Any = None) -> Any:

@@ -27,6 +27,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import missing
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -49,11 +51,8 @@ def _missing() -> str | None:
 def _require_browser() -> None:
     """Skip locally, fail in CI: a browser test that silently skips there tests nothing."""
     reason = _missing()
-    if reason is None:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"browser test cannot run in CI: {reason}")
-    pytest.skip(reason)
+    if reason is not None:
+        missing(f"browser test cannot run: {reason}")
 
 
 def _free_port() -> int:
@@ -169,7 +168,7 @@ def test_broken_query_is_one_sentence_and_the_app_keeps_serving(server, browser,
 def test_example_mask_matches_the_predictor(server, browser):
     from selenium.webdriver.common.by import By
 
-    from sgone.commands.demo import sample_paths
+    from sgone.samples import sample_paths
     from sgone.io import read_image, read_mask
     from sgone.predictor import Predictor
 
@@ -221,7 +220,7 @@ def test_example_mask_matches_the_predictor(server, browser):
 def test_a_missing_browser_fails_under_ci_and_skips_locally(monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", "/nonexistent/chromium")
     monkeypatch.setenv("CI", "true")
-    with pytest.raises(pytest.fail.Exception, match="cannot run in CI: /nonexistent/chromium not found"):
+    with pytest.raises(pytest.fail.Exception, match="browser test cannot run: /nonexistent/chromium not found"):
         _require_browser()
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception, match="/nonexistent/chromium not found"):

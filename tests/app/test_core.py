@@ -251,3 +251,30 @@ def test_the_video_tab_has_its_own_menu_on_the_video_model(tmp_path, monkeypatch
     assert menus(ui.build_app(workdir=tmp_path)) == {"model": DEFAULT_MODEL, "video-model": DEFAULT_VIDEO_MODEL}
     chosen = "prototype-mobilenet_v2-multiscale"
     assert menus(ui.build_app(model=chosen, workdir=tmp_path)) == {"model": chosen, "video-model": chosen}
+
+
+def test_one_bad_query_is_listed_and_the_others_are_segmented(session, tmp_path):
+    from sgone.app.core import load_queries
+
+    support, disc = scene(64, 80, 30, 36, 16, seed=1)
+    portrait, _ = scene(90, 50, 50, 25, 14, seed=2)
+    Image.fromarray(portrait).save(tmp_path / "tall.png")
+    (tmp_path / "broken.jpg").write_bytes(b"not a picture")
+    images, problems = load_queries([tmp_path / "tall.png", tmp_path / "broken.jpg"], Limits())
+    assert [name for name, _ in images] == ["tall.png"] and len(problems) == 1
+    assert problems[0].startswith("broken.jpg: ")
+    with pytest.raises(SgoneError, match="^broken.jpg: "):
+        load_queries([tmp_path / "broken.jpg"], Limits())
+    result = session.segment("prototype-mobilenet_v2", [(support, disc)], images, 0.5)
+    assert result.names == ["tall.png"] and result.errors == []
+    # the heat map carries its colour bar: as tall as the query, wider by the bar
+    heat = Image.open(result.heatmaps[0])
+    assert heat.height == 90 and heat.width > 50
+
+
+def test_the_video_tabs_empty_mask_message_offers_no_upload():
+    blank = {"background": np.zeros((8, 8, 4), np.uint8), "layers": []}
+    with pytest.raises(SgoneError, match="the mask of the first frame is empty: paint the object with the brush$"):
+        editor_support(blank, what="first frame", can_upload=False)
+    with pytest.raises(SgoneError, match="or upload its mask$"):
+        editor_support(blank)

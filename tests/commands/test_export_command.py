@@ -37,7 +37,7 @@ def exported(imagenet, tmp_path_factory):
 def segment_argv(model: list[str], out: Path) -> list[str]:
     model = model if "--model" in model else ["--model", "prototype-mobilenet_v2", *model]  # the fast one
     return ["segment", *model, "--size", str(SIZE), "--support", str(SAMPLES / "support.jpg"), "--support-mask",
-            str(SAMPLES / "support_mask.png"), "--query", str(SAMPLES / "query.jpg"), "--output", str(out)]
+            str(SAMPLES / "support_mask.png"), "--input", str(SAMPLES / "query.jpg"), "--output", str(out)]
 
 
 def test_export_prints_what_it_wrote_and_its_check(exported, capsys):
@@ -76,9 +76,9 @@ def test_published_checkpoint_bad_values_and_missing_onnxruntime(imagenet, tmp_p
     assert not (tmp_path / "out").exists()
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     rc = main(["export", "--output", str(tmp_path / "out")])
-    assert "pip install 'sgone[onnx]'" in one_line_error(capsys, rc, "export")
+    assert "reinstall sgone or: pip install onnxruntime onnx" in one_line_error(capsys, rc, "export")
     rc = main(segment_argv(["--runtime", "onnx"], tmp_path / "seg"))
-    assert "pip install 'sgone[onnx]'" in one_line_error(capsys, rc, "segment")
+    assert "reinstall sgone or: pip install onnxruntime onnx" in one_line_error(capsys, rc, "segment")
     assert not (tmp_path / "seg").exists()
 
 
@@ -98,7 +98,7 @@ def test_example_script_segments_a_photo_without_torch(exported, tmp_path):
     ours = predictor.predict(SAMPLES / "query.jpg").mask == 1
     assert (ours & mask).sum() / (ours | mask).sum() > 0.9
     args = ["--support", str(SAMPLES / "support.jpg"), "--support-mask", str(SAMPLES / "support_mask.png"),
-            "--query", str(SAMPLES / "query.jpg"), "--output", str(out)]
+            "--input", str(SAMPLES / "query.jpg"), "--output", str(out)]
     missing = subprocess.run([sys.executable, str(ROOT / "examples" / "onnx_segment.py"), str(tmp_path), *args],
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and missing.stderr.strip().endswith("manifest.json: not found")

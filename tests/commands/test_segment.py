@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from sgone.cli import main
-from tests.helpers import dinov2_file
+from tests.helpers import dinov2_reason, imagenet_reason, needs
 
 SUPPORT_HW = (64, 80)  # height, width
 QUERY_HW = (90, 120)
@@ -76,7 +76,7 @@ def files(tmp_path):
 
 def segment_argv(f, *extra, support=None, mask=None, query=None, out=None, size="128"):
     argv = ["segment", "--support", str(support or f["support"]), "--support-mask", str(mask or f["mask"]),
-            "--query", *[str(q) for q in (query or [f["query"]])], "--output", str(out or f["out"])]
+            "--input", *[str(q) for q in (query or [f["query"]])], "--output", str(out or f["out"])]
     if size is not None:
         argv += ["--size", size]
     return argv + list(extra)
@@ -102,16 +102,6 @@ def no_temp_files(folder: Path) -> bool:
     return not list(folder.rglob(".*.tmp*"))
 
 
-def _weights_available() -> bool:
-    try:
-        from sgone.backbones.weights import find_weights
-
-        find_weights("mobilenet_v2")
-        return True
-    except Exception:
-        return False
-
-
 @pytest.fixture
 def one_torch_thread():
     """Tiny inputs gain nothing from threads, and on a busy machine torch's spinning worker
@@ -124,14 +114,8 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-needs_weights = pytest.mark.skipif(
-    not _weights_available(),
-    reason="MobileNetV2 ImageNet weights for the default model are not installed (weights package absent)")
-
-
-needs_default_model = pytest.mark.skipif(
-    not (_weights_available() and dinov2_file() is not None),
-    reason="the default model needs MobileNetV2's ImageNet file and the DINOv2 ONNX file (see README setup)")
+needs_weights = needs(imagenet_reason())
+needs_default_model = needs(imagenet_reason() or dinov2_reason())
 
 
 # ------------------------------------------------------------------- bad input, one line, exit 2
@@ -167,6 +151,9 @@ def _case(name, f):
     if name == "weights for a checkpoint":
         return segment_argv(f, "--model", str(d / "run.pt"), "--weights", str(f["mask"])), ["--weights", "run.pt",
                                                                                           "checkpoint"]
+    if name == "weights for the default (a shipped checkpoint)":
+        return segment_argv(f, "--weights", str(f["mask"])), ["--weights", "sgone-dinov2_s14-mobilenet_v2-real",
+                                                              "checkpoint"]
     if name == "missing weights file":
         return segment_argv(f, "--model", "prototype-vgg16", "--weights", str(d / "vgg.pth")), ["vgg.pth",
                                                                                              "no such weights"]
@@ -232,7 +219,8 @@ CASES = ["missing support", "missing mask", "missing query", "truncated query", 
          "text renamed .jpg as support", "empty folder as query", "mask size differs", "empty mask", "mask all ignore",
          "more masks than supports", "more supports than masks", "query given twice",
          "query given twice, once in its folder", "query above --max-pixels", "support above --max-pixels",
-         "negative preview size", "weights for a checkpoint", "missing weights file", "text file as weights",
+         "negative preview size", "weights for a checkpoint", "weights for the default (a shipped checkpoint)",
+         "missing weights file", "text file as weights",
          "output is a file", "output below a file", "output overwrites a query", "class id absent",
          "class id on colour mask", "class id 0", "unknown model", "missing checkpoint", "bad device",
          "negative size", "threshold out of range", "object too thin for --size"]
@@ -267,8 +255,8 @@ class FakePredictor:
     instances: list["FakePredictor"] = []
     interrupt_on: int | None = None  # raise KeyboardInterrupt on this predict() call (0-based)
 
-    def __init__(self, model=None, device="cpu", size=473, threshold=0.5, fusion="avg", **_):
-        self.model, self.size, self.fusion = model, size, fusion
+    def __init__(self, model=None, device="cpu", size=473, threshold=0.5, fusion="avg", weights="auto", **_):
+        self.model, self.size, self.fusion, self.weights = model, size, fusion, weights
         self.calls = 0
         self.seen: list[tuple[int, ...]] = []  # shapes of the predicted images
         FakePredictor.instances.append(self)
@@ -527,7 +515,7 @@ def test_on_bad_query_skip_reports_and_continues(files, capsys, fake_predictor):
     d = files["dir"]
     data = files["query"].read_bytes()
     (d / "cut.jpg").write_bytes(data[: len(data) // 2])
-    argv = segment_argv(files, "--on-bad-query", "skip", query=[files["query"], d / "cut.jpg", d / "gone.png",
+    argv = segment_argv(files, "--on-bad-input", "skip", query=[files["query"], d / "cut.jpg", d / "gone.png",
                                                                  files["query2"]])
     assert main(argv) == 0
     captured = capsys.readouterr()
@@ -545,7 +533,7 @@ def test_on_bad_query_skip_reports_and_continues(files, capsys, fake_predictor):
         (str(d / "cut.jpg"), True), (str(d / "gone.png"), False)]
     # the default, stop, refuses the same batch before writing anything
     before = snapshot(d)
-    rc = main([a for a in argv if a not in ("--on-bad-query", "skip")] + ["--output", str(d / "out2")])
+    rc = main([a for a in argv if a not in ("--on-bad-input", "skip")] + ["--output", str(d / "out2")])
     assert_one_line_error(capsys, rc, "cut.jpg")
     assert snapshot(d) == before
 
@@ -553,7 +541,7 @@ def test_on_bad_query_skip_reports_and_continues(files, capsys, fake_predictor):
 def test_on_bad_query_skip_with_no_good_query_is_an_error(files, capsys, fake_predictor):
     d = files["dir"]
     (d / "bad.png").write_text("no")
-    rc = main(segment_argv(files, "--on-bad-query", "skip", query=[d / "bad.png"]))
+    rc = main(segment_argv(files, "--on-bad-input", "skip", query=[d / "bad.png"]))
     assert_one_line_error(capsys, rc, "none of the 1 queries", "summary.json")
     assert read_summary(files["out"])["skipped"][0]["input"] == str(d / "bad.png")
 
@@ -581,11 +569,11 @@ def test_full_size_mask_is_torch_bilinear_upsampling_in_bands(monkeypatch, in_hw
     import torch
     import torch.nn.functional as F
 
-    from sgone.commands import segment
+    from sgone import upsample
 
-    monkeypatch.setattr(segment, "BAND_PIXELS", 1000)  # several bands even at these sizes
+    monkeypatch.setattr(upsample, "BAND_PIXELS", 1000)  # several bands even at these sizes
     score = np.random.default_rng(0).random(in_hw, dtype=np.float32)
-    mask, count, total = segment.full_size_mask(score, out_hw, lambda s: s > 0.5)
+    mask, count, total = upsample.full_size_mask(score, out_hw, lambda s: s > 0.5)
     expected = F.interpolate(torch.from_numpy(score)[None, None], size=out_hw, mode="bilinear",
                              align_corners=False)[0, 0].numpy()
     near = np.abs(expected - 0.5) < 1e-5  # rounding may decide these either way
@@ -595,23 +583,13 @@ def test_full_size_mask_is_torch_bilinear_upsampling_in_bands(monkeypatch, in_hw
     assert total == pytest.approx(float(expected[mask == 255].sum()), rel=1e-4)
 
 
-def test_weights_flag_reaches_the_model_loader(files, capsys, fake_predictor, monkeypatch):
-    import torch
-
-    import sgone.models.registry
-
-    calls = []
-
-    def fake_load_model(name, device="cpu", weights="auto", **_):
-        calls.append((name, weights))
-        return torch.nn.Identity()
-
-    monkeypatch.setattr(sgone.models.registry, "load_model", fake_load_model)
+def test_weights_flag_reaches_the_predictor(files, capsys, fake_predictor):
+    """--weights takes the road of every name: Predictor(name, weights=PATH) (the runtime loads it)."""
     weights = files["dir"] / "resnet50-0676ba61.pth"
     weights.write_bytes(b"stand-in")
     assert main(segment_argv(files, "--model", "prototype-resnet50", "--weights", str(weights))) == 0
-    assert calls == [("prototype-resnet50", str(weights))]
-    assert isinstance(fake_predictor.instances[0].model, torch.nn.Identity)
+    made = fake_predictor.instances[0]
+    assert (made.model, made.weights) == ("prototype-resnet50", str(weights))
 
 
 # --------------------------------------------------------------------- end to end, real model

@@ -28,7 +28,7 @@ def test_fusion_and_threshold_reach_the_real_predictor(tmp_path, monkeypatch):
     out = tmp_path / "out"
     assert main(["segment", "--support", str(samples / "support.jpg"), "--support-mask", str(samples / "support_mask.png"),
                  "--support", str(flipped_image), "--support-mask", str(flipped_mask),
-                 "--query", str(samples / "query.jpg"), "--fusion", "max", "--threshold", "0.7",
+                 "--input", str(samples / "query.jpg"), "--fusion", "max", "--threshold", "0.7",
                  "--output", str(out), "--device", "cpu"]) == 0
     assert seen["fusion"] == "max" and seen["threshold"] == 0.7
     written = np.asarray(Image.open(out / "query.png")) > 0

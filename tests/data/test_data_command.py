@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from sgone.cli import main
-from sgone.data.registry import SOURCES, build_source
+from sgone.data.sources import SOURCES, build_source
 from sgone.errors import SgoneError
 
 
@@ -12,7 +12,7 @@ def test_registry_builds_by_name(folder_root, voclike_root):
     assert {"pascal", "coco", "fss", "folder", "voclike", "synthetic", "davis2016"} <= set(SOURCES)
     assert build_source("folder", folder_root, test_classes="duck").classes(0, "test") == [2]
     assert build_source("voclike", voclike_root, class_names_file="classes.txt").name == "voclike"
-    with pytest.raises(SgoneError, match="unknown data set 'imagenet'"):
+    with pytest.raises(SgoneError, match="imagenet: unknown data set"):
         build_source("imagenet", folder_root)
     with pytest.raises(SgoneError, match="needs a root folder"):
         build_source("pascal", None)

@@ -8,7 +8,7 @@ import pytest
 
 from sgone.commands.data import root_from_args
 from sgone.data.mix import MixSource, fold_of_groups
-from sgone.data.registry import build_source
+from sgone.data.sources import build_source
 from sgone.errors import SgoneError
 
 from conftest import label_map, random_image, save_jpg, save_palette

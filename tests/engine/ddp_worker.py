@@ -12,8 +12,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: tests.engine.helpers
 
 from sgone.engine import distributed  # noqa: E402
-from sgone.engine.evaluate import evaluate  # noqa: E402
-from sgone.engine.train import train  # noqa: E402
+from sgone.engine.episode_eval import evaluate  # noqa: E402
+from sgone.engine.trainer import train  # noqa: E402
 from tests.engine.helpers import TinySource, tiny_model  # noqa: E402
 
 

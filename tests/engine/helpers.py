@@ -74,7 +74,7 @@ class TinyBackbone(nn.Module):
 
 def tiny_model(seed: int = 0, variant: str = "fixed") -> nn.Module:
     """SG-One over TinyBackbone (random init under `seed`)."""
-    from sgone.models.sgone import SGOne
+    from sgone.models.sgone_net import SGOne
 
     torch.manual_seed(seed)
     return SGOne(TinyBackbone(), variant=variant, guidance_dim=32, side_dim=16, config={"backbone": "tiny"})

@@ -13,13 +13,13 @@ from PIL import Image
 from sgone.data.mix import MixSource
 from sgone.engine.cached_episodes import CachedTrainBatches, LabelMaps, predict_cached, score_cached
 from sgone.engine.checkpoint import load_checkpoint
-from sgone.engine.evaluate import predict_batch
+from sgone.engine.episode_eval import predict_batch
 from sgone.engine.feature_cache import FeatureCache
-from sgone.engine.train import train
+from sgone.engine.trainer import train
 from sgone.errors import SgoneError
 from sgone.io import write_label_png
 from sgone.models.prototype import PrototypeModel
-from sgone.models.sgone import PriorGuidedSGOne, guidance_loss
+from sgone.models.sgone_net import PriorGuidedSGOne, guidance_loss
 
 from .helpers import COLOURS, LevelsOf, TinyBackbone, TinySemanticBackbone
 
@@ -77,7 +77,7 @@ def test_cache_hit_equals_recomputation_and_is_memory_mapped(mix, tmp_path):
 
 def test_cached_levels_equal_the_backbone_at_the_predictor_size(mix, tmp_path):
     from sgone.io import read_image
-    from sgone.predictor import image_tensor, input_size
+    from sgone.inputs import image_tensor, input_size
 
     net = tiny_backbone()
     cache = FeatureCache(tmp_path / "cache", net, size=48)
@@ -306,7 +306,7 @@ def test_cached_prediction_matches_the_image_path(mix, tmp_path):
     """predict_cached on cached levels = predict_batch on the images at the same size (float16 aside)."""
     from sgone.data.sampler import TestEpisodes
     from sgone.io import read_image
-    from sgone.predictor import image_tensor, input_size, mask_tensor
+    from sgone.inputs import image_tensor, input_size, mask_tensor
 
     model = prior_model().eval()
     cache = FeatureCache(tmp_path / "cache", model.backbone, size=48)
@@ -402,7 +402,7 @@ def test_autocast_rule_and_the_real_recipe_under_autocast(mix, tmp_path, monkeyp
     """CUDA trains under autocast by default (bf16 where supported, else fp16), the CPU only with
     --amp. With --amp the CPU runs the recipe's steps under bf16 autocast, the code path CUDA takes
     (no GPU was at hand to run it there): the forward sees autocast on, the losses stay close."""
-    from sgone.engine.train import autocast_settings
+    from sgone.engine.optimisation import autocast_settings
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
     assert autocast_settings(torch.device("cuda"), None) == (True, torch.float16)

@@ -84,7 +84,7 @@ def _check_davis_delegation(monkeypatch, tmp_path, capsys):
     `sgone video` runs by default (model, size and mode)."""
     from sgone.video.model import DEFAULT_VIDEO_MODEL, DEFAULT_VIDEO_SIZE, default_threads
     from sgone.video.tracker import DEFAULT_MODE
-    from tests.engine.test_davis import make_davis
+    from tests.engine.test_video_metrics import make_davis
 
     make_davis(tmp_path, ["bear"], n_frames=3)  # the sequences are checked before the model loads
     calls = {}
@@ -101,7 +101,7 @@ def _check_davis_delegation(monkeypatch, tmp_path, capsys):
                 "split": "custom", "fps": 2.0}
 
     monkeypatch.setattr("sgone.predictor.Predictor", FakePredictor)
-    monkeypatch.setattr("sgone.engine.davis.evaluate_davis", fake_evaluate_davis)
+    monkeypatch.setattr("sgone.engine.video_metrics.evaluate_davis", fake_evaluate_davis)
     assert main(["evaluate", "--model", "prototype-mobilenet_v2", "--dataset", "davis2016", "--root", str(tmp_path),
                  "--mode", "propagate", "--size", "320", "--sequences", "bear", "--out", str(tmp_path / "o"),
                  "--device", "cpu"]) == 0

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from sgone.engine.checkpoint import load_checkpoint
-from sgone.engine.evaluate import evaluate
+from sgone.engine.episode_eval import evaluate
 
 from .helpers import TinySource, tiny_model
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from sgone.data.sampler import TestEpisodes
 from sgone.data.transforms import EvalTransform
-from sgone.engine.evaluate import evaluate_folds, save_episode_grid
+from sgone.engine.episode_eval import evaluate_folds, save_episode_grid
 
 from .helpers import TinySource, tiny_model
 

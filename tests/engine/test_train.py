@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from sgone.engine.checkpoint import load_checkpoint
-from sgone.engine.train import (RECIPES, StepBatches, TrainConfig, freeze_backbone, lr_factor, parameter_groups,
-                                segmentation_loss, train)
+from sgone.engine.optimisation import freeze_backbone, lr_factor, parameter_groups, segmentation_loss
+from sgone.engine.recipes import RECIPES, TrainConfig
+from sgone.engine.trainer import train
+from sgone.engine.training_data import StepBatches
 from sgone.errors import SgoneError
 
 from .helpers import TinySource, tiny_model

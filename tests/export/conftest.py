@@ -7,7 +7,7 @@ import pytest
 @pytest.fixture(scope="session")
 def samples():
     """The bundled photos: support, its mask (0/1), query, its true mask (0/1)."""
-    from sgone.commands.demo import sample_paths
+    from sgone.samples import sample_paths
     from sgone.io import read_image, read_mask
 
     paths = sample_paths()

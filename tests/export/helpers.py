@@ -15,6 +15,6 @@ def run_example_without_torch(folder, output, *extra: str, timeout: int = 300):
             f"sys.argv = sys.argv[1:]; runpy.run_path({str(root / 'examples' / 'onnx_segment.py')!r}, "
             "run_name='__main__')")
     args = ["onnx_segment", str(folder), "--support", str(samples / "support.jpg"), "--support-mask",
-            str(samples / "support_mask.png"), "--query", str(samples / "query.jpg"), "--output", str(output),
+            str(samples / "support_mask.png"), "--input", str(samples / "query.jpg"), "--output", str(output),
             *extra]
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout)

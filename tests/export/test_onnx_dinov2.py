@@ -82,7 +82,7 @@ def test_semantic_map_of_the_example_equals_sgones_where_the_inputs_agree(export
     import torch
 
     from sgone.onnx.semantic import semantic_encoder
-    from sgone.predictor import image_tensor
+    from sgone.inputs import image_tensor
 
     example = runpy.run_path(str(ROOT / "examples" / "onnx_segment.py"))
     info = json.loads((exported / "manifest.json").read_text())["semantic"]

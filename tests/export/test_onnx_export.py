@@ -51,7 +51,7 @@ def test_export_writes_graphs_and_a_manifest_that_agrees_with_pytorch(exported):
 
 
 def test_exported_graphs_run_on_another_size_and_batch(exported, ort):
-    from sgone.onnx.runtime import OnnxModel
+    from sgone.onnx.sessions import OnnxModel
 
     name, out, info = exported
     model = OnnxModel.from_folder(out)

@@ -6,7 +6,7 @@ import torch
 
 from sgone import ops
 from sgone.errors import SgoneError
-from sgone.models.registry import FUSED_DINO_MOBILENET, build_model
+from sgone.models.registry import FUSED_DINO_MOBILENET, build_model, build_model_from_config
 from sgone.onnx.graphs import graph_spec, kmeans_parts, prototypes_from_regions, region_inputs
 
 
@@ -77,7 +77,7 @@ def test_unsupported_models_are_refused_with_a_reason():
     model.config = dict(model.config, backbone="dinov2_s14")  # the lead's ViT backbone: out of scope
     with pytest.raises(SgoneError, match="dinov2_s14: backbone not supported by the ONNX export"):
         graph_spec(model)
-    fused = build_model("prototype-fused", "", weights=None, **FUSED_DINO_MOBILENET)  # training-free DINOv2
+    fused = build_model_from_config(FUSED_DINO_MOBILENET, weights=None)  # training-free DINOv2
     with pytest.raises(SgoneError, match=r"\(fused\): backbone not supported .* trained on dinov2_s14\+mobilenet_v2"):
         graph_spec(fused)
     model.config = dict(model.config, backbone="mobilenet_v2", arch="sgone-next")

@@ -7,8 +7,8 @@ import torch
 
 from sgone.models.fused import FusedPrototypeModel, fuse_logits
 from sgone.models.prototype import PrototypeModel
-from sgone.models.registry import MODELS, build_model, build_model_from_config
-from tests.helpers import dinov2_ready
+from sgone.models.registry import MODELS, build_model, build_model_from_config, has_untrained_head
+from tests.helpers import dinov2_reason, needs
 
 
 def test_fuse_logits_weights_and_resizes():
@@ -86,10 +86,10 @@ def test_fused_config_rebuilds_the_same_model():
 def test_dinov2_models_are_registered_training_free():
     for name in ("prototype-dinov2_s14", "prototype-dinov2_s14-mobilenet_v2", "prototype-dinov2_s14-mobilenet_v2-224",
                  "prototype-dinov2_s14-mobilenet_v2-whole", "prototype-dinov2_s14-mobilenet_v2-whole-int8"):
-        assert name in MODELS and not MODELS[name].untrained_head
+        assert name in MODELS and not has_untrained_head(name)
 
 
-@pytest.mark.skipif(not dinov2_ready(), reason="onnxruntime or the DINOv2 ONNX file is absent (see README setup)")
+@needs(dinov2_reason())
 def test_fused_dinov2_model_segments_the_sample_photo(tmp_path, monkeypatch):
     from sgone.io import read_mask
     from sgone.predictor import Predictor
@@ -127,7 +127,7 @@ def test_fused_model_runs_the_temporal_video_mode(tmp_path):
 
 
 def test_prepare_for_inference_gives_both_backbones_the_fast_layout():
-    from sgone.predictor import prepare_for_inference
+    from sgone.models.inference import prepare_for_inference
 
     model = prepare_for_inference(_small_fused(0.5))
     for part in (model.semantic, model.detail):

@@ -3,17 +3,13 @@ import pytest
 import torch
 
 from sgone.errors import SgoneError
-from sgone.models.registry import MODELS, build_model, load_model
+from sgone.models.registry import MODELS, build_model, has_untrained_head, load_model
+from tests.helpers import mobilenet_weights
 
 
 def imagenet_weights():
     """The MobileNetV2 ImageNet file, or skip: random features do not separate colours reliably."""
-    from sgone.backbones.weights import find_weights
-
-    try:
-        return find_weights("mobilenet_v2", None)
-    except SgoneError as exc:
-        pytest.skip(f"MobileNetV2 ImageNet weights not installed: {exc}")
+    return mobilenet_weights()
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +234,7 @@ def test_object_parts_claim_what_the_object_mean_cannot():
 def test_untrained_heads_are_refused_unless_allowed(tmp_path):
     from sgone.predictor import Predictor
 
-    untrained = [name for name, builder in MODELS.items() if getattr(builder, "untrained_head", False)]
+    untrained = [name for name in MODELS if has_untrained_head(name)]
     assert "sgone-mobilenet_v2" in untrained and not any(n.startswith("prototype-") for n in untrained)
     for name in untrained:
         with pytest.raises(SgoneError, match=f"{name}: untrained head.*checkpoint"):

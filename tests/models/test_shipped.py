@@ -9,15 +9,14 @@ import pytest
 import torch
 
 from sgone.models.registry import load_model, shipped_checkpoints
-from tests.helpers import dinov2_ready
+from tests.helpers import dinov2_reason, needs
 
 NAME = "sgone-mobilenet_v2-real"
 DINO_NAME = "sgone-dinov2_s14-mobilenet_v2-real"
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
-NAMES = [NAME, pytest.param(DINO_NAME, marks=pytest.mark.skipif(
-    not dinov2_ready(), reason="onnxruntime or the DINOv2 ONNX file is absent (see README setup)"))]
+NAMES = [NAME, pytest.param(DINO_NAME, marks=needs(dinov2_reason()))]
 
 
 @pytest.mark.parametrize("name", [NAME, DINO_NAME])
@@ -31,7 +30,7 @@ def test_checkpoint_ships_with_a_model_card_and_fits_the_size_limit(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_loads_by_name_as_a_trained_prior_guided_sgone(name):
-    from sgone.models.sgone import PriorGuidedSGOne
+    from sgone.models.sgone_net import PriorGuidedSGOne
 
     model = load_model(name)
     assert isinstance(model, PriorGuidedSGOne) and not model.training
@@ -60,7 +59,7 @@ def test_segments_the_bundled_sample(name):
     assert (model.segment(query, proto)["logits"] - model.prior_logits(query, proto)).abs().max() > 0.1
 
 
-@pytest.mark.skipif(not dinov2_ready(), reason="onnxruntime or the DINOv2 ONNX file is absent (see README setup)")
+@needs(dinov2_reason())
 def test_the_dinov2_checkpoint_is_the_default_of_predictor_and_the_video_keeps_the_training_free_one():
     from sgone.predictor import Predictor
     from sgone.video.model import video_predictor

@@ -294,7 +294,7 @@ def test_bad_frames_stop_or_skip_never_silently(tmp_path):
     frames, mask = make_folder(tmp_path, n=6)
     (frames / "00003.png").write_bytes(b"\x89PNG broken")
     (frames / "00004.png").unlink()
-    with pytest.raises(SgoneError, match=r"00003\.png.*--on-bad-frame skip"):
+    with pytest.raises(SgoneError, match=r"00003\.png.*--on-bad-input skip"):
         run_video(BrightPredictor(), frames, mask, tmp_path / "stop", progress=False, mode="independent", preview="none")
     # masks written before the stop stay valid
     assert sorted(p.name for p in (tmp_path / "stop" / "masks").iterdir()) == ["00000.png", "00001.png", "00002.png"]
@@ -360,10 +360,10 @@ def test_cli_video_errors_are_one_line(tmp_path, capsys):
     from sgone.cli import main
 
     frames, mask = make_folder(tmp_path, n=3)
-    assert main(["video", "--input", str(tmp_path / "none"), "--mask", str(mask), "--output", str(tmp_path / "o")]) == 2
+    assert main(["video", "--input", str(tmp_path / "none"), "--support-mask", str(mask), "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "input not found" in err and "Traceback" not in err
-    assert main(["video", "--input", str(frames), "--mask", str(mask), "--output", str(tmp_path / "o"), "--every", "0"]) == 2
+    assert main(["video", "--input", str(frames), "--support-mask", str(mask), "--output", str(tmp_path / "o"), "--every", "0"]) == 2
     assert "--every 0" in capsys.readouterr().err
 
 
@@ -424,7 +424,7 @@ def bright_cli(monkeypatch):
 def test_cli_video_into_a_read_only_folder_is_one_line(tmp_path, capsys, read_only, bright_cli):
     frames, mask = make_folder(tmp_path, n=3)
     out = read_only(tmp_path / "ro")
-    assert bright_cli("--input", frames, "--mask", mask, "--output", out) == 2
+    assert bright_cli("--input", frames, "--support-mask", mask, "--output", out) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"sgone video: error: {out}: cannot write the output there (Permission denied)"
     with pytest.raises(SgoneError, match="cannot write the output there"):
@@ -438,7 +438,7 @@ def test_a_bad_first_mask_leaves_no_output_folder(tmp_path, capsys, bright_cli):
     for bad, problem in (("empty.png", "no object pixels"), ("small.png", "use --resize-masks")):
         with pytest.raises(SgoneError, match=problem):
             run_video(BrightPredictor(), frames, tmp_path / bad, tmp_path / "o" / "run", progress=False, mode="independent")
-        assert bright_cli("--input", frames, "--mask", tmp_path / bad, "--output", tmp_path / "o" / "cli") == 2
+        assert bright_cli("--input", frames, "--support-mask", tmp_path / bad, "--output", tmp_path / "o" / "cli") == 2
         assert problem in capsys.readouterr().err
         assert not (tmp_path / "o").exists()
 
@@ -447,8 +447,8 @@ def test_video_resize_masks_accepts_a_first_mask_of_another_size(tmp_path, brigh
     frames, mask = make_folder(tmp_path, n=3)
     truth = np.asarray(Image.open(mask))
     Image.fromarray(truth).resize((32, 24), Image.NEAREST).save(tmp_path / "half.png")
-    assert bright_cli("--input", frames, "--mask", tmp_path / "half.png", "--output", tmp_path / "no") == 2
-    assert bright_cli("--input", frames, "--mask", tmp_path / "half.png", "--output", tmp_path / "out",
+    assert bright_cli("--input", frames, "--support-mask", tmp_path / "half.png", "--output", tmp_path / "no") == 2
+    assert bright_cli("--input", frames, "--support-mask", tmp_path / "half.png", "--output", tmp_path / "out",
                       "--resize-masks", "--no-video", "--preview", "none") == 0
     _, first = read_png(tmp_path / "out" / "masks" / "00000.png")
     expected = np.asarray(Image.fromarray(truth).resize((32, 24), Image.NEAREST).resize((64, 48), Image.NEAREST))
@@ -468,7 +468,7 @@ def generated_clip(tmp_path_factory):
 
 
 def _mean_j(out_masks, truth, n):
-    from sgone.engine.davis import jaccard
+    from sgone.engine.video_metrics import jaccard
     from sgone.io import read_mask
 
     js = [jaccard(read_mask(out_masks / f"{i:05d}.png"), read_mask(truth / f"{i:05d}.png")) for i in range(1, n)]
@@ -491,7 +491,7 @@ def test_sgone_video_tracks_the_generated_object_in_every_mode(generated_clip, c
     import torch
 
     from sgone.cli import main
-    from sgone.engine.davis import jaccard
+    from sgone.engine.video_metrics import jaccard
     from sgone.io import read_mask
 
     frames, truth = generated_clip / "frames", generated_clip / "truth"
@@ -500,7 +500,7 @@ def test_sgone_video_tracks_the_generated_object_in_every_mode(generated_clip, c
     scores = {}
     for mode in MODES:
         out = generated_clip / f"out-{mode}"
-        code = main(["video", "--input", str(frames), "--mask", str(truth / "00000.png"), "--output", str(out),
+        code = main(["video", "--input", str(frames), "--support-mask", str(truth / "00000.png"), "--output", str(out),
                      "--mode", mode, "--size", "0", "--quiet", "--threads", str(torch.get_num_threads())])
         assert code == 0, capsys.readouterr().err
         scores[mode] = _mean_j(out / "masks", truth, 12)
@@ -518,11 +518,11 @@ def test_cli_video_threads_and_mode_options(tmp_path, capsys, bright_cli, monkey
     from sgone.video.model import default_threads
 
     frames, mask = make_folder(tmp_path, n=3)
-    assert bright_cli("--input", frames, "--mask", mask, "--output", tmp_path / "o", "--threads", "0") == 2
+    assert bright_cli("--input", frames, "--support-mask", mask, "--output", tmp_path / "o", "--threads", "0") == 2
     assert capsys.readouterr().err.strip() == "sgone video: error: --threads 0: must be at least 1"
-    assert bright_cli("--input", frames, "--mask", mask, "--output", tmp_path / "o", "--update-weight", "0.3") == 2
+    assert bright_cli("--input", frames, "--support-mask", mask, "--output", tmp_path / "o", "--update-weight", "0.3") == 2
     assert "only for --mode propagate" in capsys.readouterr().err
-    assert bright_cli("--input", frames, "--mask", mask, "--output", tmp_path / "o", "--threads", "1") == 0
+    assert bright_cli("--input", frames, "--support-mask", mask, "--output", tmp_path / "o", "--threads", "1") == 0
     assert torch.get_num_threads() == 1
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert default_threads() == 1  # 2 cores: one for the model, one for decoding and encoding

@@ -33,7 +33,7 @@ def test_onnx_runtime_video_matches_torch(clip, tmp_path, mode, ort, imagenet):
     outputs = {}
     for runtime in ("torch", "onnx"):
         out = tmp_path / f"out-{runtime}"
-        assert main(["video", "--input", str(frames), "--mask", str(mask), "--output", str(out), "--mode", mode,
+        assert main(["video", "--input", str(frames), "--support-mask", str(mask), "--output", str(out), "--mode", mode,
                      "--runtime", runtime, "--size", "97", "--preview", "none", "--no-video", "--quiet",
                      "--threads", "1"]) == 0
         outputs[runtime] = _masks(out)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from sgone.engine.davis import jaccard
+from sgone.engine.video_metrics import jaccard
 from sgone.video import MODES, TemporalConfig, TemporalTracker, synthetic_clip, track
 
 pytest.importorskip("skimage")

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from sgone.video.io import prefetch
+from sgone.video.frames import prefetch
 
 
 def test_prefetch_keeps_order_and_runs_the_producer_in_another_thread():

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from sgone.engine.davis import (
+from sgone.engine.video_metrics import (
     boundary_radius,
     dilate_disk,
     evaluate_davis,

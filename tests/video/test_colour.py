@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sgone.refine import box_filter, grey_image, guided_filter
-from sgone.video.refine import colour_histogram, colour_index, colour_log_ratio, distance_to_mask, location_prior
+from sgone.boundary import box_filter, grey_image, guided_filter
+from sgone.video.colour import colour_histogram, colour_index, colour_log_ratio, distance_to_mask, location_prior
 from sgone.video.temporal import match_stride
 
 

@@ -4,12 +4,12 @@ Sources are imported on first use, so naming one never imports the others (pycoc
 """
 from __future__ import annotations
 
-import importlib
 import inspect
 from pathlib import Path
 
 from sgone.data.episode import Source
 from sgone.errors import SgoneError
+from sgone.lazy import lookup
 
 # name -> "module:class"
 SOURCES: dict[str, str] = {
@@ -27,10 +27,7 @@ ROOT_OPTIONAL = {"synthetic"}
 
 
 def source_class(name: str) -> type[Source]:
-    if name not in SOURCES:
-        raise SgoneError(f"unknown data set '{name}' (known: {', '.join(SOURCES)})")
-    module, cls = SOURCES[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return lookup(SOURCES, name, "data set")
 
 
 def build_source(name: str, root: str | Path | None = None, **options) -> Source:

@@ -34,8 +34,7 @@ from sgone.data.transforms import DEFAULT_EVAL_SIZE, EvalTransform
 from sgone.engine import distributed
 from sgone.engine.metrics import IoUAccumulator
 from sgone.errors import SgoneError
-
-FUSIONS = ("avg", "max", "vote")
+from sgone.options import FUSIONS
 
 
 # ---------------------------------------------------------------------------------------------

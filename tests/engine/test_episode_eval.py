@@ -11,7 +11,7 @@ import torch
 from sgone.data.episode import collate
 from sgone.data.sampler import TestEpisodes
 from sgone.data.transforms import EvalTransform
-from sgone.engine.evaluate import evaluate, evaluate_folds, predict_batch
+from sgone.engine.episode_eval import evaluate, evaluate_folds, predict_batch
 from sgone.engine.metrics import IoUAccumulator
 
 from .helpers import TinySource, tiny_model

@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sgone import ops
+from sgone.models.architecture import Architecture
 
 VARIANTS = ("fixed", "published")
 
@@ -27,8 +28,10 @@ def _conv3x3(cin: int, cout: int, relu: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class SGOne(nn.Module):
+class SGOne(Architecture, nn.Module):
     """SG-One over any stride-8 backbone that returns [low, mid, high] feature maps."""
+
+    arch = "sgone"
 
     def __init__(self, backbone: nn.Module, variant: str = "fixed", guidance_dim: int = 512,
                  side_dim: int = 128, config: dict | None = None) -> None:
@@ -138,6 +141,8 @@ class PriorGuidedSGOne(SGOne):
     side_dim on the low level (side_levels "low"), or SG-One's over low, mid and high ("all");
     head = 3x3 conv (side_dim + 3) -> side_dim, 3x3 dilated-2 conv, 1x1 conv -> 2 (zero init).
     """
+
+    arch = "sgone-prior"
 
     def __init__(self, backbone: nn.Module, guidance_dim: int = 256, side_dim: int = 64,
                  background_prototypes: int = 8, temperature: float = 10.0, side_levels: str = "low",

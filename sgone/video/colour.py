@@ -1,5 +1,5 @@
 """Pure maths of the temporal mode: location prior from the previous mask and colour models.
-The guided filter that lifts a coarse probability map to the frame's edges lives in `sgone.refine`
+The guided filter that lifts a coarse probability map to the frame's edges lives in `sgone.boundary`
 (still images use it too)."""
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The ONNX Runtime backend: a model's three graphs behind the interface `Predictor` calls.
+"""A model's three ONNX graphs run by ONNX Runtime sessions, behind the model protocol (the
+`sgone.runtimes.onnx_runtime` runtime loads them for the Predictor).
 
 `OnnxModel` has the torch models' `encode`, `support_prototype`, `segment` and
 `fuse_prototypes`, taking and returning torch tensors, so the Predictor's glue (resizing,
@@ -18,7 +19,7 @@ from sgone.errors import SgoneError
 from sgone.onnx.graphs import GraphSpec, config_counts, prototypes_from_regions, region_inputs
 from sgone.onnx.semantic import semantic_encoder, semantic_map
 
-INSTALL_HINT = "ONNX Runtime is not installed; install it with: pip install 'sgone[onnx]'"
+INSTALL_HINT = "ONNX Runtime is not installed (a dependency of sgone); reinstall sgone or: pip install onnxruntime onnx"
 
 
 def require_onnxruntime(export: bool = False) -> Any:
@@ -31,7 +32,8 @@ def require_onnxruntime(export: bool = False) -> Any:
         try:
             import onnx  # noqa: F401  (the exporter and the manifest's shapes need it)
         except ImportError:
-            raise SgoneError("the onnx package is not installed; install it with: pip install 'sgone[onnx]'") from None
+            raise SgoneError("the onnx package is not installed (a dependency of sgone); reinstall sgone or: "
+                             "pip install onnx") from None
     return onnxruntime
 
 
@@ -152,13 +154,3 @@ def read_manifest(folder: Path) -> dict:
         if not (folder / name).is_file():
             raise SgoneError(f"{folder / name}: the {graph} graph named by {path} is missing")
     return info
-
-
-def onnx_model(model: torch.nn.Module, size: int = 473, threads: int | None = None) -> OnnxModel:
-    """A prepared torch model exported in memory (dynamic axes) and loaded into ONNX Runtime."""
-    from sgone.onnx.export import export_graphs
-
-    require_onnxruntime(export=True)
-    spec, graphs = export_graphs(model, size, dynamic=True)
-    semantic = model.backbone.semantic if "semantic" in spec.inputs else None  # the model's own DINOv2 session
-    return OnnxModel(graphs, spec, getattr(model, "config", {}), threads, semantic=semantic)

@@ -1,0 +1,59 @@
+"""Every choice the user makes by name, and the defaults, in one torch-free module.
+
+The CLI builds its flags and help strings from these, the app its menus, and the library checks
+its arguments against them; importing this module imports nothing heavy, so `sgone --help`
+stays instant. Video modes live in `sgone.video.options` beside the trackers.
+"""
+from __future__ import annotations
+
+# the longer image side fed to the network, aspect kept (as the paper's 473 x 473 crops)
+DEFAULT_SIZE = 473
+DEFAULT_THRESHOLD = 0.5
+
+# k-shot fusion (`sgone.ops.fuse_shots`): average the support prototypes, the union of the k
+# one-shot masks, or pixels with at least half the top vote
+FUSIONS = ("avg", "max", "vote")
+DEFAULT_FUSION = "avg"
+
+# runtime name -> the module that loads a model for it (`sgone.runtimes`); strings, so naming a
+# runtime imports nothing
+RUNTIMES: dict[str, str] = {
+    "torch": "sgone.runtimes.torch_runtime",
+    "onnx": "sgone.runtimes.onnx_runtime",  # ONNX Runtime on the CPU (a core dependency)
+}
+DEFAULT_RUNTIME = "torch"
+
+# the step from the stride-8 grid to the image's pixels: "none" = bilinear only (default); "guided" =
+# bilinear, then a guided filter on the image's grey levels (`sgone.boundary.refine_probability`): +1.4
+# mIoU on held-out classes at 473 px, but worse at small input sizes and with the DINOv2 models
+# (docs/results.md section 3), so it is not the default
+BOUNDARIES = ("none", "guided")
+DEFAULT_BOUNDARY = "none"
+
+DEFAULT_DEVICE = "auto"
+DEVICES_HELP = f"cpu, cuda, cuda:N or auto (default {DEFAULT_DEVICE}: cuda if available)"
+
+# what a command does with an input file it cannot read: stop before writing anything, or skip it
+ON_BAD_INPUT = ("stop", "skip")
+
+# model names (the name -> config table is `sgone.models.zoo.MODELS`)
+# SG-One trained on real photos, on DINOv2 + MobileNetV2 features (shipped checkpoint, head_weight 0.25, DINOv2 in
+# int8): 9.0 mIoU above the training-free model on held-out classes and better on each photo check
+# (docs/results.md, "The default model"); the default of `segment`, `Predictor()`, `demo`, `app`, `export`
+DEFAULT_MODEL = "sgone-dinov2_s14-mobilenet_v2-real"
+# the training-free model: 4.7x faster than the default, needs only MobileNetV2's ImageNet file; the
+# default of `sgone video` and `sgone evaluate`, and the baseline of the benchmarks
+TRAINING_FREE_MODEL = "prototype-mobilenet_v2"
+DEFAULT_MODEL_HELP = (f"{DEFAULT_MODEL}, SG-One trained on real photos on DINOv2 + MobileNetV2 features; "
+                      f"{TRAINING_FREE_MODEL}, the training-free model, is about 5x faster")
+
+# a query or frame smaller than this (either side, in pixels) is segmented with a warning: its
+# few stride-8 cells rarely hold the object
+SMALL_INPUT = 16
+
+
+def choices_help(choices, default=None) -> str:
+    """'a, b or c' (and the default) for help strings built from a tuple of choices."""
+    names = list(choices)
+    text = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+    return text if default is None else f"{text}; default {default}"
