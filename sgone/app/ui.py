@@ -2,6 +2,8 @@
 turns Gradio's network calls off before Gradio is imported)."""
 from __future__ import annotations
 
+import tempfile
+
 import logging
 import threading
 import traceback
@@ -73,13 +75,14 @@ def problems_note(problems: list[str]) -> str:
 
 def build_app(model: str | None = None, device: str = DEFAULT_DEVICE, size: int | None = DEFAULT_SIZE,
               limits: Limits | None = None, workdir: str | Path | None = None):
-    """The Gradio Blocks app (not launched). `workdir` holds session files and generated examples."""
+    """The Gradio Blocks app (not launched). `workdir` holds session files and generated examples
+    (default: a new temporary folder, never the current one)."""
     import gradio as gr
 
     from sgone.video.model import DEFAULT_VIDEO_MODEL
 
     limits = limits or Limits()
-    workdir = Path(workdir) if workdir else Path.cwd()
+    workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="sgone-app-"))
     models = usable_models()
     default_model = model or models[0]
     if default_model not in models:
