@@ -2,9 +2,8 @@
 turns Gradio's network calls off before Gradio is imported)."""
 from __future__ import annotations
 
-import tempfile
-
 import logging
+import tempfile
 import threading
 import traceback
 from pathlib import Path
