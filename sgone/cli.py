@@ -14,7 +14,7 @@ import warnings
 
 from sgone.errors import SgoneError, SgoneWarning
 
-COMMANDS = ("segment", "demo", "data", "train", "evaluate", "video", "app", "export")
+COMMANDS = ("segment", "demo", "data", "train", "evaluate", "video", "app", "export", "label")
 
 # Examples for commands whose parser sets no epilog of its own.
 EXAMPLES = {

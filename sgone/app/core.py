@@ -406,3 +406,17 @@ def first_frame(paths: Sequence[str | Path], limits: Limits, folder: Path) -> tu
         raise SgoneError(f"{display_name(clip)}: frames of {w}x{h} are over this app's limit of "
                          f"{limits.max_pixels / 1e6:.0f} megapixels")
     return clip, frame.image
+
+
+def export_coco(mask_files: Sequence[str | Path] | None, queries: Sequence[str | Path] | None, folder: Path) -> Path:
+    """The run's 0/255 masks (named by `unique_stems` of the queries) as `folder/annotations.json`,
+    COCO instances with RLE masks (`sgone.label.coco`); file names are the queries' own names."""
+    from sgone.label.coco import coco_from_mask_files, write_coco
+
+    if not mask_files:
+        raise SgoneError("nothing to export: press Segment first")
+    names = [Path(q).name for q in queries or []]
+    by_stem = dict(zip(unique_stems(names), names))
+    coco = coco_from_mask_files([(by_stem.get(Path(m).stem, Path(m).name), m) for m in mask_files])
+    write_coco(folder / "annotations.json", coco)
+    return folder / "annotations.json"

@@ -3,6 +3,7 @@ turns Gradio's network calls off before Gradio is imported)."""
 from __future__ import annotations
 
 import logging
+import tempfile
 import threading
 import traceback
 from pathlib import Path
@@ -10,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from sgone.app.core import (Limits, ModelCache, Session, editor_image, editor_support, extra_supports, first_frame,
-                            load_image, load_mask, load_queries, usable_models)
+from sgone.app.core import (Limits, ModelCache, Session, editor_image, editor_support, export_coco, extra_supports,
+                            first_frame, load_image, load_mask, load_queries, usable_models)
 from sgone.samples import sample_paths
 from sgone.errors import SgoneError
 from sgone.options import DEFAULT_DEVICE, DEFAULT_SIZE, DEFAULT_THRESHOLD
@@ -73,13 +74,14 @@ def problems_note(problems: list[str]) -> str:
 
 def build_app(model: str | None = None, device: str = DEFAULT_DEVICE, size: int | None = DEFAULT_SIZE,
               limits: Limits | None = None, workdir: str | Path | None = None):
-    """The Gradio Blocks app (not launched). `workdir` holds session files and generated examples."""
+    """The Gradio Blocks app (not launched). `workdir` holds session files and generated examples
+    (default: a new temporary folder, never the current one)."""
     import gradio as gr
 
     from sgone.video.model import DEFAULT_VIDEO_MODEL
 
     limits = limits or Limits()
-    workdir = Path(workdir) if workdir else Path.cwd()
+    workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="sgone-app-"))
     models = usable_models()
     default_model = model or models[0]
     if default_model not in models:
@@ -162,6 +164,12 @@ def build_app(model: str | None = None, device: str = DEFAULT_DEVICE, size: int 
         video = str(result.video) if result.video else None
         return session, video, str(result.archive), f"Segmented {len(result.masks)} frame(s) with {model_name}."
 
+    def coco(state, masks, queries):
+        try:
+            return str(export_coco(masks, queries, session_of(state).root))
+        except Exception as exc:
+            raise gr.Error(sentence(exc)) from None
+
     with gr.Blocks(title="sgone", delete_cache=(600, 3600)) as app:
         state = gr.State(None, time_to_live=6 * 3600, delete_callback=lambda s: s.close() if s is not None else None)
         gr.Markdown(INTRO)
@@ -202,6 +210,9 @@ def build_app(model: str | None = None, device: str = DEFAULT_DEVICE, size: int 
                 mask_files = gr.File(label="Masks (PNG, 0/255)", file_count="multiple", interactive=False,
                                      elem_id="mask-files")
                 archive = gr.File(label="Download all (zip)", interactive=False, elem_id="archive")
+            with gr.Row():
+                coco_button = gr.Button("Export COCO", size="sm", elem_id="coco-button")
+                coco_file = gr.File(label="COCO annotations (RLE)", interactive=False, elem_id="coco-file")
         with gr.Tab("Video"):
             clip_path = gr.State(None)
             with gr.Row():
@@ -224,6 +235,7 @@ def build_app(model: str | None = None, device: str = DEFAULT_DEVICE, size: int 
             button.click(lambda i=i: load_example(i), None, [editor, mask_file, queries, mask_preview, message])
         run_button.click(run, [state, editor, mask_file, extra_images, extra_masks, queries, model_box, threshold],
                          [state, overlays, heatmaps, mask_files, archive, mask_preview, message], concurrency_id=JOB)
+        coco_button.click(coco, [state, mask_files, queries], coco_file)
         clip_files.upload(clip_uploaded, [state, clip_files], [state, clip_path, frame_editor, video_message])
         video_button.click(run_video, [state, clip_path, frame_editor, video_model_box, threshold],
                            [state, video_out, video_zip, video_message], concurrency_id=JOB)
