@@ -48,3 +48,24 @@ def test_two_process_training_and_evaluation(tmp_path):
     assert two["counts"] == one["counts"]
     assert two["miou"] == one["miou"] and two["fb_iou"] == one["fb_iou"]
     assert two["episode_iou"] == one["episode_iou"]
+
+
+def test_cleanup_waits_for_the_other_ranks_only_on_the_normal_path(monkeypatch):
+    from sgone.engine import distributed
+
+    calls: list[str] = []
+    for name, value in (("is_available", True), ("is_initialized", True), ("get_world_size", 2)):
+        monkeypatch.setattr(distributed.dist, name, lambda value=value: value)
+    monkeypatch.setattr(distributed.dist, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(distributed.dist, "destroy_process_group", lambda: calls.append("destroy"))
+    distributed.cleanup()
+    assert calls == ["barrier", "destroy"]
+    calls.clear()
+    try:
+        try:
+            raise RuntimeError("a rank failed")
+        finally:
+            distributed.cleanup()  # as the commands call it: the other ranks must not wait for this one
+    except RuntimeError:
+        pass
+    assert calls == ["destroy"]
