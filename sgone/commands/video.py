@@ -28,10 +28,12 @@ def register(subparsers) -> None:
                    help="accept a first-frame mask of another size by resizing it to the frame (nearest neighbour)")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder")
     p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
-                   help=f"temporal: first-frame prototypes plus a memory of past frames, a location prior from the "
-                        f"previous mask and edge-aware upsampling; independent: every frame against the first frame "
-                        f"only (the paper's protocol); propagate: confident predictions also update the prototype "
-                        f"online (default {DEFAULT_MODE}; figures in docs/results.md)")
+                   help=f"memory: each cell takes the labels of its most similar cells in the first and recent "
+                        f"frames, re-detection when the object is lost, a zoom step for small objects; temporal: "
+                        f"first-frame prototypes plus nearest matches in past frames, a location prior and colour "
+                        f"models (1.5x faster); independent: every frame against the first frame only (the paper's "
+                        f"protocol); propagate: confident predictions also update the prototype online "
+                        f"(default {DEFAULT_MODE}; figures in docs/video.md)")
     p.add_argument("--every", type=int, default=1, metavar="N", help="process every N-th frame (default 1: all)")
     add_on_bad_input_argument(p, "frame", old="--on-bad-frame")
     p.add_argument("--preview", choices=PREVIEWS, default="gif", help="animated preview format (default gif)")
