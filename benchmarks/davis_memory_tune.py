@@ -65,7 +65,8 @@ def cache_clip(tracker, seq, step: int, path: Path) -> dict:
 
 
 def replay(tracker, seq, data, frames: dict[int, np.ndarray], gts: dict[int, np.ndarray]) -> dict[str, float]:
-    """One clip's J and F means (first and last predicted frame... the last frame not scored)."""
+    """One clip's J and F means over its predicted frames (the last one not scored, as DAVIS-2016),
+    and the mean J of the first and of the last quarter of them."""
     from sgone.engine.video_metrics import f_measure, jaccard
 
     image0, mask0 = seq.first()

@@ -1,4 +1,4 @@
-"""Pure maths of the temporal mode: location prior from the previous mask and colour models.
+"""Pure maths of the temporal and memory modes: location prior from the previous mask and colour models.
 The guided filter that lifts a coarse probability map to the frame's edges lives in `sgone.boundary`
 (still images use it too)."""
 from __future__ import annotations
@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
 import torch
 import torch.nn.functional as F
 
@@ -71,7 +70,7 @@ class ColourModel:
 
     def __init__(self, image: np.ndarray, mask: np.ndarray, bins: int = 16, rate: float = 0.1) -> None:
         self.bins, self.rate = bins, rate
-        index = colour_index(torch.from_numpy(np.array(image, dtype=np.uint8)), bins)
+        index = self.index(image)
         m = torch.from_numpy(np.asarray(mask, dtype=np.uint8))
         self.histograms = [colour_histogram(index, (m == k).float(), bins) for k in (1, 0)]
 

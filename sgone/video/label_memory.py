@@ -8,15 +8,15 @@ Per frame (features on the network grid, stride 8 of the input at `--size`):
    anywhere) and the `recent` previous frames with their predicted soft masks (matched within a
    window around the cell, since objects move little between frames);
 2. blend with the prototype probability of the first frame's prototypes (what `independent`
-   computes; `proto_weight`), and, when the object was lost (predicted area under `lost_area` of
+   computes; `proto_weight`), times a location prior around the previous mask; when the object was lost (predicted area under `lost_area` of
    the first mask's), read the first frame only and lean on the prototypes (`redetect_weight`):
    the recent frames' labels would only repeat the loss;
 3. small objects: when the predicted object's box is small, the box (grown by `zoom_margin`) is
    cropped from the full frame, run through the network at the input size and read against the
    memory again; its probability replaces the frame's inside the crop (`sgone.ops` crop maths),
    so a far car keeps enough cells;
-4. upsampled to the frame, filtered by the guided filter on the frame's grey levels (edges at full
-   resolution), thresholded at the predictor's threshold;
+4. upsampled to the frame, shifted by colour models of the first mask, filtered by the guided
+   filter on the frame's grey levels (edges at full resolution), thresholded at the predictor's threshold;
 5. the frame's probability, pooled back to the grid, joins the memory as its newest frame (the
    oldest recent frame leaves), so memory is bounded: (1 + recent) frames of cells at any time.
 """
@@ -31,11 +31,12 @@ import torch
 import torch.nn.functional as F
 
 from sgone.errors import SgoneError
+from sgone.inputs import check_image
 from sgone.ops import paste_box, zoom_box
 from sgone.boundary import grey_image, guided_filter
 from sgone.video.memory import pca_basis, propagate_labels, read_dtype, window_mask
 from sgone.video.colour import ColourModel, location_prior
-from sgone.video.temporal import _rgb, grid_features
+from sgone.video.temporal import encode_frame, grid_features
 
 
 FEATURES = ("finest", "semantic", "both")
@@ -106,10 +107,7 @@ class LabelMemoryTracker:
     @torch.inference_mode()
     def encode(self, image: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """image HxWx3 -> (the model's encoding, unit features (C,h,w) on the network grid)."""
-        from sgone.inputs import image_tensor, input_size
-
-        hw = input_size(*image.shape[:2], self.predictor.size)
-        encoded = self.model.encode(image_tensor(image, hw).to(self.predictor.device))
+        encoded = encode_frame(self.predictor, image)
         return encoded, memory_features(encoded, self.config.features).cpu()
 
     @torch.inference_mode()
@@ -127,7 +125,7 @@ class LabelMemoryTracker:
     def start(self, first_image: np.ndarray, first_mask: np.ndarray) -> None:
         from sgone.inputs import input_size, mask_tensor
 
-        first_image = _rgb(first_image)
+        first_image = check_image(first_image, "first frame")
         hw = input_size(*first_image.shape[:2], self.predictor.size)
         encoded, feats = self.encode(first_image)
         self.basis = pca_basis(feats.flatten(1), self.config.dims)
@@ -157,7 +155,6 @@ class LabelMemoryTracker:
             self.zoomed.append((crop_feats.flatten(1), crop_labels.flatten()))
         self.colour = ColourModel(first_image, mask, self.config.colour_bins, self.config.colour_rate) \
             if self.config.colour_weight > 0 else None
-        self.frame = 0
         self._windows: dict[tuple[int, int], torch.Tensor] = {}
 
     def project(self, feats: torch.Tensor) -> torch.Tensor:
@@ -199,15 +196,15 @@ class LabelMemoryTracker:
 
     @torch.inference_mode()
     def step(self, image: np.ndarray) -> Any:
-        p_proto, feats = self.network(_rgb(image))
-        return self.step_from(_rgb(image), p_proto, feats)
+        image = check_image(image, "frame")
+        p_proto, feats = self.network(image)
+        return self.step_from(image, p_proto, feats)
 
     @torch.inference_mode()
     def step_from(self, image: np.ndarray, p_proto: torch.Tensor, feats: torch.Tensor) -> Any:
         """`step` with the network part given (p_proto (h,w), feats (C,h,w) unit)."""
         from sgone.predictor import Prediction
 
-        self.frame += 1
         feats = self.project(feats)
         if self.lost:
             self.stats["lost"] += 1
@@ -221,14 +218,14 @@ class LabelMemoryTracker:
         if box is not None:
             full = self.zoom(image, full, box)
         full = self.refine(full, image)
-        mask = (full > self.predictor.threshold).numpy().astype(np.uint8)
         # the frame joins the memory with its refined labels, pooled back to the grid
         grid_prob = F.adaptive_avg_pool2d(full[None, None], feats.shape[-2:])[0, 0]
         if self.config.recent > 0:
             self.recent.append((feats.flatten(1), grid_prob.flatten()))
         self.previous = full > self.predictor.threshold
         self.lost = float(self.previous.sum()) < self.config.lost_area * self.first_area
-        return Prediction(mask=mask, probability=full.numpy(), similarity=full.numpy())
+        probability = full.numpy()
+        return Prediction(mask=self.previous.numpy().astype(np.uint8), probability=probability, similarity=probability)
 
     def zoom_region(self, frame_hw: tuple[int, int]) -> tuple[int, int, int, int] | None:
         """The crop (top, left, bottom, right) in frame pixels for the zoom step, or None: zoom is off,

@@ -2,6 +2,7 @@
 background labels, matched pixel by pixel against each new frame (as matching-based VOS does)."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -116,20 +117,15 @@ def window_mask(h: int, w: int, radius: float, device: torch.device | str | None
     return torch.maximum((ys[:, None] - ys[None, :]).abs(), (xs[:, None] - xs[None, :]).abs()) <= radius
 
 
+@functools.cache
 def native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX); elsewhere bf16 is emulated and slow."""
-    global _NATIVE_BF16
-    if _NATIVE_BF16 is None:
-        try:
-            with open("/proc/cpuinfo") as f:
-                flags = next((line for line in f if line.startswith("flags")), "").split()
-        except OSError:
-            flags = []
-        _NATIVE_BF16 = "avx512_bf16" in flags or "amx_bf16" in flags
-    return _NATIVE_BF16
-
-
-_NATIVE_BF16: bool | None = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        flags = []
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def read_dtype(precision: str) -> torch.dtype:
@@ -164,10 +160,10 @@ def propagate_labels(query: torch.Tensor, keys: list[torch.Tensor], labels: list
         if allowed is not None and allowed[i] is not None:
             scores[:, start:end].masked_fill_(~allowed[i], float("-inf"))
         start = end
-    lab = torch.cat([labels[i].to(scores.dtype) for i in use])
+    lab = torch.cat([labels[i] for i in use]).float()
     top, at = scores.topk(min(topk, scores.shape[1]), dim=1)
     weights = torch.softmax(top.float(), dim=1).nan_to_num(0.0)  # a row of -inf (nothing readable) gives 0
-    return (weights * lab.float()[at]).sum(dim=1).to(query.dtype)
+    return (weights * lab[at]).sum(dim=1).to(query.dtype)
 
 
 def pca_basis(features: torch.Tensor, dims: int) -> torch.Tensor | None:

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from sgone.errors import SgoneError
+from sgone.inputs import check_image
 from sgone.video.memory import FrameMemory, MemoryEntry, entry_from_probability, frame_confidence, match, window_mask
 from sgone.boundary import grey_image, guided_filter
 from sgone.video.colour import ColourModel, location_prior
@@ -57,12 +58,12 @@ class TemporalConfig:
         return asdict(self)
 
 
-def _rgb(image: np.ndarray) -> np.ndarray:
-    """HxWx3 uint8 (grey HxW or HxWx1 repeated), as `Predictor` accepts frames."""
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    return np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image
+def encode_frame(predictor: Any, image: np.ndarray) -> dict[str, torch.Tensor]:
+    """A frame (HxWx3 uint8) through the predictor's model at its input size: the costly part of a video step."""
+    from sgone.inputs import image_tensor, input_size
+
+    hw = input_size(*image.shape[:2], predictor.size)
+    return predictor.model.encode(image_tensor(image, hw).to(predictor.device))
 
 
 def grid_features(encoded: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -103,17 +104,14 @@ class TemporalTracker:
 
     @torch.inference_mode()
     def _encode(self, image: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        from sgone.inputs import image_tensor, input_size
-
-        hw = input_size(*image.shape[:2], self.predictor.size)
-        encoded = self.model.encode(image_tensor(image, hw).to(self.predictor.device))
+        encoded = encode_frame(self.predictor, image)
         return encoded, F.normalize(grid_features(encoded)[0].float(), dim=0).cpu()
 
     @torch.inference_mode()
     def start(self, first_image: np.ndarray, first_mask: np.ndarray) -> None:
         from sgone.inputs import input_size, mask_tensor
 
-        first_image = _rgb(first_image)
+        first_image = check_image(first_image, "first frame")
         hw = input_size(*first_image.shape[:2], self.predictor.size)
         encoded, feats = self._encode(first_image)
         mask = mask_tensor(np.asarray(first_mask, dtype=np.uint8), hw).to(self.predictor.device)
@@ -179,7 +177,7 @@ class TemporalTracker:
 
         c = self.config
         self.frame += 1
-        image = _rgb(image)
+        image = check_image(image, "frame")
         p_proto, mfeats = self.network(image)
         prob = self.grid_probability(p_proto, mfeats)
         prior = self.prior(prob.shape)
