@@ -247,6 +247,7 @@ class Session:
         self.predictor = None
         self.model_name: str | None = None
         self.support_key: str | None = None
+        self.last: Result | None = None  # the last image run (what "Export COCO" writes)
         self._run = 0
 
     def set_support(self, model: str, images: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> bool:
@@ -305,6 +306,7 @@ class Session:
             result.masks.append(paths[2])
         result.archive = write_zip(out / "sgone-masks.zip", [*result.masks, *result.overlays, *result.heatmaps])
         say(1.0, "done")
+        self.last = result
         return result
 
     def segment_video(self, model: str, frames: str | Path, first_mask: np.ndarray, threshold: float,
@@ -408,15 +410,13 @@ def first_frame(paths: Sequence[str | Path], limits: Limits, folder: Path) -> tu
     return clip, frame.image
 
 
-def export_coco(mask_files: Sequence[str | Path] | None, queries: Sequence[str | Path] | None, folder: Path) -> Path:
-    """The run's 0/255 masks (named by `unique_stems` of the queries) as `folder/annotations.json`,
-    COCO instances with RLE masks (`sgone.label.coco`); file names are the queries' own names."""
+def export_coco(result: Result | None, folder: Path) -> Path:
+    """A run's 0/255 masks as `folder/annotations.json`, COCO instances with RLE masks
+    (`sgone.label.coco`); file names are the queries' own names, as the run paired them."""
     from sgone.label.coco import coco_from_mask_files, write_coco
 
-    if not mask_files:
+    if result is None or not result.masks:
         raise SgoneError("nothing to export: press Segment first")
-    names = [Path(q).name for q in queries or []]
-    by_stem = dict(zip(unique_stems(names), names))
-    coco = coco_from_mask_files([(by_stem.get(Path(m).stem, Path(m).name), m) for m in mask_files])
+    coco = coco_from_mask_files(list(zip(result.names, result.masks)))
     write_coco(folder / "annotations.json", coco)
     return folder / "annotations.json"

@@ -164,9 +164,10 @@ def build_app(model: str | None = None, device: str = DEFAULT_DEVICE, size: int 
         video = str(result.video) if result.video else None
         return session, video, str(result.archive), f"Segmented {len(result.masks)} frame(s) with {model_name}."
 
-    def coco(state, masks, queries):
+    def coco(state):
         try:
-            return str(export_coco(masks, queries, session_of(state).root))
+            session = session_of(state)
+            return str(export_coco(session.last, session.root))
         except Exception as exc:
             raise gr.Error(sentence(exc)) from None
 
@@ -235,7 +236,7 @@ def build_app(model: str | None = None, device: str = DEFAULT_DEVICE, size: int 
             button.click(lambda i=i: load_example(i), None, [editor, mask_file, queries, mask_preview, message])
         run_button.click(run, [state, editor, mask_file, extra_images, extra_masks, queries, model_box, threshold],
                          [state, overlays, heatmaps, mask_files, archive, mask_preview, message], concurrency_id=JOB)
-        coco_button.click(coco, [state, mask_files, queries], coco_file)
+        coco_button.click(coco, [state], coco_file)
         clip_files.upload(clip_uploaded, [state, clip_files], [state, clip_path, frame_editor, video_message])
         video_button.click(run_video, [state, clip_path, frame_editor, video_model_box, threshold],
                            [state, video_out, video_zip, video_message], concurrency_id=JOB)

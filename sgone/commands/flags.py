@@ -105,6 +105,14 @@ def check_model_arguments(args: argparse.Namespace) -> None:
             raise SgoneError(f"{weights}: no such weights file")
 
 
+def check_mask_arguments(args: argparse.Namespace) -> None:
+    """`--class-id` and `--max-pixels`, as `segment` and `label` take them."""
+    if args.class_id is not None and (args.class_id <= 0 or args.class_id == 255):
+        raise SgoneError(f"--class-id {args.class_id}: not an object class (0 is background, 255 is ignore)")
+    if args.max_pixels is not None and args.max_pixels < 0:
+        raise SgoneError(f"--max-pixels {args.max_pixels}: must be positive (0 = no limit)")
+
+
 def model_name(args: argparse.Namespace) -> str:
     """The model the flags name (the default's own name when --model is not given)."""
     return str(args.model or options.DEFAULT_MODEL)

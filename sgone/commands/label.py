@@ -118,10 +118,10 @@ def support_classes(args: argparse.Namespace):
 
 def fingerprint(args: argparse.Namespace, groups) -> dict:
     """What must not change between runs into one output folder: model, options, support files."""
+    from sgone.commands.flags import model_name
     from sgone.io import file_digest
-    from sgone.options import DEFAULT_MODEL
 
-    model = args.model or DEFAULT_MODEL
+    model = model_name(args)
     model_id = {"name": model}
     if Path(model).is_file():
         model_id["sha1"] = file_digest(model)
@@ -132,18 +132,26 @@ def fingerprint(args: argparse.Namespace, groups) -> dict:
     return {"model": model_id, "options": options, "supports": supports}
 
 
+def model_threads(args: argparse.Namespace) -> int:
+    """Torch threads per model: --threads, else 1 per Ray worker (it reserves one CPU) and, locally,
+    one less than the cores (the spare core reads and writes: on a busy 2-core machine 2 model
+    threads labelled 12 small images/s, 1 thread 161; docs/labelling.md)."""
+    from sgone.video.model import default_threads
+
+    return args.threads or (1 if args.engine == "ray" else default_threads())
+
+
 def check_arguments(args: argparse.Namespace) -> None:
-    from sgone.commands.flags import check_model_arguments
+    from sgone.commands.flags import check_mask_arguments, check_model_arguments
 
     check_model_arguments(args)
+    check_mask_arguments(args)
     for flag in ("workers", "batch_size", "threads"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise SgoneError(f"--{flag.replace('_', '-')} {value}: must be at least 1")
     if args.engine != "ray" and args.address:
         raise SgoneError("--address: only with --engine ray")
-    if args.max_pixels is not None and args.max_pixels < 0:
-        raise SgoneError(f"--max-pixels {args.max_pixels}: must be positive (0 = no limit)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -152,8 +160,8 @@ def run(args: argparse.Namespace) -> int:
     from sgone.label.inputs import collect_inputs
     from sgone.label.output import LabelOutput
     from sgone.label.work import LabelSpec
+    from sgone.commands.flags import model_name
     from sgone.commands.outputs import check_output_folder
-    from sgone.options import DEFAULT_MODEL
 
     check_arguments(args)
     if args.engine == "ray":
@@ -171,10 +179,10 @@ def run(args: argparse.Namespace) -> int:
     check_output_folder(output)
     store = LabelOutput(output, [g.name for g in groups], fingerprint(args, groups))
     store.check(args.overwrite)  # a refused folder is refused before the model loads
-    spec = LabelSpec(model=args.model or DEFAULT_MODEL, classes=tuple(g.name for g in groups),
+    spec = LabelSpec(model=model_name(args), classes=tuple(g.name for g in groups),
                      supports=tuple(tuple(pairs) for pairs in supports), size=size, threshold=args.threshold,
                      fusion=args.fusion, boundary=args.boundary, runtime=args.runtime, device=args.device,
-                     work_side=work, max_pixels=max_pixels, overlays=args.overlays, threads=args.threads)
+                     work_side=work, max_pixels=max_pixels, overlays=args.overlays, threads=model_threads(args))
     cluster = None
     if args.engine == "ray":
         from sgone.label.ray_engine import connect
@@ -223,13 +231,6 @@ def _label(args: argparse.Namespace, items, store, spec) -> int:
             from sgone.label.local import run_local
             from sgone.label.work import build_predictor
 
-            from dataclasses import replace
-
-            from sgone.video.model import default_threads
-
-            # one core left to the reader/writer threads: on a busy 2-core machine 2 model threads
-            # labelled 12 small images/s, 1 thread 161 (docs/labelling.md)
-            spec = replace(spec, threads=spec.threads or default_threads())
             run_local(build_predictor(spec), todo, store, spec, batch_size=args.batch_size, stop_on_bad=stop,
                       on_result=on_result)
     finally:

@@ -12,7 +12,8 @@ from typing import Callable
 
 from sgone.commands.flags import (SKIP_HINT, add_boundary_argument, add_fusion_argument, add_model_arguments,
                                   add_on_bad_input_argument, add_runtime_argument, add_weights_argument,
-                                  build_predictor, check_model_arguments, model_name, required_with_alias)
+                                  build_predictor, check_mask_arguments, check_model_arguments, model_name,
+                                  required_with_alias)
 from sgone.commands.outputs import check_output_folder, make_output_folder, write_results
 from sgone.errors import SgoneError
 
@@ -204,12 +205,9 @@ def run(args: argparse.Namespace) -> int:
     from sgone.io import MAX_PIXELS, atomic_write, read_image_fit
 
     check_model_arguments(args)
-    if args.class_id is not None and (args.class_id <= 0 or args.class_id == 255):
-        raise SgoneError(f"--class-id {args.class_id}: not an object class (0 is background, 255 is ignore)")
+    check_mask_arguments(args)
     if args.preview_size < 0:
         raise SgoneError(f"--preview-size {args.preview_size}: must be positive (0 = full size)")
-    if args.max_pixels is not None and args.max_pixels < 0:
-        raise SgoneError(f"--max-pixels {args.max_pixels}: must be positive (0 = no limit)")
     size, preview = args.size or None, args.preview_size or None
     max_pixels = MAX_PIXELS if args.max_pixels is None else args.max_pixels
     work = working_side(size, preview)

@@ -41,14 +41,6 @@ def encode_mask(mask: np.ndarray) -> dict[str, Any]:
             "area": int(mask_api.area(rle)), "bbox": [float(v) for v in mask_api.toBbox(rle)]}
 
 
-def decode_segmentation(segmentation: dict[str, Any]) -> np.ndarray:
-    """A COCO RLE segmentation (counts as str or bytes) -> HxW uint8 {0,1}."""
-    rle = dict(segmentation)
-    if isinstance(rle["counts"], str):
-        rle["counts"] = rle["counts"].encode("ascii")
-    return _mask_api().decode(rle)
-
-
 class CocoBuilder:
     """Collects images and their per-class masks; `to_dict()` is a COCO instances dict.
 

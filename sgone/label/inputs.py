@@ -92,7 +92,7 @@ def read_manifest(path: Path) -> list[str]:
             raise SgoneError(f"{path}: a CSV manifest needs a header with a 'path' column "
                              f"(found: {', '.join(rows.fieldnames or []) or 'no header'})")
         for line, row in enumerate(rows, 2):
-            value = (row.get("path") or row.get(" path") or "").strip()
+            value = ({(k or "").strip(): v for k, v in row.items()}.get("path") or "").strip()
             if not value:
                 raise SgoneError(f"{path}: line {line}: empty 'path'")
             values.append(value)

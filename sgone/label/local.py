@@ -38,10 +38,12 @@ def run_local(predictor, todo: Sequence[Item], output: LabelOutput, spec: LabelS
     storing: deque[Future] = deque()
     queue = iter(todo)
 
-    def store(item: Item, image, full_hw, prediction, seconds: float) -> Encoded:
-        encoded = encode_result(item.key, item.path, image, full_hw, prediction, spec, predictor.shots, seconds)
-        output.commit(encoded)
+    def commit(encoded: Encoded) -> Encoded:
+        output.commit(encoded)  # on the writer thread only: the journal has one writer
         return encoded
+
+    def store(item: Item, image, full_hw, prediction, seconds: float) -> Encoded:
+        return commit(encode_result(item.key, item.path, image, full_hw, prediction, spec, predictor.shots, seconds))
 
     def drain(limit: int) -> None:
         while len(storing) > limit:
@@ -60,10 +62,7 @@ def run_local(predictor, todo: Sequence[Item], output: LabelOutput, spec: LabelS
             for item, future in batch:
                 result, seconds = future.result()
                 if isinstance(result, SgoneError):
-                    encoded = failed(item.key, item.path, result, seconds)
-                    output.commit(encoded)
-                    if on_result:
-                        on_result(encoded)
+                    storing.append(writing.submit(commit, failed(item.key, item.path, result, seconds)))
                     if stop_on_bad:  # the images before it are still labelled
                         stop = SgoneError(f"{result} (stopped: --on-bad-input stop)")
                         break

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -133,7 +134,7 @@ def run_ray(todo: Sequence[Item], output: LabelOutput, spec: LabelSpec, workers:
         blocks = min((len(items) + batch_size - 1) // batch_size, 32 * workers)
         dataset = ray.data.from_items(items, override_num_blocks=max(1, blocks))
         # the worker's own threads: one per CPU it reserves
-        spec_for_workers = spec if spec.threads else _with_threads(spec, 1)
+        spec_for_workers = spec if spec.threads else replace(spec, threads=1)
         results = dataset.map_batches(LabelWorker, fn_constructor_kwargs={"spec": spec_for_workers},
                                       batch_size=batch_size, batch_format="numpy", num_cpus=1,
                                       compute=ActorPoolStrategy(size=workers))
@@ -149,8 +150,3 @@ def run_ray(todo: Sequence[Item], output: LabelOutput, spec: LabelSpec, workers:
         if started:
             ray.shutdown()
 
-
-def _with_threads(spec: LabelSpec, threads: int) -> LabelSpec:
-    from dataclasses import replace
-
-    return replace(spec, threads=threads)

@@ -143,24 +143,18 @@ def failed(key: str, path: str, error: BaseException | str, seconds: float = 0.0
                     "error": str(error), "worker": f"{socket.gethostname()}:{os.getpid()}"})
 
 
-def label_batch(predictor, rows: Sequence[tuple[str, str]], spec: LabelSpec,
-                decoded: Sequence[tuple[np.ndarray, tuple[int, int]] | BaseException] | None = None,
-                decode_seconds: Sequence[float] | None = None) -> list[Encoded]:
-    """Label (key, path) rows with one batched prediction; bad files become error records.
-
-    `decoded`: the rows' images already decoded (or the error their decoding raised), as the
-    local engine's reader threads hand them over; None = decode here (the Ray workers).
-    """
-    if decoded is None:
-        decoded, decode_seconds = [], []
-        for _, path in rows:
-            start = time.perf_counter()
-            try:
-                decoded.append(decode(path, spec))
-            except SgoneError as exc:
-                decoded.append(exc)
-            decode_seconds.append(time.perf_counter() - start)
-    decode_seconds = list(decode_seconds or [0.0] * len(rows))
+def label_batch(predictor, rows: Sequence[tuple[str, str]], spec: LabelSpec) -> list[Encoded]:
+    """Label (key, path) rows with one batched prediction (a Ray worker's batch: decoded here);
+    bad files become error records."""
+    decoded: list[tuple[np.ndarray, tuple[int, int]] | BaseException] = []
+    decode_seconds: list[float] = []
+    for _, path in rows:
+        start = time.perf_counter()
+        try:
+            decoded.append(decode(path, spec))
+        except SgoneError as exc:
+            decoded.append(exc)
+        decode_seconds.append(time.perf_counter() - start)
     good = [i for i, d in enumerate(decoded) if not isinstance(d, BaseException)]
     start = time.perf_counter()
     predictions = predictor.predict_batch([decoded[i][0] for i in good]) if good else []

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sgone.app.core import export_coco, unique_stems
+from sgone.app.core import Result, export_coco, unique_stems
 from sgone.errors import SgoneError
 
 
@@ -18,7 +18,7 @@ def test_export_coco_from_a_runs_masks(tmp_path):
         mask[3:9, 4 + i:12] = 255 if i < 2 else 0  # the third mask is empty
         masks.append(tmp_path / f"{stem}.png")
         Image.fromarray(mask).save(masks[-1])
-    path = export_coco(masks, queries, tmp_path)
+    path = export_coco(Result(names=[q.name for q in queries], masks=masks), tmp_path)
     api = pycoco.COCO(str(path))
     assert [i["file_name"] for i in api.dataset["images"]] == ["cat.jpg", "cat.png", "dog.webp"]
     assert [i["height"] for i in api.dataset["images"]] == [20, 21, 22]
@@ -27,4 +27,4 @@ def test_export_coco_from_a_runs_masks(tmp_path):
     for ann, mask in zip(anns, masks):
         assert np.array_equal(api.annToMask(ann) * 255, np.asarray(Image.open(mask)))
     with pytest.raises(SgoneError, match="press Segment first"):
-        export_coco([], queries, tmp_path)
+        export_coco(Result(), tmp_path)

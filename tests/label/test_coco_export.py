@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from sgone.label.coco import CocoBuilder, decode_segmentation, encode_mask, write_coco
+from sgone.data.coco import decode_segmentation
+from sgone.label.coco import CocoBuilder, encode_mask, write_coco
 
 pycoco = pytest.importorskip("pycocotools.coco")
 
@@ -42,7 +43,7 @@ def test_encode_mask_accepts_0_1_and_0_255():
     mask[2:5, 1:4] = 1
     one, full = encode_mask(mask), encode_mask(mask * 255)
     assert one == full and one["area"] == 9
-    assert np.array_equal(decode_segmentation(one["segmentation"]), mask)
+    assert np.array_equal(decode_segmentation(one["segmentation"], *one["segmentation"]["size"]), mask)
     json.dumps(one)  # plain JSON types
 
 

@@ -211,3 +211,11 @@ def test_argument_errors(collection, capsys):
         err = capsys.readouterr().err.strip()
         assert words in err and len(err.splitlines()) == 1, err
     assert not (out / "masks").exists()
+
+
+def test_csv_manifest_header_with_spaces_around_path(tmp_path):
+    from sgone.label.inputs import read_manifest
+
+    manifest = tmp_path / "list.csv"
+    manifest.write_text("note , path \nx, a.png\ny,b.png \n")
+    assert read_manifest(manifest) == [str(tmp_path / "a.png"), str(tmp_path / "b.png")]  # beside the manifest
