@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from sgone.errors import SgoneError
-from sgone.io import mask_from_values
+from sgone.io import mask_from_values, read_image, read_mask
 from sgone.options import SMALL_INPUT
 
 # what set_support / predict take as one image or one mask
@@ -62,8 +62,6 @@ def is_single(x: Any) -> bool:
 
 def check_image(image: ImageLike, where: str) -> np.ndarray:
     """Any accepted image -> HxWx3 uint8 RGB (grey arrays repeated)."""
-    from sgone.io import read_image
-
     if is_path(image):
         return read_image(image)
     if isinstance(image, Image.Image):
@@ -80,8 +78,6 @@ def check_image(image: ImageLike, where: str) -> np.ndarray:
 
 def check_mask(mask: ImageLike, where: str) -> np.ndarray:
     """Any accepted mask -> HxW uint8 {0,1,255}: the value rule of the module docstring."""
-    from sgone.io import read_mask
-
     if is_path(mask):
         return read_mask(mask)
     if isinstance(mask, Image.Image):

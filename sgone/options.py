@@ -51,9 +51,3 @@ DEFAULT_MODEL_HELP = (f"{DEFAULT_MODEL}, SG-One trained on real photos on DINOv2
 # few stride-8 cells rarely hold the object
 SMALL_INPUT = 16
 
-
-def choices_help(choices, default=None) -> str:
-    """'a, b or c' (and the default) for help strings built from a tuple of choices."""
-    names = list(choices)
-    text = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
-    return text if default is None else f"{text}; default {default}"

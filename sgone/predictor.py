@@ -25,7 +25,7 @@ from sgone.boundary import refine_probability
 from sgone.errors import SgoneError, SgoneWarning
 from sgone.inputs import (ImageLike, check_image, check_pair, image_tensor, input_size, is_path, is_single, mask_tensor,
                           small_input_note)
-from sgone.models.inference import CHANNELS_LAST, prepare_for_inference  # noqa: F401  (re-exported)
+from sgone.models.inference import prepare_for_inference  # noqa: F401  (re-exported)
 from sgone.options import BOUNDARIES, DEFAULT_FUSION, DEFAULT_SIZE, DEFAULT_THRESHOLD, FUSIONS, RUNTIMES
 from sgone.runtimes import resolve_device, runtime as runtime_module
 

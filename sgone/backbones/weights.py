@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from ..errors import SgoneError
+from ..io import user_cache_dir
 
 
 @dataclass(frozen=True)
@@ -69,12 +70,7 @@ def hub_checkpoint_dir() -> Path:
 
 
 def _cache_file() -> Path:
-    base = os.environ.get("SGONE_CACHE_DIR")
-    if base:
-        return Path(base) / "weight_hashes.json"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    root = Path(xdg) if xdg else Path.home() / ".cache"
-    return root / "sgone" / "weight_hashes.json"
+    return user_cache_dir() / "weight_hashes.json"
 
 
 def _read_disk_cache() -> dict[str, str]:

@@ -91,8 +91,15 @@ def model_loader(args: argparse.Namespace, device, dataset: str, folds: list[int
     # benchmarks' test classes (COCO's person, car, chair...), so it would not score unseen classes
     template = args.checkpoint or args.model or TRAINING_FREE_MODEL
     per_fold = "{fold}" in template
+    checkpoints: dict[str, dict] = {}  # each file read once
+
+    def checkpoint(name: str) -> dict:
+        if name not in checkpoints:
+            checkpoints[name] = read_checkpoint(name)
+        return checkpoints[name]
+
     if multi and not per_fold and args.checkpoint:
-        ckpt = read_checkpoint(template)
+        ckpt = checkpoint(template)
         trained = ckpt.get("config", {}).get("fold")
         if trained is not None and ckpt.get("config", {}).get("dataset") == dataset:
             raise SgoneError(f"{template}: trained on fold {trained}, so the other folds' test classes were seen "
@@ -109,7 +116,7 @@ def model_loader(args: argparse.Namespace, device, dataset: str, folds: list[int
     def read(name: str, fold: int) -> torch.nn.Module:
         if not args.checkpoint:
             return load_model(name, device)
-        ckpt = read_checkpoint(name)
+        ckpt = checkpoint(name)
         config = ckpt.get("config", {})
         if config.get("dataset") == dataset and config.get("fold") not in (None, fold):
             print(f"warning: {name} was trained on fold {config['fold']}: fold {fold}'s test classes were seen "

@@ -10,20 +10,19 @@ from sgone import options
 from sgone.errors import SgoneError
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, default_help: str = options.DEFAULT_MODEL_HELP,
-                        size: int = options.DEFAULT_SIZE) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, default_help: str = options.DEFAULT_MODEL_HELP) -> None:
     """--model, --size, --device, --threshold: every command that runs a predictor."""
     parser.add_argument("--model", default=None,
                         help=f"registered model name or checkpoint path (default: {default_help})")
-    add_size_argument(parser, size)
+    add_size_argument(parser)
     add_device_argument(parser)
     parser.add_argument("--threshold", type=float, default=options.DEFAULT_THRESHOLD,
                         help="foreground probability threshold")
 
 
-def add_size_argument(parser: argparse.ArgumentParser, size: int = options.DEFAULT_SIZE, extra: str = "") -> None:
-    parser.add_argument("--size", type=int, default=size,
-                        help=f"longer image side fed to the network (default {size}){extra}; 0 keeps the original size")
+def add_size_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--size", type=int, default=options.DEFAULT_SIZE,
+                        help=f"longer image side fed to the network (default {options.DEFAULT_SIZE}); 0 keeps the original size")
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:

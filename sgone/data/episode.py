@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from sgone.errors import SgoneError
-from sgone.io import user_cache_dir  # noqa: F401  (also imported from here)
+from sgone.io import user_cache_dir
 
 IGNORE = 255
 ROLES = ("train", "test")

@@ -1,7 +1,6 @@
 """A training run's folder: checked before the run, cleared on --overwrite, a resume checked against it; seeds."""
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any

@@ -101,7 +101,7 @@ def train(config: TrainConfig | dict[str, Any], *, model: nn.Module | None = Non
     if cached:
         stream, validate, val_kind = cached_data(cfg, model, source, start, info)
     else:
-        stream, validate, val_kind = image_data(cfg, model, source, start, info, device)
+        stream, validate, val_kind = image_data(cfg, source, start, info, device)
 
     if cfg.overwrite and resume_state is None and info.is_main:
         clear_run_folder(out)

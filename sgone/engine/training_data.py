@@ -84,7 +84,7 @@ def to_device(x: Any, device: torch.device) -> Any:
     return x.to(device, non_blocking=True)
 
 
-def image_data(cfg: TrainConfig, model: nn.Module, source: Any, start: int, info, device: torch.device):
+def image_data(cfg: TrainConfig, source: Any, start: int, info, device: torch.device):
     """(stream of (step, model inputs, labels), validate(model, progress) -> accumulator or None, description)."""
     from sgone.data.episode import collate
     from sgone.data.sampler import TrainEpisodes

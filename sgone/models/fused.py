@@ -72,7 +72,7 @@ class FusedPrototypeModel(Architecture, nn.Module):
             raise ValueError(f"weight must be in [0, 1], got {weight}")
         self.semantic, self.detail, self.weight = semantic, detail, float(weight)
         self.variant = "fixed"
-        self.config = {"arch": "prototype-fused", "semantic": semantic.config, "detail": detail.config,
+        self.config = {"arch": self.arch, "semantic": semantic.config, "detail": detail.config,
                        "weight": self.weight}
 
     def _parts(self) -> list[tuple[str, PrototypeModel]]:

@@ -52,7 +52,7 @@ class PrototypeModel(Architecture, nn.Module):
             raise ValueError(f"scales must be positive, got {scales}")
         self.scales = tuple(float(sc) for sc in scales)
         self.variant = "fixed"
-        self.config = dict(config or {}, arch="prototype", levels=list(levels), temperature=temperature,
+        self.config = dict(config or {}, arch=self.arch, levels=list(levels), temperature=temperature,
                            refine_steps=refine_steps, refine_confidence=refine_confidence,
                            refine_weight=refine_weight, background_prototypes=background_prototypes,
                            foreground_prototypes=foreground_prototypes,

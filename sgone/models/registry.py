@@ -16,7 +16,6 @@ from sgone.lazy import lookup
 from sgone.models.zoo import ARCHITECTURES, FUSED_DINO_MOBILENET, MODELS, is_shipped  # noqa: F401  (re-exported)
 from sgone.options import DEFAULT_MODEL, TRAINING_FREE_MODEL  # noqa: F401  (re-exported)
 
-ARCHS = tuple(ARCHITECTURES)
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 
 

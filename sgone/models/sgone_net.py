@@ -50,7 +50,7 @@ class SGOne(Architecture, nn.Module):
         self.classifier = nn.Conv2d(side_dim, 2, 1, padding=1 if variant == "published" else 0)
         self.map_mode = "upsample" if variant == "published" else "downsample"
         self.map_denominator = "batch" if variant == "published" else "sample"
-        self.config = dict(config or {}, arch="sgone", variant=variant,
+        self.config = dict(config or {}, arch=self.arch, variant=variant,
                            guidance_dim=guidance_dim, side_dim=side_dim)
 
     def binarise(self, masks: torch.Tensor) -> torch.Tensor:
@@ -180,7 +180,7 @@ class PriorGuidedSGOne(SGOne):
         self.map_mode, self.map_denominator = "downsample", "sample"
         self.background_prototypes = background_prototypes
         self.temperature = temperature
-        self.config = dict(config or {}, arch="sgone-prior", variant="fixed", guidance_dim=guidance_dim,
+        self.config = dict(config or {}, arch=self.arch, variant="fixed", guidance_dim=guidance_dim,
                            side_dim=side_dim, background_prototypes=background_prototypes,
                            temperature=temperature, side_levels=side_levels)
         if self.semantic:
