@@ -5,7 +5,6 @@ Images are HxWx3 uint8 RGB, masks HxW uint8 {0, 1} as everywhere in sgone.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import shutil
 import tempfile
@@ -14,7 +13,7 @@ import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -319,6 +318,7 @@ class Session:
         from sgone.io import write_mask_png
         from sgone.predictor import Predictor
         from sgone.video import open_frames, run_video
+        from sgone.video.model import video_threads
 
         source = open_frames(frames)
         if source.count is not None and source.count > limits.max_frames:
@@ -344,23 +344,6 @@ class Session:
     def close(self) -> None:
         """Remove every temporary file of the session."""
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def video_threads() -> Iterator[None]:
-    """Torch threads as `sgone video` sets them (`sgone.video.model.default_threads`: one core left
-    for decoding and the MP4 encoder) while a clip runs; the earlier count afterwards. With every
-    core on the model a clip ran several times slower than the CLI on the 2-core machine."""
-    import torch
-
-    from sgone.video.model import default_threads
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(default_threads())
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def write_zip(path: Path, files: Sequence[Path]) -> Path:

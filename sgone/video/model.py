@@ -3,7 +3,8 @@ create their predictor, so that both run the same model by default and a new Pre
 (e.g. a runtime) is wired once."""
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 from sgone.models.registry import TRAINING_FREE_MODEL
 from sgone.options import DEFAULT_SIZE
@@ -34,3 +35,19 @@ def default_threads() -> int:
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores - 1)
+
+
+@contextlib.contextmanager
+def video_threads(threads: int | None = None) -> Iterator[None]:
+    """Torch threads as `sgone video` sets them (`threads`, else `default_threads()`: one core left
+    for decoding and the MP4 encoder) while a clip runs, the earlier count afterwards; for callers
+    that live on after the clip (the web app: with every core on the model a clip ran several
+    times slower than the CLI on the 2-core machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or default_threads())
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
