@@ -6,7 +6,9 @@ Parts (`--parts`, default all):
            on the same generated images, interleaved per round so that machine load hits every
            row alike; median wall time of the whole command (start-up and model load included).
            Ray twice: starting its own local cluster (what a one-off command does) and joining a
-           cluster started once with `ray start --head` (how a cluster is used). For the label
+           cluster started once with `ray start --head` (how a cluster is used; started with
+           RAY_worker_niceness=0, as docs/labelling.md advises), and a third time starting its own
+           cluster with Ray's default worker priority (nice 15) instead of the engine's. For the label
            rows the journal is polled too: "steady" is images/s from the first stored image to
            the last, i.e. without start-up (imports, cluster, model load in every worker).
     many   --many small generated images with `--engine local`: killed (SIGKILL) when the journal
@@ -131,13 +133,14 @@ def speed(args, work: Path) -> dict:
     photos = str(folder / "photos")
     ray_bin = Path(sys.executable).parent / "ray"
     port = "6391"
-    rows = {"segment": [], "label local": [], "label ray (own cluster)": [], "label ray (joined cluster)": []}
+    rows = {"segment": [], "label local": [], "label ray (own cluster)": [], "label ray (own, nice 15)": [],
+            "label ray (joined cluster)": []}
     steady = {name: [] for name in rows}
     joined = False
     if ray_bin.exists():
         subprocess.run([str(ray_bin), "start", "--head", "--disable-usage-stats", f"--port={port}", f"--num-cpus={args.workers}",
                         "--include-dashboard=false"], check=True, capture_output=True,
-                       env={**os.environ, "RAY_AUTH_MODE": "token"})
+                       env={**os.environ, "RAY_AUTH_MODE": "token", "RAY_worker_niceness": "0"})
         joined = True
     try:
         for r in range(args.rounds):
@@ -148,6 +151,9 @@ def speed(args, work: Path) -> dict:
                 "label ray (own cluster)": ["label", *base, "--input", photos, "--output", str(work / f"ray{r}"),
                                             "--engine", "ray", "--workers", str(args.workers),
                                             "--batch-size", str(args.batch_size), "--quiet"],
+                "label ray (own, nice 15)": ["label", *base, "--input", photos, "--output", str(work / f"rayn{r}"),
+                                             "--engine", "ray", "--workers", str(args.workers),
+                                             "--batch-size", str(args.batch_size), "--quiet"],
                 "label ray (joined cluster)": ["label", *base, "--input", photos, "--output", str(work / f"rayj{r}"),
                                                "--engine", "ray", "--workers", str(args.workers),
                                                "--address", f"127.0.0.1:{port}", "--batch-size", str(args.batch_size),
@@ -160,6 +166,8 @@ def speed(args, work: Path) -> dict:
                     continue
                 # joining a cluster that uses Ray's token authentication (its default) takes RAY_AUTH_MODE=token
                 env = {**os.environ, "RAY_AUTH_MODE": "token"} if "joined" in name else None
+                if "nice 15" in name:  # Ray's own default, which the engine overrides for the cluster it starts
+                    env = {**os.environ, "RAY_worker_niceness": "15"}
                 watch = Path(argv[argv.index("--output") + 1]) if name.startswith("label") else None
                 result = sgone(*argv, env=env, watch=watch)
                 rows[name].append(result["seconds"])
@@ -254,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             if "label local" in rows and "segment" in rows:
                 s["local_vs_segment"] = rows["segment"]["median_s"] / rows["label local"]["median_s"]
                 print(f"label local / segment throughput: {s['local_vs_segment']:.2f}x (target >= 0.9)")
-            for name in ("label ray (own cluster)", "label ray (joined cluster)"):
+            for name in ("label ray (own cluster)", "label ray (own, nice 15)", "label ray (joined cluster)"):
                 if name in rows:
                     s[f"{name} vs local"] = rows["label local"]["median_s"] / rows[name]["median_s"]
                     print(f"{name} / label local throughput: {s[f'{name} vs local']:.2f}x (target >= 0.8)")

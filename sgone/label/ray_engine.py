@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Callable, Sequence
 
@@ -88,6 +89,21 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
         raise SgoneError(f"--address {address}: cannot join the Ray cluster ({exc.strerror or exc})") from None
 
 
+@contextmanager
+def environment(**values: str):
+    """Environment variables set for the block (the processes it starts inherit them), then restored."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def connect(address: str | None, workers: int):
     """Join the cluster at `address` or start a local one; -> (ray, started_here)."""
     ray = require_ray()
@@ -100,8 +116,12 @@ def connect(address: str | None, workers: int):
         if address:
             ray.init(address=address, **kwargs)
         else:
+            # Ray starts workers at nice 15: on a machine with anything else running they starve (importing
+            # torch took 31 s instead of 4 s beside one busy process); a cluster started for this job runs it
+            # at normal priority unless the user set RAY_worker_niceness
             # "local": a new cluster for this run even where another one is running (join it with --address auto)
-            ray.init(address="local", num_cpus=max(workers, 1), **kwargs)
+            with environment(RAY_worker_niceness=os.environ.get("RAY_worker_niceness", "0")):
+                ray.init(address="local", num_cpus=max(workers, 1), **kwargs)
     except Exception as exc:  # ConnectionError, TimeoutError, RuntimeError, ValueError, ...
         text = " ".join(str(exc).split())[:200]
         where = f"--address {address}" if address else "ray"

@@ -29,9 +29,13 @@ pytestmark = pytest.mark.usefixtures("need_model")
 
 @pytest.fixture(scope="module")
 def cluster():
-    """One local cluster for the module: 2 CPUs, as on the project's machine."""
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    yield
+    """One local cluster for the module, started as `--engine ray` starts one: 2 CPUs, as on the
+    project's machine."""
+    from sgone.label.ray_engine import connect
+
+    before = os.environ.get("RAY_worker_niceness")
+    assert connect(None, 2)[1]
+    yield before
     ray.shutdown()
 
 
@@ -113,3 +117,20 @@ def test_ray_resume_and_bad_input(cluster, collection, capsys):
     lines = {line["path"]: line for line in index(out)}
     assert lines["b/broken.png"]["status"] == "error" and "b/broken.png" in lines["b/broken.png"]["error"]
     assert sum(line["status"] == "done" for line in lines.values()) == 6
+
+
+def test_local_cluster_workers_at_normal_priority(cluster):
+    """The cluster started for the job runs its workers at nice 0 (Ray's default, 15, starves them
+    beside any other busy process), and the driver's environment is left as it was."""
+    assert ray.get(ray.remote(lambda: os.nice(0)).remote()) == int(cluster or 0)
+    assert os.environ.get("RAY_worker_niceness") == cluster
+
+
+def test_environment_is_restored(monkeypatch):
+    from sgone.label.ray_engine import environment
+
+    monkeypatch.setenv("SGONE_A", "before")
+    monkeypatch.delenv("SGONE_B", raising=False)
+    with environment(SGONE_A="during", SGONE_B="set"):
+        assert os.environ["SGONE_A"] == "during" and os.environ["SGONE_B"] == "set"
+    assert os.environ["SGONE_A"] == "before" and "SGONE_B" not in os.environ
