@@ -22,6 +22,7 @@ from PIL import Image
 from sgone.errors import SgoneError
 from sgone.io import mask_from_values, read_image, read_mask
 from sgone.options import SMALL_INPUT
+from sgone.upsample import resize_images
 
 # what set_support / predict take as one image or one mask
 ImageLike = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
@@ -36,11 +37,10 @@ def input_size(height: int, width: int, size: int | None) -> tuple[int, int]:
 
 
 def image_tensor(image: np.ndarray, hw: tuple[int, int]) -> torch.Tensor:
-    """HxWx3 uint8 -> (1,3,h,w) float in [0,1], resized with antialiasing."""
-    t = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
-    if tuple(t.shape[-2:]) != tuple(hw):
-        t = F.interpolate(t, size=hw, mode="bilinear", align_corners=False, antialias=True)
-    return t
+    """HxWx3 uint8 -> (1,3,h,w) float in [0,1], resized with antialiasing (`sgone.upsample.resize_images`:
+    torch's bilinear resize made reproducible to the bit, which exported models need)."""
+    x = np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)[None].astype(np.float32) / np.float32(255.0)
+    return torch.from_numpy(np.ascontiguousarray(resize_images(x, hw)))
 
 
 def mask_tensor(mask: np.ndarray, hw: tuple[int, int]) -> torch.Tensor:

@@ -64,3 +64,52 @@ def resize(array, hw: tuple[int, int], nearest: bool = False):
         return array
     resample = Image.NEAREST if nearest else Image.BILINEAR
     return np.asarray(Image.fromarray(array).resize((hw[1], hw[0]), resample))
+
+
+def resize_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """The taps of torch's antialiased bilinear resize along one axis (`F.interpolate(mode="bilinear",
+    align_corners=False, antialias=True)`), with its float32 steps so the weights equal torch's bit for bit.
+
+    -> first source index of each output (n_out,) int64, weights (n_out, K) float32 (zero past a window).
+    Shrinking, the triangle filter spans `n_in / n_out` source pixels; enlarging, it is plain bilinear.
+    """
+    f32, f64 = np.float32, np.float64
+    scale = f32(n_in) / f32(n_out)
+    support = max(scale, f32(1.0))
+    invscale = f32(1.0 / f64(scale)) if scale >= 1 else f32(1.0)
+    centre = (f64(scale) * (np.arange(n_out) + 0.5)).astype(f32)
+    low = np.maximum(((centre - support).astype(f64) + 0.5).astype(np.int64), 0)  # C casts truncate
+    high = np.minimum(((centre + support).astype(f64) + 0.5).astype(np.int64), n_in)
+    j = low[:, None] + np.arange(int((high - low).max()))
+    x = np.abs((((j.astype(f32) - centre[:, None]).astype(f64) + 0.5) * invscale).astype(f32))
+    w = np.where((x < 1) & (j < high[:, None]), f32(1) - x, f32(0))
+    total = np.zeros(n_out, f32)
+    for column in w.T:  # summed in order in float32, as torch
+        total += column
+    return low, w / total[:, None]
+
+
+def resize_images(x: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """(..., H, W) float32 -> (..., h, w): sgone's image resize (network inputs, DINOv2's canvas).
+
+    torch's antialiased bilinear resize (`resize_taps`), height then width, each output the sum of
+    its taps in order in float64 rounded once to float32, so any runtime that follows these steps
+    gets the same bits (torch's own kernel differs by about 1 float32 ulp, in an order that depends
+    on how it was compiled). examples/onnx_segment.py repeats it: DINOv2 in int8 turns a 1-ulp
+    difference in its input into other features, so a deployment must reproduce it exactly.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    for axis, n_out in ((-2, hw[0]), (-1, hw[1])):  # rows first: they gather whole rows (fast)
+        n_in = x.shape[axis]
+        if n_in == n_out:
+            continue
+        low, w = resize_taps(n_in, n_out)
+        weights = w.astype(np.float64).T.reshape(w.shape[1], -1, *[1] * (-1 - axis))  # (K, n_out[, 1])
+        shape = list(x.shape)
+        shape[axis] = n_out
+        out, part = np.zeros(shape), np.empty(shape)
+        for k in range(w.shape[1]):
+            np.multiply(np.take(x, np.minimum(low + k, n_in - 1), axis=axis), weights[k], out=part)  # exact
+            out += part
+        x = out.astype(np.float32)
+    return x

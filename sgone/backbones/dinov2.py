@@ -177,6 +177,14 @@ def canvas_size(height: int, width: int, resolution: int, minimum: int = TILE) -
     return tuple(max(minimum, int(round(side * scale / PATCH)) * PATCH) for side in (height, width))  # type: ignore[return-value]
 
 
+def resize_canvas(x: Tensor, hw: tuple[int, int]) -> Tensor:
+    """(B,3,H,W) -> (B,3,h,w) float32 on the CPU: `sgone.upsample.resize_images` (reproducible to the bit, so an
+    exported model's runtime gets the same int8 features)."""
+    from ..upsample import resize_images
+
+    return torch.from_numpy(resize_images(x.detach().float().cpu().numpy(), hw))
+
+
 def stitch(tiles: Tensor, starts: Sequence[tuple[int, int]], grid: tuple[int, int]) -> Tensor:
     """Average overlapping tile feature maps into one map.
 
@@ -293,15 +301,14 @@ class DinoV2S14(Backbone):
         """(B,3,H,W) normalised -> (tiled, global): per graph output in `self.outputs`, the stitched
         tile features (B,384,H'/14,W'/14) and (if `global_view`) the 224 view's features resized to that grid."""
         h, w = canvas_size(x.shape[-2], x.shape[-1], self.resolution)
-        canvas = F.interpolate(x.float(), size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+        canvas = resize_canvas(x, (h, w))
         rows, cols = tile_starts(h, TILE, self.tile_stride), tile_starts(w, TILE, self.tile_stride)
         starts = [(r, c) for r in rows for c in cols]
         tiles = torch.stack([canvas[:, :, r:r + TILE, c:c + TILE] for r, c in starts], dim=1)  # (B,T,3,224,224)
         b, t = tiles.shape[:2]
         batch = [tiles.flatten(0, 1)]
         if global_view:
-            batch.append(F.interpolate(x.float(), size=(TILE, TILE), mode="bilinear", align_corners=False,
-                                       antialias=True))
+            batch.append(resize_canvas(x, (TILE, TILE)))
         grid = (h // PATCH, w // PATCH)
         cells = [(r // PATCH, c // PATCH) for r, c in starts]
         tiled, context = [], []
@@ -315,7 +322,7 @@ class DinoV2S14(Backbone):
         """(B,3,H,W) normalised -> per graph output in `self.outputs`, (B,384,H'/14,W'/14): the canvas
         (longer side `resolution`) in one pass."""
         h, w = canvas_size(x.shape[-2], x.shape[-1], self.resolution, minimum=PATCH)
-        canvas = F.interpolate(x.float(), size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+        canvas = resize_canvas(x, (h, w))
         return self._run(canvas)
 
     def extract(self, x: Tensor) -> list[Tensor]:
@@ -323,7 +330,7 @@ class DinoV2S14(Backbone):
             whole = self.whole_maps(x)[0]
             high = whole
             if self.global_view:
-                squeezed = F.interpolate(x.float(), size=(TILE, TILE), mode="bilinear", align_corners=False, antialias=True)
+                squeezed = resize_canvas(x, (TILE, TILE))
                 high = F.interpolate(self._run(squeezed)[0], size=whole.shape[-2:], mode="bilinear", align_corners=False)
             return [m.to(device=x.device, dtype=x.dtype) for m in (whole, whole, high)]
         tiled, context = self.tiled_maps(x, self.global_view)

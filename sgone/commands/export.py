@@ -8,8 +8,9 @@ from sgone.errors import SgoneError
 from sgone.options import DEFAULT_MODEL, DEFAULT_SIZE
 
 EXAMPLE = """example:
-  sgone export --model prototype-mobilenet_v2 --output onnx-model/ --size 473
-  sgone export --model sgone-mobilenet_v2-real --output onnx-int8/ --dynamic --quantize int8 --calibration photos/
+  sgone export --output onnx-model/
+  python examples/onnx_segment.py onnx-model/ --support s.jpg --support-mask s.png --input q.jpg --output q_mask.png
+  sgone export --model sgone-mobilenet_v2-real --output onnx-int8/ --quantize int8 --calibration photos/
   sgone segment --model onnx-int8/ --runtime onnx --support s.jpg --support-mask s.png --input q.jpg --output out/"""
 
 
@@ -17,19 +18,24 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "export", help="export a model to ONNX for ONNX Runtime (no PyTorch needed to run it)", epilog=EXAMPLE,
         description="Writes OUTPUT/encoder.onnx (image -> features), prototype.onnx (a support's features and "
-                    "mask cover -> prototypes), head.onnx (query features + prototypes -> logits, similarity) and "
-                    "manifest.json (input size, normalisation, tensor shapes, model config, sgone version, and the "
-                    "graphs' agreement with PyTorch on the bundled photos). examples/onnx_segment.py runs them with "
-                    "onnxruntime, numpy and pillow alone.")
+                    "mask cover -> prototypes), head.onnx (query features + prototypes -> logits, similarity), "
+                    "dinov2.onnx for DINOv2 models, and manifest.json (the image and mask resize rules, "
+                    "input size rule, normalisation, DINOv2's tiling, tensor shapes, model config, threshold, sgone "
+                    "version, and the graphs' agreement with PyTorch on the bundled photos). "
+                    "examples/onnx_segment.py runs them with onnxruntime, numpy and pillow alone and gives "
+                    "`sgone segment`'s masks.")
     p.add_argument("--model", default=None,
                    help="registered model name, shipped checkpoint name or checkpoint path (default: the default of "
                         f"`sgone segment`, {DEFAULT_MODEL})")
     p.add_argument("--output", required=True, metavar="DIR", help="folder for the graphs and manifest.json")
     p.add_argument("--size", type=int, default=DEFAULT_SIZE,
-                   help="input size: the longer side (--dynamic) or the fixed square side")
-    p.add_argument("--dynamic", action="store_true",
-                   help="free batch, height and width (needed for --runtime onnx; the aspect ratio is kept); "
-                        "default: a fixed 1x3xSIZExSIZE input")
+                   help=f"input size: the longer side, aspect kept, as `sgone segment --size` (default {DEFAULT_SIZE}), "
+                        "or with --fixed the square side")
+    p.add_argument("--fixed", action="store_true",
+                   help="a fixed 1x3xSIZExSIZE input for runtimes that need static shapes: photos are squeezed to a "
+                        "square, so masks of non-square photos differ from sgone's, and --runtime onnx refuses it "
+                        "(default: free batch, height and width)")
+    p.add_argument("--dynamic", action="store_true", help=argparse.SUPPRESS)  # now the default; old commands still run
     p.add_argument("--quantize", choices=("int8",), default=None,
                    help="int8 encoder (static QDQ, calibrated on --calibration photos); see docs/results.md for "
                         "what it costs in mIoU")
@@ -64,10 +70,11 @@ def run(args: argparse.Namespace) -> int:
     images = calibration_images(args.calibration) if args.quantize else None
     from sgone.onnx.export import export_model
 
-    info = export_model(args.model, output, size=args.size, dynamic=args.dynamic, quantize=args.quantize,
+    info = export_model(args.model, output, size=args.size, dynamic=not args.fixed, quantize=args.quantize,
                         calibration=images)
     check = info["check"]
-    shape = "x".join(str(d) for d in info["input"]["shape"])
+    shape = ("any size, longer side resized to " + str(args.size) if info["input"]["dynamic"]
+             else "x".join(str(d) for d in info["input"]["shape"]))
     print(f"wrote {', '.join(info['files'].values())} and manifest.json to {output} "
           f"({info['model']}, input {shape}{', int8 encoder' if args.quantize else ''})")
     print(f"check against PyTorch on the bundled photos at {check['size']}: max abs diff of the probabilities "

@@ -1,7 +1,12 @@
 """Write a model as three ONNX graphs (encoder, prototype, head) and a JSON manifest.
 
-    export_model("prototype-mobilenet_v2", "onnx-out/", size=473)   # fixed 1x3x473x473 input
-    export_model("sgone-mobilenet_v2-real", "onnx-out/", dynamic=True, quantize="int8")
+    export_model("prototype-mobilenet_v2", "onnx-out/")   # any input size, the longer side resized to 473
+    export_model("sgone-mobilenet_v2-real", "onnx-out/", quantize="int8")
+    export_model("prototype-mobilenet_v2", "onnx-out/", dynamic=False)   # fixed 1x3x473x473 input
+
+The manifest states every step outside the graphs (sizes, the image resize, the mask resize, DINOv2's
+tiles, k-shot averaging, threshold) exactly enough for a runtime without torch to give the library's
+masks (examples/onnx_segment.py does, tests/examples/test_onnx_segment.py checks it).
 
 The TorchScript-based exporter (`dynamo=False`, opset 17) is used: it needs no extra package,
 takes about a second per model, and its graphs match PyTorch to ~1e-6 (checked on the bundled
@@ -24,8 +29,8 @@ import torch.nn as nn
 from sgone import ops
 from sgone.errors import SgoneError
 from sgone.onnx.graphs import EncoderGraph, GraphSpec, HeadGraph, PrototypeGraph, graph_spec, region_inputs
-from sgone.onnx.semantic import SEMANTIC_FILE, semantic_manifest, semantic_map
-from sgone.options import DEFAULT_SIZE
+from sgone.onnx.semantic import SEMANTIC_FILE, float32_list, semantic_manifest, semantic_map
+from sgone.options import DEFAULT_FUSION, DEFAULT_SIZE, DEFAULT_THRESHOLD
 
 OPSET = 17
 GRAPHS = ("encoder", "prototype", "head")
@@ -113,10 +118,17 @@ def manifest(model: nn.Module, name: str, spec: GraphSpec, size: int, dynamic: b
         "quantize": quantize,
         "input": {"size": size, "dynamic": dynamic,
                   "shape": ["batch", 3, "height", "width"] if dynamic else [1, 3, size, size],
-                  "resize": "longer side to size, aspect kept" if dynamic else "to size x size",
+                  "resize": ("longer side to size, aspect kept: h = max(8, round(H * size / max(H, W))), the same "
+                             "for w, Python's round (halves to even)" if dynamic else "to size x size"),
+                  "image": "the photo upright (EXIF orientation applied), transparent pixels on white, RGB uint8 "
+                           "HxWx3 -> (1,3,H,W) float32 / 255 -> (h, w) by the 'image_resize' rule",
                   "layout": "NCHW RGB float32 in [0, 1]", "stride": 8,
-                  "normalisation": {"mean": _floats(getattr(backbone, "mean", IMAGENET_MEAN)),
-                                    "std": _floats(getattr(backbone, "std", IMAGENET_STD)), "inside_graph": True}},
+                  "normalisation": {"mean": float32_list(getattr(backbone, "mean", IMAGENET_MEAN)),
+                                    "std": float32_list(getattr(backbone, "std", IMAGENET_STD)), "inside_graph": True}},
+        "image_resize": IMAGE_RESIZE,
+        "mask": "the support's mask (0 background, 1 object, 255 ignore) at its image's size -> (h, w) by nearest "
+                "neighbour as torch: source row min(floor(i * float32(H / h)), H - 1) with the product in float32 "
+                "(row i when the sizes are equal), the same for columns",
         "spec": dataclasses.asdict(spec),
         "graphs": shapes,
         "covers":  "share of each feature cell (grid = ceil(input/8)) covered by the mask's object (1) "
@@ -125,13 +137,25 @@ def manifest(model: nn.Module, name: str, spec: GraphSpec, size: int, dynamic: b
                                 "non-zero, at the input size",
         "probability": "softmax over the 2 logits (background, object) after bilinear upsampling "
                        "(align_corners=False) to the image size; object where above the threshold",
-        "k_shot": "average the k supports' prototypes; concatenate their *_set parts along dim 1",
-        "threshold": 0.5,
+        "k_shot": "average the k supports' prototypes; concatenate their *_set parts along dim 1 "
+                  "(sgone's default k-shot fusion, 'avg')",
+        "fusion": DEFAULT_FUSION,
+        "threshold": DEFAULT_THRESHOLD,
     }
 
 
-def _floats(values) -> list[float]:
-    return [round(float(v), 6) for v in torch.as_tensor(values).flatten()]
+# sgone.upsample.resize_images, stated for runtimes without sgone (examples/onnx_segment.py repeats it)
+IMAGE_RESIZE = [
+    "torch's F.interpolate(mode='bilinear', align_corners=False, antialias=True) made reproducible to the bit: "
+    "DINOv2 in int8 turns a 1-ulp difference in its input into other features",
+    "per axis, rows first then columns, skipped where the size is unchanged; n_in -> n_out, in float32 unless said: "
+    "scale = n_in / n_out; support = max(scale, 1); invscale = 1 / scale (float64, rounded) if scale >= 1 else 1",
+    "output i: centre = float32(float64(scale) * (i + 0.5)); low = max(trunc(float64(centre - support) + 0.5), 0); "
+    "high = min(trunc(float64(centre + support) + 0.5), n_in)",
+    "taps j = low .. high - 1: t = |float32((float64(j - centre) + 0.5) * invscale)|, weight 1 - t where t < 1 else 0; "
+    "weights divided by their sum (summed in order of j)",
+    "output = sum over taps in order of j of float64(x[j]) * float64(weight), in float64, rounded once to float32",
+]
 
 
 def _shapes(graphs: dict[str, bytes]) -> dict[str, dict[str, dict[str, list]]]:
@@ -149,10 +173,13 @@ def _shapes(graphs: dict[str, bytes]) -> dict[str, dict[str, dict[str, list]]]:
 
 
 def export_model(model: str | Path | nn.Module | None, output: str | Path, size: int = DEFAULT_SIZE,
-                 dynamic: bool = False, quantize: str | None = None, calibration: list[np.ndarray] | None = None,
+                 dynamic: bool = True, quantize: str | None = None, calibration: list[np.ndarray] | None = None,
                  name: str | None = None) -> dict:
     """Export a model (name, checkpoint or module) to `output`/{encoder,prototype,head}.onnx + manifest.json.
 
+    dynamic: any batch and image size, the longer side resized to `size` as the library does (default);
+    False fixes the input to 1x3xsizexsize (photos are squeezed to a square, so non-square photos get
+    other masks than the library's).
     The graphs are checked against PyTorch on the bundled photos and the result goes into the
     manifest ("check": max abs diff of the probabilities, IoU of the masks). quantize "int8":
     the encoder is quantised statically (QDQ) on `calibration` images (HxWx3 uint8; default the

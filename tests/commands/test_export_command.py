@@ -29,8 +29,7 @@ def one_line_error(capsys, rc: int, command: str) -> str:
 @pytest.fixture(scope="module")
 def exported(imagenet, tmp_path_factory):
     out = tmp_path_factory.mktemp("onnx-model")
-    assert main(["export", "--model", "prototype-mobilenet_v2", "--output", str(out), "--size", str(SIZE),
-                 "--dynamic"]) == 0
+    assert main(["export", "--model", "prototype-mobilenet_v2", "--output", str(out), "--size", str(SIZE)]) == 0
     return out
 
 
@@ -90,13 +89,13 @@ def test_example_script_segments_a_photo_without_torch(exported, tmp_path):
     iou = float(done.stdout.strip().rsplit(" ", 1)[1])
     mask = np.asarray(Image.open(out)) == 255
     assert mask.shape == (375, 250) and iou > 0.2
-    # the same photo through sgone's ONNX path: PIL's resize differs from torch's a little
+    # the same photo through sgone's ONNX path
     from sgone.predictor import Predictor
 
     predictor = Predictor(exported, size=SIZE, runtime="onnx")
     predictor.set_support(SAMPLES / "support.jpg", SAMPLES / "support_mask.png")
     ours = predictor.predict(SAMPLES / "query.jpg").mask == 1
-    assert (ours & mask).sum() / (ours | mask).sum() > 0.9
+    assert (ours & mask).sum() / (ours | mask).sum() > 0.98
     args = ["--support", str(SAMPLES / "support.jpg"), "--support-mask", str(SAMPLES / "support_mask.png"),
             "--input", str(SAMPLES / "query.jpg"), "--output", str(out)]
     missing = subprocess.run([sys.executable, str(ROOT / "examples" / "onnx_segment.py"), str(tmp_path), *args],

@@ -101,7 +101,7 @@ def test_bad_runtime_settings_fail_clearly(imagenet, tmp_path):
 
     with pytest.raises(SgoneError, match="tpu: unknown runtime"):
         Predictor(runtime="tpu")
-    export_model("prototype-mobilenet_v2", tmp_path / "fixed", size=97)
+    export_model("prototype-mobilenet_v2", tmp_path / "fixed", size=97, dynamic=False)
     with pytest.raises(SgoneError, match="fixed input size; export with --dynamic"):
         Predictor(tmp_path / "fixed", runtime="onnx")
     with pytest.raises(SgoneError, match="an exported ONNX model; run it with runtime='onnx'"):
