@@ -129,6 +129,26 @@ def merge(paths: list[str]) -> dict:
     return out
 
 
+def decay_table(out: dict, worst: int) -> None:
+    """Per-clip J over time (8 equal spans of the scored frames) of the `worst` clip/step pairs by J
+    decay under the first setting, and each setting's decay on them (runs that kept per-frame J)."""
+    grid, per_clip = out["grid"], out["per_clip"]
+    rows = []
+    for clip, per in per_clip["0"].items():
+        for step, v in per.items():
+            if "J_frames" in v:
+                rows.append((v["J_first"] - v["J_last"], clip, step))
+    rows.sort(reverse=True)
+    print(f"\n| clip, step | J over time, {grid[0] or 'base'} (8 spans) | " +
+          " | ".join(f"J decay, {g or 'base'}" for g in grid) + " |")
+    print("|---|---|" + "---:|" * len(grid))
+    for _, clip, step in rows[:worst]:
+        spans = np.array_split(np.array(per_clip["0"][clip][step]["J_frames"]), 8)
+        decays = [per_clip[str(g)][clip][step]["J_first"] - per_clip[str(g)][clip][step]["J_last"] for g in range(len(grid))]
+        print(f"| {clip}, {step} | " + " ".join(f"{x.mean() * 100:.0f}" for x in spans if len(x)) + " | " +
+              " | ".join(f"{d * 100:.1f}" for d in decays) + " |")
+
+
 def report(out: dict, folds: int) -> list[float]:
     """Print the per-setting table and the cross-validation over folds of clips; the held-out scores."""
     grid, steps = out["grid"], out["steps"]
@@ -187,11 +207,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--sequences", default=None, help="only these clips (comma list), for a quick look")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--worst-decay", type=int, default=0, metavar="N",
+                        help="also list the N clip/step pairs with the largest J decay, J over time")
     parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                         help="report on these runs' results together (runs over different clips) and stop")
     args = parser.parse_args(argv)
     if args.merge:
-        report(merge(args.merge), args.folds)
+        out = merge(args.merge)
+        report(out, args.folds)
+        if args.worst_decay:
+            decay_table(out, args.worst_decay)
         return 0
     if not args.root or not args.cache:
         parser.error("--root and --cache are required (unless --merge)")
@@ -240,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=1))
     report(out, args.folds)
+    if args.worst_decay:
+        decay_table(out, args.worst_decay)
     return 0
 
 
