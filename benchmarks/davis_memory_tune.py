@@ -52,6 +52,11 @@ def cache_clip(tracker, seq, step: int, path: Path) -> dict:
 
     if path.exists():
         return torch.load(path)
+    finer = path.with_name(path.name.replace(f"-s{step}.pt", "-s1.pt"))
+    if step > 1 and finer.exists():  # every step-th frame of the step-1 cache: the same outputs, no network run
+        data = torch.load(finer)
+        keep = [n for n, i in enumerate(data["index"]) if i % step == 0]
+        return {"index": [data["index"][n] for n in keep], "proto": data["proto"][keep], "feats": data["feats"][keep]}
     image0, mask0 = seq.first()
     tracker.start(image0, mask0)
     index = list(range(0, len(seq), step))[1:]
@@ -87,20 +92,61 @@ def replay(tracker, seq, data, frames: dict[int, np.ndarray], gts: dict[int, np.
         js.append(jaccard(pred.mask, gts[i]))
         fs.append(f_measure(pred.mask, gts[i]))
     j, f = float(np.mean(js)), float(np.mean(fs))
-    return {"J": j, "F": f, "JF": (j + f) / 2, "J_first": float(np.mean(js[: max(1, len(js) // 4)])),
+    return {"J": j, "F": f, "JF": (j + f) / 2, "J_frames": [round(float(x), 4) for x in js], "J_first": float(np.mean(js[: max(1, len(js) // 4)])),
             "J_last": float(np.mean(js[-max(1, len(js) // 4):]))}
 
 
+def differs(a: dict, b: dict) -> bool:
+    """Whether two base settings differ in a setting both name (a run made before a setting existed
+    ran without it, i.e. with it off)."""
+    return any(a[k] != b[k] for k in a.keys() & b.keys())
+
+
 def merge(paths: list[str]) -> dict:
-    """Results of several runs over different clips with the same settings, as one."""
-    runs = [json.loads(Path(p).read_text()) for p in paths]
-    out = dict(runs[0])
-    for other in runs[1:]:
-        if other["grid"] != out["grid"] or other["steps"] != out["steps"] or other["base"] != out["base"]:
-            raise SystemExit(f"--merge: the runs tried different settings or steps ({paths[0]} vs another)")
-        for g, clips in other["per_clip"].items():
-            out["per_clip"][g] = {**out["per_clip"][g], **clips}
+    """Results of several runs with the same base settings and steps, as one: runs that tried the same
+    settings over different clips are joined clip-wise; runs that tried different settings over the
+    same clips are joined setting-wise (a setting tried twice is kept once)."""
+    groups: list[dict] = []
+    for p in paths:
+        run = json.loads(Path(p).read_text())
+        if groups and (run["steps"] != groups[0]["steps"] or differs(run["base"], groups[0]["base"])):
+            raise SystemExit(f"--merge: {p} has other base settings or steps than {paths[0]}")
+        same = next((g for g in groups if g["grid"] == run["grid"]), None)
+        if same is None:
+            groups.append(run)
+            continue
+        for g, clips in run["per_clip"].items():
+            same["per_clip"][g] = {**same["per_clip"][g], **clips}
+    out = dict(groups[0], grid=[], per_clip={})
+    clips = set(groups[0]["per_clip"]["0"])
+    for run in groups:
+        if set(run["per_clip"]["0"]) != clips:
+            raise SystemExit("--merge: runs of different settings cover different clips")
+        for g, setting in enumerate(run["grid"]):
+            if setting not in out["grid"]:
+                out["per_clip"][str(len(out["grid"]))] = run["per_clip"][str(g)]
+                out["grid"].append(setting)
     return out
+
+
+def decay_table(out: dict, worst: int) -> None:
+    """Per-clip J over time (8 equal spans of the scored frames) of the `worst` clip/step pairs by J
+    decay under the first setting, and each setting's decay on them (runs that kept per-frame J)."""
+    grid, per_clip = out["grid"], out["per_clip"]
+    rows = []
+    for clip, per in per_clip["0"].items():
+        for step, v in per.items():
+            if "J_frames" in v:
+                rows.append((v["J_first"] - v["J_last"], clip, step))
+    rows.sort(reverse=True)
+    print(f"\n| clip, step | J over time, {grid[0] or 'base'} (8 spans) | " +
+          " | ".join(f"J decay, {g or 'base'}" for g in grid) + " |")
+    print("|---|---|" + "---:|" * len(grid))
+    for _, clip, step in rows[:worst]:
+        spans = np.array_split(np.array(per_clip["0"][clip][step]["J_frames"]), 8)
+        decays = [per_clip[str(g)][clip][step]["J_first"] - per_clip[str(g)][clip][step]["J_last"] for g in range(len(grid))]
+        print(f"| {clip}, {step} | " + " ".join(f"{x.mean() * 100:.0f}" for x in spans if len(x)) + " | " +
+              " | ".join(f"{d * 100:.1f}" for d in decays) + " |")
 
 
 def report(out: dict, folds: int) -> list[float]:
@@ -161,11 +207,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--sequences", default=None, help="only these clips (comma list), for a quick look")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--worst-decay", type=int, default=0, metavar="N",
+                        help="also list the N clip/step pairs with the largest J decay, J over time")
     parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                         help="report on these runs' results together (runs over different clips) and stop")
     args = parser.parse_args(argv)
     if args.merge:
-        report(merge(args.merge), args.folds)
+        out = merge(args.merge)
+        report(out, args.folds)
+        if args.worst_decay:
+            decay_table(out, args.worst_decay)
         return 0
     if not args.root or not args.cache:
         parser.error("--root and --cache are required (unless --merge)")
@@ -214,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=1))
     report(out, args.folds)
+    if args.worst_decay:
+        decay_table(out, args.worst_decay)
     return 0
 
 

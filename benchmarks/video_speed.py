@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="model name (default: the CLI default)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: sgone video's, cores - 1)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--memory-try", action="append", default=[], metavar="NAME=V[;NAME=V]",
+                        help="also time the memory mode with these settings (repeatable), interleaved with the rest")
     parser.add_argument("--json", default=None, help="also write the numbers here")
     args = parser.parse_args(argv)
 
@@ -53,7 +55,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from sgone.engine.video_metrics import jaccard
     from sgone.video import run_video, synthetic_clip, write_clip
+    from sgone.video.label_memory import LabelMemoryConfig
     from sgone.video.model import default_threads, video_predictor
+
+    # (label, mode, config): the modes with their defaults, then the memory mode's variants
+    runs_of = [(m, m, None) for m in args.modes] + [(f"memory {spec}", "memory", _memory_config(LabelMemoryConfig, spec))
+                                                      for spec in args.memory_try]
 
     torch.set_num_threads(args.threads or default_threads())
     height, width = 480, 854
@@ -69,15 +76,15 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             predictor = video_predictor(args.model, device=args.device, size=size, allow_untrained=True)  # speed only
             load_s = time.perf_counter() - t0
-            runs: dict[str, list[dict]] = {m: [] for m in args.modes}
+            runs: dict[str, list[dict]] = {label: [] for label, _, _ in runs_of}
             for rep in range(args.repeats):
-                for mode in args.modes:
-                    out = tmp / f"out-{size}-{mode}-{rep}"
-                    s = run_video(predictor, tmp / "frames", truth / "00000.png", out, mode=mode, progress=False)
+                for n, (label, mode, config) in enumerate(runs_of):
+                    out = tmp / f"out-{size}-{n}-{rep}"
+                    s = run_video(predictor, tmp / "frames", truth / "00000.png", out, mode=mode, config=config, progress=False)
                     js = [jaccard(read_mask(out / "masks" / f"{i:05d}.png"), read_mask(truth / f"{i:05d}.png"))
                           for i in range(1, args.frames)]
-                    runs[mode].append({"fps": s.fps, "predict_fps": s.predict_fps, "seconds": s.seconds, "J": float(np.mean(js))})
-            for mode in args.modes:
+                    runs[label].append({"fps": s.fps, "predict_fps": s.predict_fps, "seconds": s.seconds, "J": float(np.mean(js))})
+            for mode in runs:
                 r = runs[mode]
                 rows.append({
                     "size": size, "input": f"{width}x{height}" if not size else "x".join(map(str, _input_hw(height, width, size)[::-1])),
@@ -104,6 +111,20 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps({"rows": rows, "frames": args.frames, "threads": threads,
                                                "matmul_gflops": [gflops_before, gflops_after]}, indent=2) + "\n")
     return 0
+
+
+def _memory_config(config_cls, spec: str):
+    """'long_term=2;long_pool=1' -> the memory mode's config with those settings (typed as its fields)."""
+    from dataclasses import fields
+
+    types = {f.name: f.type for f in fields(config_cls)}
+    values = {}
+    for part in spec.split(";"):
+        name, _, value = part.partition("=")
+        if name not in types:
+            raise SystemExit(f"--memory-try {spec}: unknown setting {name}")
+        values[name] = {"int": int, "str": str}.get(types[name], float)(value)
+    return config_cls(**values)
 
 
 def _input_hw(h: int, w: int, size: int) -> tuple[int, int]:

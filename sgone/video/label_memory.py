@@ -70,6 +70,12 @@ class LabelMemoryConfig:
     topk: int = 10  # memory cells voting for each cell
     temperature: float = 0.05  # of the softmax over the top-k cosine similarities
     window: float = 0.2  # recent frames matched within this radius, fraction of the grid's longer side
+    long_term: int = 0  # confident past frames kept besides the recent ones (read anywhere, as XMem's long-term memory); 0 = off
+    long_every: int = 5  # a frame may join the long-term memory this many frames after the last one that did
+    long_confidence: float = 0.8  # ... when the mean object probability of its object cells is at least this
+    long_weight: float = 1.0  # weight of the long-term frames' cells in the vote
+    long_pool: int = 2  # their cells pooled by this factor (fewer cells to read: speed)
+    certainty_weight: float = 0.0  # recent/long-term cells weighted by their label's certainty |2p-1| to this power; 0 = off
     first_weight: float = 2.0  # weight of the first frame's cells in the vote (x their similarity)
     proto_weight: float = 0.2  # share of the prototype probability in the blend
     lost_area: float = 0.05  # predicted area under this share of the first mask's: object lost
@@ -144,6 +150,8 @@ class LabelMemoryTracker:
         # zoomed crops read cells at their own scale: the first frame's crop (when the object starts
         # small) and the recent crops with their read labels
         self.zoomed: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=max(1, self.config.recent + 1))
+        self.long: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=max(1, self.config.long_term))
+        self.since_long = 0  # frames since the last one kept long-term
         self.lost = False
         self.previous = torch.from_numpy(mask == 1)  # (H,W) bool at the frame's size
         box = self.zoom_region(mask.shape)
@@ -175,6 +183,11 @@ class LabelMemoryTracker:
         c = self.config
         h, w = feats.shape[-2:]
         keys, labels, allowed, bias = [self.first[0]], [self.first[1]], [None], [np.log(max(c.first_weight, 1e-6))]
+        for k, lab in self.long:
+            keys.append(k)
+            labels.append(lab)
+            allowed.append(None)
+            bias.append(self.certainty_bias(lab) + np.log(max(c.long_weight, 1e-6)))
         if not local:
             for k, lab in self.zoomed:
                 keys.append(k)
@@ -188,11 +201,35 @@ class LabelMemoryTracker:
                 keys.append(k)
                 labels.append(lab)
                 allowed.append(self._window(h, w) if local else None)
-                bias.append(0.0)
+                bias.append(self.certainty_bias(lab))
         p = propagate_labels(feats.flatten(1), keys, labels, c.topk, c.temperature, allowed, bias,
                              read_dtype(c.precision)).view(h, w)
         share = c.redetect_weight if self.lost else c.proto_weight
         return (1 - share) * p + share * p_proto
+
+    def certainty_bias(self, labels: torch.Tensor) -> torch.Tensor | float:
+        """(M,) soft labels -> the log weight of each cell in the vote: certainty_weight x log |2p-1|
+        (a cell whose label the frame was unsure of says less; a given or sure label is unchanged)."""
+        w = self.config.certainty_weight
+        if w <= 0:
+            return 0.0
+        return w * torch.log((2 * labels.float() - 1).abs().clamp(min=0.05))
+
+    def remember_long(self, feats: torch.Tensor, grid_prob: torch.Tensor) -> None:
+        """Keep a confident frame (features (C,h,w), labels (h,w)) in the long-term memory, pooled by
+        `long_pool`, at most every `long_every` frames; the oldest leaves beyond `long_term`."""
+        c = self.config
+        self.since_long += 1
+        if c.long_term <= 0 or self.lost or self.since_long < c.long_every:
+            return
+        obj = grid_prob > 0.5
+        if not bool(obj.any()) or float(grid_prob[obj].mean()) < c.long_confidence:
+            return
+        if c.long_pool > 1:
+            feats = F.normalize(F.avg_pool2d(feats[None], c.long_pool, ceil_mode=True)[0], dim=0)
+            grid_prob = F.avg_pool2d(grid_prob[None, None], c.long_pool, ceil_mode=True)[0, 0]
+        self.long.append((feats.flatten(1), grid_prob.flatten()))
+        self.since_long = 0
 
     @torch.inference_mode()
     def step(self, image: np.ndarray) -> Any:
@@ -224,6 +261,7 @@ class LabelMemoryTracker:
             self.recent.append((feats.flatten(1), grid_prob.flatten()))
         self.previous = full > self.predictor.threshold
         self.lost = float(self.previous.sum()) < self.config.lost_area * self.first_area
+        self.remember_long(feats, grid_prob)
         probability = full.numpy()
         return Prediction(mask=self.previous.numpy().astype(np.uint8), probability=probability, similarity=probability)
 

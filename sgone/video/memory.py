@@ -142,7 +142,7 @@ def propagate_labels(query: torch.Tensor, keys: list[torch.Tensor], labels: list
 
     query (C,N) and keys[i] (C,Mi) are unit vectors; labels[i] (Mi,) soft object labels in [0, 1];
     allowed[i] (N,Mi) bool or None says which cells of memory frame i each query cell may read (a
-    local window; None = all); bias[i] is added to frame i's scores (a log weight). Scores are
+    local window; None = all); bias[i] is added to frame i's scores (a log weight: a float, or (Mi,) per cell). Scores are
     cosine / temperature + bias; each query cell keeps its `topk` best readable cells, weighted by
     the softmax of their scores. Returns (N,) in [0, 1]; 0 for a cell that can read nothing.
     `dtype` is the scores' (bf16 halves the memory traffic of the (N, M) score matrix, the cost).
@@ -155,7 +155,7 @@ def propagate_labels(query: torch.Tensor, keys: list[torch.Tensor], labels: list
     start = 0
     for i in use:
         end = start + keys[i].shape[1]
-        if bias is not None and bias[i]:
+        if bias is not None and (torch.is_tensor(bias[i]) or bias[i]):  # a float per frame or a tensor (Mi,) per cell
             scores[:, start:end].add_(bias[i])
         if allowed is not None and allowed[i] is not None:
             scores[:, start:end].masked_fill_(~allowed[i], float("-inf"))

@@ -1,6 +1,7 @@
 """The memory mode: label propagation, its window, loss and re-detection, the zoom step, bounded memory."""
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -148,3 +149,45 @@ def test_memory_reads_a_fused_models_semantic_part_on_the_finest_grid():
         memory_features({"guide": detail}, "semantic")
     with pytest.raises(SgoneError, match="features must be"):
         memory_features(encoded, "colour")
+
+
+def test_per_cell_bias_weights_memory_cells_in_the_vote():
+    keys = F.normalize(torch.ones(4, 2), dim=0)  # two memory cells equally similar to the query
+    query = keys[:, :1]
+    labels = torch.tensor([1.0, 0.0])
+    even = propagate_labels(query, [keys], [labels], topk=2, temperature=0.05)
+    assert float(even[0]) == pytest.approx(0.5)
+    tilted = propagate_labels(query, [keys], [labels], topk=2, temperature=0.05, bias=[torch.tensor([np.log(3.0), 0.0])])
+    assert float(tilted[0]) == pytest.approx(0.75)  # the object cell weighs 3 times the other
+
+
+def test_certainty_weight_lowers_the_say_of_unsure_labels_only():
+    tracker = LabelMemoryTracker(_fake_predictor(), LabelMemoryConfig(certainty_weight=1.0))
+    bias = tracker.certainty_bias(torch.tensor([0.0, 1.0, 0.5, 0.75]))
+    assert bias[:2].abs().max() < 1e-6  # sure labels keep their weight
+    assert float(bias[2]) == pytest.approx(np.log(0.05)) and float(bias[3]) == pytest.approx(np.log(0.5))
+    assert LabelMemoryTracker(_fake_predictor(), LabelMemoryConfig()).certainty_bias(torch.rand(5)) == 0.0
+
+
+def test_long_term_memory_keeps_confident_frames_at_a_low_rate_and_stays_bounded():
+    predictor = _fake_predictor(64)
+    config = LabelMemoryConfig(recent=1, long_term=2, long_every=3, long_pool=2, long_confidence=0.6,
+                               guided_radius=0.0, zoom_below=0.0)  # the stand-in's frames are about 0.7-0.8 sure
+    tracker = LabelMemoryTracker(predictor, config)
+    tracker.start(*_frame(64, 64, (10, 10, 30, 30)))
+    kept = []
+    for i in range(20):
+        tracker.step(_frame(64, 64, (10, 10 + i, 30, 30 + i))[0])
+        kept.append(len(tracker.long))
+    assert kept[:3] == [0, 0, 1] and max(kept) == 2  # one frame in 3 joins; never more than 2 kept
+    assert all(k.shape[1] == 4 * 4 for k, _ in tracker.long)  # an 8x8 grid pooled by 2
+    unsure = LabelMemoryTracker(predictor, replace(config, long_confidence=0.95))
+    unsure.start(*_frame(64, 64, (10, 10, 30, 30)))
+    for i in range(6):
+        unsure.step(_frame(64, 64, (10, 10 + i, 30, 30 + i))[0])
+    assert len(unsure.long) == 0  # frames less sure than the gate are not kept
+    lost = LabelMemoryTracker(predictor, config)
+    lost.start(*_frame(64, 64, (10, 10, 30, 30)))
+    for _ in range(6):
+        lost.step(_frame(64, 64, None)[0])  # the object is gone: nothing to remember
+    assert len(lost.long) == 0
