@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import dinov2_reason, missing, mobilenet_weights, onnxruntime_reason
+from tests.helpers import dinov2_reason, missing, mobilenet_weights, onnxruntime_reason, openvino_reason
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +33,14 @@ def dinov2(imagenet):
     if reason is not None:
         missing(reason)
     return dinov2_file()
+
+
+@pytest.fixture(scope="session")
+def openvino(ort):
+    """openvino (the `openvino` extra, which setup.sh installs), or `missing`."""
+    reason = openvino_reason()
+    if reason is not None:
+        missing(reason)
+    import openvino
+
+    return openvino
