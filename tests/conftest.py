@@ -44,3 +44,16 @@ def openvino(ort):
     import openvino
 
     return openvino
+
+
+@pytest.fixture(autouse=True)
+def _auto_runtime_is_torch(request, monkeypatch):
+    """`--runtime auto` (the default) picks PyTorch in tests, except in those marked `real_auto`
+    (tests/runtimes): they check OpenVINO's parity with PyTorch and auto's choice; elsewhere an export
+    and a compile per model and size would add minutes and test the same predictor code."""
+    if request.node.get_closest_marker("real_auto"):
+        return
+    from sgone.runtimes import auto_runtime
+
+    monkeypatch.setattr(auto_runtime, "FASTEST", {})
+    monkeypatch.setattr(auto_runtime, "DEFAULT_CHOICES", [])

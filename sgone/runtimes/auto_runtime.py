@@ -89,6 +89,11 @@ def load(model: Any, *, device: Any = "cpu", size: int | None = None, threads: i
     if precision not in PRECISIONS:
         raise SgoneError(f"--precision {precision}: unknown precision (use one of: {', '.join(PRECISIONS)})")
     device = resolve_device(device)
+    if precision != "auto" and device.type == "cpu":  # a precision only OpenVINO runs: checked before loading
+        from sgone.runtimes.openvino_runtime import check_precision, require_openvino
+
+        require_openvino()
+        check_precision(precision)
     if device.type != "cpu":  # training and CUDA stay PyTorch
         check_shipped_precision("torch (on CUDA)", precision)
         return torch_runtime.load(model, device=device, fuse=fuse, allow_untrained=allow_untrained, weights=weights)

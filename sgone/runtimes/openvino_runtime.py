@@ -246,13 +246,15 @@ def exported_graphs(model: nn.Module, size: int, folder: Path | None = None) -> 
 
 def openvino_model(model: nn.Module, size: int = DEFAULT_SIZE, threads: int | None = None,
                    precision: str = "auto") -> Any:
-    """A prepared torch model exported (dynamic axes; cached, `exported_graphs`) and compiled by OpenVINO."""
+    """A prepared torch model exported (dynamic axes; cached, `exported_graphs`) and compiled by OpenVINO.
+    `size` is unused: the graphs are traced at DEFAULT_SIZE whatever the Predictor's size (their axes are
+    free), so one cached export serves every size."""
     from sgone.onnx.sessions import OnnxModel, require_onnxruntime
 
     require_openvino()
     check_precision(precision)
     require_onnxruntime(export=True)  # the exporter's own needs
-    spec, graphs = exported_graphs(model, size)
+    spec, graphs = exported_graphs(model, DEFAULT_SIZE)
     semantic = semantic_encoder(model.backbone.semantic, precision, threads) if "semantic" in spec.inputs else None
     return OnnxModel(graphs, spec, getattr(model, "config", {}), threads, semantic=semantic,
                      session=session_factory(precision, threads))
@@ -280,7 +282,7 @@ def load(model: Any, *, device: Any = "cpu", size: int | None = None, threads: i
 
     loaded = torch_runtime.load(model, device=device, fuse=fuse, allow_untrained=allow_untrained, weights=weights)
     if isinstance(loaded.model, nn.Module):
-        loaded.model = openvino_model(loaded.model, size or DEFAULT_SIZE, threads, precision)
+        loaded.model = openvino_model(loaded.model, DEFAULT_SIZE, threads, precision)
     loaded.runtime, loaded.precision = "openvino", precision
     return loaded
 
