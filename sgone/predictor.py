@@ -28,7 +28,7 @@ from sgone.inputs import (ImageLike, check_image, check_pair, image_tensor, inpu
 from sgone.models.inference import prepare_for_inference  # noqa: F401  (re-exported)
 from sgone.options import (BOUNDARIES, DEFAULT_FUSION, DEFAULT_PRECISION, DEFAULT_RUNTIME, DEFAULT_SIZE,
                            DEFAULT_THRESHOLD, FUSIONS, RUNTIMES)
-from sgone.runtimes import resolve_device, runtime as runtime_module
+from sgone.runtimes import Loaded, resolve_device, runtime as runtime_module
 
 __all__ = ["BOUNDARIES", "FUSIONS", "RUNTIMES", "ImageLike", "Prediction", "Predictor", "image_tensor", "input_size",
            "mask_tensor", "prepare_for_inference", "resolve_device"]
@@ -50,7 +50,7 @@ class Prediction:
 class Predictor:
     """Few-shot segmentation of many queries against one cached support set.
 
-    model: a registered name, a shipped checkpoint name, a checkpoint path, or a module (copied
+    model: a registered name, a shipped checkpoint name, a checkpoint path, a runtime's `Loaded`, or a module (copied
     when `fuse` folds its BatchNorm layers for inference); None = `registry.DEFAULT_MODEL`, SG-One
     trained on real photos (DINOv2 + MobileNetV2; "prototype-mobilenet_v2" is ~5x faster). size: the longer input side (None =
     original size). fusion: k-shot rule, "avg" (average the support prototypes), "max" (union of
@@ -74,8 +74,11 @@ class Predictor:
         self.boundary = boundary
         if fusion not in FUSIONS:
             raise SgoneError(f"{fusion}: unknown k-shot fusion (use {', '.join(FUSIONS)})")
-        loaded = runtime_module(runtime).load(model, device=device, size=size, threads=threads, fuse=fuse,
-                                              allow_untrained=allow_untrained, weights=weights, precision=precision)
+        if isinstance(model, Loaded):  # what a runtime loaded already (the app's model cache shares it)
+            loaded = model
+        else:
+            loaded = runtime_module(runtime).load(model, device=device, size=size, threads=threads, fuse=fuse,
+                                                  allow_untrained=allow_untrained, weights=weights, precision=precision)
         self.runtime, self.precision = loaded.runtime or runtime, loaded.precision  # what "auto" chose
         self.model, self.model_name, self.device = loaded.model, loaded.name, loaded.device
         self.size = size
