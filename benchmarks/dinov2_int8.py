@@ -29,7 +29,7 @@ from sgone.samples import sample_paths
 
 def tiles(image: np.ndarray, dino: DinoV2S14) -> np.ndarray:
     """An HxWx3 uint8 photo -> its 9 normalised 224 tiles of a 448x448 canvas, (9,3,224,224) float32."""
-    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    x = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 255
     canvas = dino.normalize(F.interpolate(x, size=(448, 448), mode="bilinear", antialias=True, align_corners=False))
     return torch.cat([canvas[:, :, r:r + 224, c:c + 224] for r in (0, 112, 224) for c in (0, 112, 224)]).numpy()
 

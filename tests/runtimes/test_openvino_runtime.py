@@ -200,7 +200,6 @@ def test_precisions_a_runtime_does_not_offer(openvino):
         Predictor("prototype-mobilenet_v2", runtime="torch", precision="bf16")
     with pytest.raises(SgoneError, match=r"^--precision fp32: the onnx runtime runs the model as it ships"):
         Predictor("prototype-mobilenet_v2", runtime="onnx", precision="fp32")
-    with pytest.raises(SgoneError, match=r"^--precision int8: not offered by the openvino runtime"):
-        Predictor("prototype-mobilenet_v2", runtime="openvino", precision="int8")
-    with pytest.raises(SgoneError, match=r"^--precision fp64: unknown precision"):
-        Predictor("prototype-mobilenet_v2", precision="fp64")
+    for runtime in ("openvino", "auto"):
+        with pytest.raises(SgoneError, match=r"^--precision int8: unknown precision \(use one of: auto, fp32, bf16\)$"):
+            Predictor("prototype-mobilenet_v2", runtime=runtime, precision="int8")
