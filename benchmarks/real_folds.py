@@ -6,6 +6,10 @@ stride 16, or DINOv2 + it; longer side `--size`), scored at the original label s
 per-source breakdown and the guidance check (mean learnt similarity inside vs outside the query's
 object); writes results.json and, per fold, the 4 best and 4 worst 1-shot episodes of the trained model.
 
+--precision fp32|bf16 runs the checkpoints' DINOv2 under OpenVINO at that precision (the openvino runtime's
+DINOv2; MobileNetV2 and the head stay PyTorch fp32 here, `real_photo_check.py --runtimes openvino-bf16`
+scores the whole OpenVINO path); the feature cache keeps such features apart. Default auto: as shipped.
+
 Run (after scripts/train_real.sh):
     python benchmarks/real_folds.py --root ../shared/data/ccp --root ../shared/data/coco128 \
         --root ../shared/data/camvid --runs runs/real --episodes 1000 --out runs/real/eval
@@ -39,6 +43,19 @@ class LastLevels:
 
     def tensors(self, path, device="cpu"):
         return self.cache.tensors(path, device, select=slice(-3, None))
+
+
+def dinov2_precision(model, precision: str):
+    """The model with its DINOv2 run as the openvino runtime runs it at `precision` (auto: unchanged);
+    the backbone's options name the executor, so the feature cache keeps these features apart."""
+    if precision == "auto":
+        return model
+    from sgone.runtimes.openvino_runtime import semantic_encoder
+
+    joint = model.backbone
+    joint.semantic = semantic_encoder(joint.semantic, precision, None)
+    joint.options["semantic"] = {**joint.options["semantic"], "executor": f"openvino-{precision}"}
+    return model
 
 
 def score(model, source, specs, cache, labels, progress: str):
@@ -128,6 +145,8 @@ def main() -> None:
     parser.add_argument("--backbone-options", type=json_object, default=None,
                         help='JSON updating the checkpoints\' backbone options, e.g. \'{"resolution": 224, '
                              '"tile_stride": 224}\' (DINOv2 as one 224 tile)')
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="DINOv2 under OpenVINO at fp32 or bf16 (default auto: as the checkpoint ships it)")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     from sgone.engine.training_data import feature_cache_folder
@@ -136,7 +155,8 @@ def main() -> None:
     first = Path(args.runs) / f"fold{args.folds.split(',')[0]}" / args.checkpoint
     # the frozen backbone the checkpoints were trained on (ImageNet MobileNetV2, or DINOv2 + it)
     cache = FeatureCache(feature_cache_folder(args.feature_cache),
-                         load_model(first, backbone_options=args.backbone_options).backbone.eval(), args.size)
+                         dinov2_precision(load_model(first, backbone_options=args.backbone_options),
+                                          args.precision).backbone.eval(), args.size)
     labels = LabelMaps(source, args.size)
     out = Path(args.out or Path(args.runs) / "eval")
     out.mkdir(parents=True, exist_ok=True)
@@ -149,7 +169,7 @@ def main() -> None:
                 or set(trained_with.get("source_options", {})) - {"folds", "cache_dir"}:
             sys.exit(f"{path}: trained on fold {trained_with.get('fold')} with data options "
                      f"{trained_with.get('source_options')}; this script scores the default 4 folds")
-        trained = load_model(path, backbone_options=args.backbone_options).eval()
+        trained = dinov2_precision(load_model(path, backbone_options=args.backbone_options), args.precision).eval()
         if args.head_weight is not None:
             trained.head_weight = args.head_weight
         if FeatureCache(cache.dir.parent, trained.backbone, args.size).tag != cache.tag:

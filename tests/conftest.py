@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import dinov2_reason, missing, mobilenet_weights, onnxruntime_reason
+from tests.helpers import dinov2_reason, missing, mobilenet_weights, onnxruntime_reason, openvino_reason
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +33,27 @@ def dinov2(imagenet):
     if reason is not None:
         missing(reason)
     return dinov2_file()
+
+
+@pytest.fixture(scope="session")
+def openvino(ort):
+    """openvino (the `openvino` extra, which setup.sh installs), or `missing`."""
+    reason = openvino_reason()
+    if reason is not None:
+        missing(reason)
+    import openvino
+
+    return openvino
+
+
+@pytest.fixture(autouse=True)
+def _auto_runtime_is_torch(request, monkeypatch):
+    """`--runtime auto` (the default) picks PyTorch in tests, except in those marked `real_auto`
+    (tests/runtimes): they check OpenVINO's parity with PyTorch and auto's choice; elsewhere an export
+    and a compile per model and size would add minutes and test the same predictor code."""
+    if request.node.get_closest_marker("real_auto"):
+        return
+    from sgone.runtimes import auto_runtime
+
+    monkeypatch.setattr(auto_runtime, "FASTEST", {})
+    monkeypatch.setattr(auto_runtime, "DEFAULT_CHOICES", [])

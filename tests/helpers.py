@@ -50,6 +50,15 @@ def onnxruntime_reason() -> str | None:
     return None
 
 
+def openvino_reason() -> str | None:
+    """Why the openvino package cannot be imported (the `openvino` extra, installed by setup.sh), or None."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return f"the openvino package is not installed ({SETUP}, or pip install openvino)"
+    return None
+
+
 def imagenet_reason(name: str = "mobilenet_v2") -> str | None:
     """Why the ImageNet file of backbone `name` cannot be found, or None."""
     from sgone.backbones.weights import find_weights

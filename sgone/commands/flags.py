@@ -40,10 +40,15 @@ def add_boundary_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_runtime_argument(parser: argparse.ArgumentParser) -> None:
-    """`--runtime`, for commands whose predictor `build_predictor` makes."""
+    """`--runtime` and `--precision`, for commands whose predictor `build_predictor` makes."""
     parser.add_argument("--runtime", choices=tuple(options.RUNTIMES), default=options.DEFAULT_RUNTIME,
-                        help="torch, or onnx: ONNX Runtime on the CPU, the model exported when the command starts "
-                             "(a few seconds) or --model a folder from `sgone export --dynamic`")
+                        help="auto (default): the installed runtime measured fastest for the model on this CPU, "
+                             "torch on CUDA; torch; onnx: ONNX Runtime on the CPU, the model exported when the command "
+                             "starts (a few seconds) or --model a folder from `sgone export --dynamic`; openvino: the "
+                             'same graphs run by OpenVINO (pip install "sgone[openvino]")')
+    parser.add_argument("--precision", choices=options.PRECISIONS, default=options.DEFAULT_PRECISION,
+                        help="auto (default): the model as it ships (the default model's DINOv2 in int8); fp32; "
+                             "bf16 (openvino, on a CPU with AVX-512 BF16 or AMX: faster, masks differ slightly)")
 
 
 def add_weights_argument(parser: argparse.ArgumentParser) -> None:
@@ -95,7 +100,7 @@ def check_model_arguments(args: argparse.Namespace) -> None:
         from sgone.models.zoo import MODELS
 
         name = args.model or options.DEFAULT_MODEL
-        if getattr(args, "runtime", "torch") == "onnx" and Path(name).is_dir():
+        if getattr(args, "runtime", "torch") != "torch" and Path(name).is_dir():
             raise SgoneError(f"--weights {weights}: {name} is an exported model, which holds its own weights")
         if "arch" not in MODELS.get(name, {}):  # a path, or a shipped checkpoint such as the default
             raise SgoneError(f"--weights {weights}: only for a registered --model name; {name} is a checkpoint, "
@@ -118,11 +123,12 @@ def model_name(args: argparse.Namespace) -> str:
 
 
 def build_predictor(args: argparse.Namespace, fusion: str = options.DEFAULT_FUSION):
-    """The predictor for --model/--weights/--device/--size/--threshold/--runtime/--boundary: every
+    """The predictor for --model/--weights/--device/--size/--threshold/--runtime/--precision/--boundary: every
     name, the default and --weights take the same road (`sgone.runtimes`, then `load_model`)."""
     from sgone import predictor as predictors
 
     return predictors.Predictor(args.model, device=args.device, size=args.size or None, threshold=args.threshold,
                                 fusion=fusion, runtime=getattr(args, "runtime", options.DEFAULT_RUNTIME),
                                 boundary=getattr(args, "boundary", options.DEFAULT_BOUNDARY),
+                                precision=getattr(args, "precision", options.DEFAULT_PRECISION),
                                 weights=getattr(args, "weights", None) or "auto")

@@ -126,7 +126,7 @@ def fingerprint(args: argparse.Namespace, groups) -> dict:
     if Path(model).is_file():
         model_id["sha1"] = file_digest(model)
     options = {"size": args.size, "threshold": args.threshold, "fusion": args.fusion, "boundary": args.boundary,
-               "runtime": args.runtime, "class_id": args.class_id, "resize_masks": args.resize_masks}
+               "runtime": args.runtime, "precision": args.precision, "class_id": args.class_id, "resize_masks": args.resize_masks}
     supports = [{"class": g.name, "shots": [{"image": file_digest(i), "mask": file_digest(m)}
                                             for i, m in zip(g.images, g.masks)]} for g in groups]
     return {"model": model_id, "options": options, "supports": supports}
@@ -181,7 +181,8 @@ def run(args: argparse.Namespace) -> int:
     store.check(args.overwrite)  # a refused folder is refused before the model loads
     spec = LabelSpec(model=model_name(args), classes=tuple(g.name for g in groups),
                      supports=tuple(tuple(pairs) for pairs in supports), size=size, threshold=args.threshold,
-                     fusion=args.fusion, boundary=args.boundary, runtime=args.runtime, device=args.device,
+                     fusion=args.fusion, boundary=args.boundary, runtime=args.runtime, precision=args.precision,
+                     device=args.device,
                      work_side=work, max_pixels=max_pixels, overlays=args.overlays, threads=model_threads(args))
     cluster = None
     if args.engine == "ray":

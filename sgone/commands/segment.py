@@ -259,7 +259,10 @@ def run(args: argparse.Namespace) -> int:
         mean = stats["mean_foreground_probability"]
         print(f"[{i}/{len(queries)}] {q} -> {paths[0]}: foreground {stats['foreground_share']:.1%}"
               f"{'' if mean is None else f', mean probability {mean:.2f}'}, {seconds:.2f} s")
-    summary = {"model": model_name(args), "runtime": args.runtime, "size": args.size,
+    # what --runtime/--precision auto chose (the flags themselves for a predictor that does not say)
+    summary = {"model": model_name(args), "runtime": getattr(predictor, "runtime", args.runtime),
+               "precision": getattr(predictor, "precision", args.precision),
+               "size": args.size,
                "threshold": args.threshold, "fusion": args.fusion, "preview_size": args.preview_size,
                "support": [{"image": i, "mask": m} for i, m in zip(args.support, args.support_mask)],
                "queries": done, "skipped": skipped}

@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads or default_threads())
     predictor = video_predictor(args.model, device=args.device, size=args.size, threshold=args.threshold,
-                                runtime=args.runtime)
+                                runtime=args.runtime, precision=args.precision)
     summary = run_video(
         predictor, args.input, mask, output, mode=args.mode, every=args.every, on_bad_frame=args.on_bad_input,
         preview=args.preview, write_video=not args.no_video, fps=args.fps, config=config, progress=not args.quiet,

@@ -3,7 +3,9 @@
 
 `OnnxModel` has the torch models' `encode`, `support_prototype`, `segment` and
 `fuse_prototypes`, taking and returning torch tensors, so the Predictor's glue (resizing,
-k-shot fusion, upsampling, the keep rule in `sgone.ops`) is the same code for both runtimes.
+k-shot fusion, upsampling, the keep rule in `sgone.ops`) is the same code for every runtime.
+What executes a graph is pluggable (`session=`): ONNX Runtime here (`ort_session`), OpenVINO in
+`sgone.runtimes.openvino_runtime`; both give the two calls used, `get_inputs()` and `run()`.
 """
 from __future__ import annotations
 
@@ -53,46 +55,59 @@ def session_options(threads: int | None = None, spinning: bool = False) -> Any:
     return options
 
 
+def ort_session(threads: int | None = None) -> Callable[[bytes | str | Path], Any]:
+    """A factory: ONNX bytes or a file -> an ONNX Runtime CPU session (`session_options(threads)`)."""
+    ort = require_onnxruntime()
+    options = session_options(threads)
+
+    def make(data: bytes | str | Path) -> Any:
+        return ort.InferenceSession(data if isinstance(data, bytes) else str(data), options,
+                                    providers=["CPUExecutionProvider"])
+    return make
+
+
 class OnnxModel:
     """A model's graphs (ONNX bytes or files) run by ONNX Runtime on the CPU.
 
     graphs: {"encoder", "prototype", "head"} -> ONNX bytes or a file path; spec: their tensor names.
     torch_prototypes: compute the support's prototypes with PyTorch (the same parts as the prototype
     graph, but k-means stops once they settle: faster where torch is at hand, as in `Predictor`);
-    False runs the prototype graph, as a runtime without torch does.
+    False runs the prototype graph, as a runtime without torch does. session: what executes a graph
+    (ONNX bytes or file -> an object with ONNX Runtime's `get_inputs()` and `run(names, feeds)`;
+    default `ort_session(threads)`).
     """
 
     variant = "fixed"
 
     def __init__(self, graphs: dict[str, bytes | str | Path], spec: GraphSpec, config: dict | None = None,
                  threads: int | None = None, dynamic: bool = True, torch_prototypes: bool = True,
-                 semantic: Callable[[torch.Tensor], list[torch.Tensor]] | None = None) -> None:
-        ort = require_onnxruntime()
-        options = session_options(threads)
+                 semantic: Callable[[torch.Tensor], list[torch.Tensor]] | None = None,
+                 session: Callable[[bytes | str | Path], Any] | None = None) -> None:
+        make = session or ort_session(threads)
         self.spec, self.config, self.dynamic = spec, dict(config or {}), dynamic
         self.graphs = dict(graphs)
         self.torch_prototypes = torch_prototypes
-        self.sessions = {name: ort.InferenceSession(data if isinstance(data, bytes) else str(data), options,
-                                                    providers=["CPUExecutionProvider"])
-                         for name, data in graphs.items()}
+        self.sessions = {name: make(data) for name, data in graphs.items()}
         if "semantic" in spec.inputs and semantic is None:
             raise SgoneError("this model's encoder takes DINOv2's patch map: give its DINOv2 encoder (semantic=)")
         self.semantic = semantic  # images (B,3,H,W) in [0,1] -> [DINOv2's patch map (B,384,h',w'), ...]
 
     @classmethod
-    def from_folder(cls, folder: str | Path, threads: int | None = None) -> "OnnxModel":
-        """Load what `sgone export` wrote (manifest.json + graphs, and dinov2.onnx for DINOv2 models)."""
+    def from_folder(cls, folder: str | Path, threads: int | None = None,
+                    session: Callable[[bytes | str | Path], Any] | None = None,
+                    dinov2_session: Callable[[bytes | str | Path], Any] | None = None) -> "OnnxModel":
+        """Load what `sgone export` wrote (manifest.json + graphs, and dinov2.onnx for DINOv2 models);
+        `session` runs the graphs, `dinov2_session` DINOv2's file (both default ONNX Runtime)."""
         folder = Path(folder)
         info = read_manifest(folder)
         spec = GraphSpec(**{k: v if k == "arch" else tuple(v) for k, v in info["spec"].items()})
         files = {g: folder / f for g, f in info["files"].items() if g != "dinov2"}
         semantic = None
         if "dinov2" in info["files"]:
-            session = require_onnxruntime().InferenceSession(str(folder / info["files"]["dinov2"]),
-                                                            session_options(threads),
-                                                            providers=["CPUExecutionProvider"])
-            semantic = semantic_encoder(info["semantic"], session)
-        return cls(files, spec, info["model_config"], threads, info["input"]["dynamic"], semantic=semantic)
+            make = dinov2_session or session or ort_session(threads)
+            semantic = semantic_encoder(info["semantic"], make(folder / info["files"]["dinov2"]))
+        return cls(files, spec, info["model_config"], threads, info["input"]["dynamic"], semantic=semantic,
+                   session=session)
 
     @staticmethod
     def fuse_prototypes(prototypes: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -105,7 +105,9 @@ def test_bad_runtime_settings_fail_clearly(imagenet, tmp_path):
     with pytest.raises(SgoneError, match="fixed input size; export with --dynamic"):
         Predictor(tmp_path / "fixed", runtime="onnx")
     with pytest.raises(SgoneError, match="an exported ONNX model; run it with runtime='onnx'"):
-        Predictor(tmp_path / "fixed")
+        Predictor(tmp_path / "fixed", runtime="torch")
+    with pytest.raises(SgoneError, match="fixed input size; export with --dynamic"):
+        Predictor(tmp_path / "fixed")  # auto: the exported folder goes to openvino, else onnx
     (tmp_path / "empty").mkdir()
     with pytest.raises(SgoneError, match=r"manifest.json: not found"):
         Predictor(tmp_path / "empty", runtime="onnx")
