@@ -33,6 +33,8 @@ class LabelSpec:
     threshold: float = 0.5
     fusion: str = "avg"
     boundary: str = "none"
+    self_support: bool = False
+    zoom: bool = False
     runtime: str = "torch"
     device: str = "auto"
     work_side: int | None = 2048
@@ -59,7 +61,8 @@ def build_predictor(spec: LabelSpec):
     if spec.threads:
         torch.set_num_threads(spec.threads)
     predictor = Predictor(spec.model, device=spec.device, size=spec.size, threshold=spec.threshold,
-                          fusion=spec.fusion, runtime=spec.runtime, boundary=spec.boundary)
+                          fusion=spec.fusion, runtime=spec.runtime, boundary=spec.boundary,
+                          self_support=spec.self_support, zoom=spec.zoom)
     nested = len(spec.classes) > 1
     images = [[pair[0] for pair in shots] for shots in spec.supports]
     masks = [[pair[1] for pair in shots] for shots in spec.supports]
