@@ -44,7 +44,7 @@ from sgone.engine.feature_cache import FeatureCache  # noqa: E402
 from sgone.engine.metrics import IoUAccumulator, by_object_size, object_share  # noqa: E402
 from sgone.inputs import image_tensor, input_size  # noqa: E402
 from sgone.io import atomic_write, read_image  # noqa: E402
-from sgone.models.registry import load_model  # noqa: E402
+from sgone.models.registry import load_model, read_checkpoint  # noqa: E402
 from sgone import predictor as predictors  # noqa: E402
 from sgone import self_support as ss  # noqa: E402
 
@@ -53,12 +53,16 @@ STEPS = ("off", "self", "zoom", "both")
 
 def settings(choose: bool) -> dict[str, dict]:
     """Named settings of the two steps: the module constants, or (--choose) a grid around them."""
-    base = {"high": ss.HIGH, "low": ss.LOW, "weight": ss.WEIGHT, "zoom_weight": predictors.ZOOM_WEIGHT, "steps": STEPS}
+    base = {"high": ss.HIGH, "low": ss.LOW, "weight": ss.WEIGHT, "parts": ss.PARTS, "keep": ss.KEEP,
+            "zoom_weight": predictors.ZOOM_WEIGHT, "steps": STEPS}
     rows = {"constants": base}
     if choose:
-        for w in (0.3, 0.5, 0.7, 1.0):
-            for high, low in ((0.7, 0.3), (0.8, 0.2), (0.6, 0.4)):
-                rows[f"self w{w} hi{high} lo{low}"] = dict(base, weight=w, high=high, low=low, steps=("self",))
+        for w in (0.3, 0.5, 0.7):
+            for high, low in ((0.7, 0.3), (0.6, 0.4)):
+                for parts in (True, False):
+                    for keep in (0.0, 0.5):
+                        rows[f"self w{w} hi{high} lo{low} parts {parts} keep {keep}"] = dict(
+                            base, weight=w, high=high, low=low, parts=parts, keep=keep, steps=("self",))
         for zw in (0.25, 0.5, 0.75, 1.0):
             rows[f"zoom paste {zw}"] = dict(base, zoom_weight=zw, steps=("zoom",))
     return rows
@@ -75,6 +79,7 @@ class Episode:
         self.grid = input_size(*self.hw, size)
         self.encoded = model.encode_levels(cache.tensors(source.image_path(spec["query"])))
         self.shots = [[]]
+        self._prototypes: dict[int, dict] = {}
         for key in spec["supports"][0]:
             mask = torch.from_numpy(binary_from_labels(labels.resized(key), own).astype(np.int64))[None]
             encoded = model.encode_levels(cache.tensors(source.image_path(key)), need_side=False)
@@ -88,8 +93,16 @@ class Episode:
         return prob
 
     def second(self, encoded, prob, grid, s) -> torch.Tensor:
-        return ss.second_look(lambda shots: self.score(encoded, prob.shape[-2:], shots), self.model.support_prototype,
-                              encoded, self.shots, prob, grid, s["high"], s["low"], s["weight"])
+        memo = self._prototypes.setdefault(id(encoded), {})  # one query's prototypes per mask, across settings
+
+        def support_prototype(enc, mask):
+            key = mask.numpy().tobytes()
+            if key not in memo:
+                memo[key] = self.model.support_prototype(enc, mask)
+            return memo[key]
+
+        return ss.second_look(lambda shots: self.score(encoded, prob.shape[-2:], shots), support_prototype,
+                              encoded, self.shots, prob, grid, s["high"], s["low"], s["weight"], s["parts"], s["keep"])
 
     def zoomed(self, prob, s, with_self: bool, memo: dict) -> torch.Tensor:
         """The zoom step as `Predictor._zoom`, crops encoded from the image file (memo: crop -> scores)."""
@@ -200,7 +213,16 @@ def main() -> None:
     parser.add_argument("--photo-size", type=int, default=473)
     parser.add_argument("--labelme-examples", type=Path)
     parser.add_argument("--out", default=None, help="results.json (default: none)")
+    parser.add_argument("--tables", nargs="+", type=Path, metavar="JSON",
+                        help="print the tables of earlier runs' --out files (their folds merged) and stop")
     args = parser.parse_args()
+    if args.tables:
+        merged: dict = {"folds": {}}
+        for path in args.tables:
+            for fold, row in json.loads(path.read_text())["folds"].items():
+                merged["folds"].setdefault(fold, {}).update(row)
+        print_tables(merged)
+        return
     torch.set_grad_enabled(False)
     from sgone.engine.training_data import feature_cache_folder
 
@@ -214,11 +236,15 @@ def main() -> None:
         rows = settings(args.choose)
         for fold in [int(f) for f in args.folds.split(",")]:
             path = Path(args.runs) / f"fold{fold}" / "last.pt" if args.runs else args.model
+            if args.runs and read_checkpoint(path).get("config", {}).get("fold") != fold:
+                sys.exit(f"{path}: not trained with fold {fold} held out")
             model = load_model(path, backbone_options=args.backbone_options).eval()
             if args.head_weight is not None and hasattr(model, "head_weight"):
                 model.head_weight = args.head_weight
             cache = FeatureCache(feature_cache_folder(args.feature_cache), model.backbone, args.size)
             test = source.classes(fold, "test")
+            results["folds"].setdefault(str(fold), {})["checkpoint step"] = read_checkpoint(path).get("step") \
+                if args.runs else None
             for shots in [int(k) for k in args.shots.split(",")]:
                 specs = TestEpisodes(source, fold, shots=shots, episodes=args.episodes, seed=args.seed).specs
                 scored = run_fold(model, source, specs, cache, labels, args.size, rows, steps, f"fold {fold} {shots}-shot")
@@ -235,16 +261,17 @@ def main() -> None:
                           + ", ".join(f"{k} {v:.2f}" for k, v in timing.items()), flush=True)
             if args.out:
                 atomic_write(Path(args.out), json.dumps(results, indent=1) + "\n")
-        print_tables(results, args.shots)
+        print_tables(results)
     if args.photos:
         results["photos"] = photo_checks(args.photo_model, args.photo_size, args.labelme_examples)
     if args.out:
         atomic_write(Path(args.out), json.dumps(results, indent=1) + "\n")
 
 
-def print_tables(results: dict, shots_list: str) -> None:
+def print_tables(results: dict) -> None:
     folds = sorted(results["folds"])
-    keys = [k for k in results["folds"][folds[0]] if "|" in k]
+    keys = [k for k in results["folds"][folds[0]] if "|" in k and all(k in results["folds"][f] for f in folds)]
+    print("checkpoint steps: " + ", ".join(f"fold {f} {results['folds'][f].get('checkpoint step')}" for f in folds))
     print("\n| setting | step | shots | " + " | ".join(f"fold {f}" for f in folds) + " | mean |"
           + (" mean folds 1-3 |" if len(folds) == 4 else "") + " <2 % | 2-10 % | >=10 % | ms/episode |")
     print("|---" * (len(folds) + 9 - (len(folds) != 4)) + "|")

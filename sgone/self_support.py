@@ -21,9 +21,11 @@ import torch.nn.functional as F
 
 from sgone.ops import IGNORE
 
-HIGH = 0.7  # first-pass probability above which a query pixel is the query's object
-LOW = 0.3  # ... below which it is the query's background
+HIGH = 0.6  # first-pass probability above which a query pixel is the query's object
+LOW = 0.4  # ... below which it is the query's background
 WEIGHT = 0.5  # how far the object/background vectors move towards the query's
+PARTS = True  # the query's own sets of parts (its background's) join the support's
+KEEP = 0.5  # share of the first pass's scores kept in the answer (0: the second look's alone)
 
 
 def pseudo_mask(prob: torch.Tensor, high: float = HIGH, low: float = LOW,
@@ -46,9 +48,9 @@ def usable(mask: torch.Tensor) -> bool:
 
 
 def blend_prototypes(support: dict[str, torch.Tensor], query: dict[str, torch.Tensor],
-                     weight: float = WEIGHT) -> dict[str, torch.Tensor]:
+                     weight: float = WEIGHT, parts: bool = PARTS) -> dict[str, torch.Tensor]:
     """Support and query prototypes -> the second look's: vectors (B,C) (1-weight)*support + weight*query;
-    sets of parts ("_set" keys, (B,N,C) and (B,M,C)) pooled to (B,N+M,C).
+    sets of parts ("_set" keys, (B,N,C) and (B,M,C)) pooled to (B,N+M,C) (with `parts`; else the support's).
 
     A query identical to the support, read perfectly, gives its support back up to repeated parts
     (a pixel's best match among the parts is unchanged)."""
@@ -56,7 +58,7 @@ def blend_prototypes(support: dict[str, torch.Tensor], query: dict[str, torch.Te
     for key, value in support.items():
         if key.endswith("_set"):
             q = query[key].expand(value.shape[0], *query[key].shape[1:])
-            out[key] = torch.cat([value, q], dim=1)
+            out[key] = torch.cat([value, q], dim=1) if parts else value
         else:
             out[key] = (1.0 - weight) * value + weight * query[key]
     return out
@@ -90,17 +92,21 @@ def query_prototypes(support_prototype: Callable[[dict, torch.Tensor], dict], en
 def second_look(rescore: Callable[[list[list[dict[str, torch.Tensor]]]], torch.Tensor],
                 support_prototype: Callable[[dict, torch.Tensor], dict], encoded: dict[str, torch.Tensor],
                 shots: list[list[dict[str, torch.Tensor]]], scores: torch.Tensor, hw: tuple[int, int],
-                high: float = HIGH, low: float = LOW, weight: float = WEIGHT) -> torch.Tensor:
+                high: float = HIGH, low: float = LOW, weight: float = WEIGHT, parts: bool = PARTS,
+                keep: float = KEEP) -> torch.Tensor:
     """The self-support step for one query: first-pass scores (N,H,W) -> the second look's (N,H,W).
 
     encoded: the query's cached encoding (batch 1) on input grid hw; shots: support prototypes per
     way and shot; rescore(shots) -> (N,H,W) scores of the query against other prototypes (the
     caller's k-shot fusion and upsampling). A way without a confident object and background keeps
-    its first-pass scores; with none at all, `scores` itself is returned.
+    its first-pass scores; with none at all, `scores` itself is returned. The others get
+    keep * first + (1 - keep) * second.
     """
     queries = query_prototypes(support_prototype, encoded, grid_scores(scores[None], hw)[0], high, low)
     if all(q is None for q in queries):
         return scores
-    blended = [way if q is None else [blend_prototypes(p, q, weight) for p in way] for way, q in zip(shots, queries)]
+    blended = [way if q is None else [blend_prototypes(p, q, weight, parts) for p in way]
+               for way, q in zip(shots, queries)]
     again = rescore(blended)
-    return torch.stack([first if q is None else new for first, new, q in zip(scores, again, queries)])
+    return torch.stack([first if q is None else keep * first + (1 - keep) * new
+                        for first, new, q in zip(scores, again, queries)])
