@@ -11,6 +11,7 @@ it has to be decoded at full size, while a JPEG is decoded at 1/2..1/8 scale.
     python benchmarks/big_image_memory.py                       # 10000x10000, PNG and JPEG
     python benchmarks/big_image_memory.py --side 4000 --formats png
     python benchmarks/big_image_memory.py --src /tmp/old-sgone  # another source tree (before/after)
+    python benchmarks/big_image_memory.py --formats jpg --segment-flags "--zoom --self-support"
 
 The images go to a temporary folder (or --workdir) that is removed afterwards unless --keep.
 """
@@ -81,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default=None, metavar="DIR", help="where to write the images (default: temp)")
     parser.add_argument("--keep", action="store_true", help="keep the generated images and outputs")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the rows as JSON")
+    parser.add_argument("--segment-flags", default="", metavar="FLAGS",
+                        help='more `sgone segment` flags, e.g. "--zoom --self-support" (default none)')
     args = parser.parse_args(argv)
 
     from PIL import Image
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         out = work / f"out-{fmt}"
         argv_segment = ["segment", "--support", str(work / "support.png"), "--support-mask",
                         str(work / "support_mask.png"), "--input", str(work / f"query.{fmt}"), "--output", str(out),
-                        "--size", str(args.size), "--device", "cpu"]
+                        "--size", str(args.size), "--device", "cpu", *args.segment_flags.split()]
         truth = {"mask": str(out / "query.png"), "side": side, "cy": cy, "cx": cx, "r": r}
         proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(argv_segment), json.dumps(truth)],
                               capture_output=True, text=True, env=env, cwd=work)  # cwd: no ./sgone shadows --src
@@ -124,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
 
     print(f"\n`sgone segment` on one {side}x{side} query ({side * side / 1e6:.0f} megapixels), support 1000x1000, "
-          f"--size {args.size}, {args.threads} threads" + (f", source {args.src}" if args.src else ""))
+          f"--size {args.size}, {args.threads} threads" + (f", source {args.src}" if args.src else "")
+          + (f", flags {args.segment_flags}" if args.segment_flags else ""))
     print("| query file | peak RSS (MB) | wall time (s) | mask IoU vs disc |")
     print("|---|---|---|---|")
     for row in rows:

@@ -209,8 +209,15 @@ def zoom_box(mask: torch.Tensor, margin: float, min_side: int = 1) -> tuple[int,
     ys, xs = torch.nonzero(mask, as_tuple=True)
     if len(ys) == 0:
         return None
-    h, w = mask.shape
-    top, bottom, left, right = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    extent = (int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1)
+    return _grown_box(extent, tuple(mask.shape), margin, min_side)
+
+
+def _grown_box(extent: tuple[int, int, int, int], hw: tuple[int, int], margin: float,
+               min_side: int) -> tuple[int, int, int, int]:
+    """`zoom_box`'s rule on a box (top, left, bottom, right) in an image of size hw."""
+    h, w = hw
+    top, left, bottom, right = extent
     grow_y, grow_x = margin * (bottom - top), margin * (right - left)
     grow_y, grow_x = max(grow_y, (min_side - (bottom - top)) / 2), max(grow_x, (min_side - (right - left)) / 2)
     top, bottom = max(0, int(top - grow_y)), min(h, int(bottom + grow_y + 0.999))
@@ -218,14 +225,97 @@ def zoom_box(mask: torch.Tensor, margin: float, min_side: int = 1) -> tuple[int,
     return top, left, bottom, right
 
 
-def paste_box(full: torch.Tensor, part: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
-    """A copy of (H,W) `full` whose `box` (top, left, bottom, right) holds (h,w) `part`, resized
-    bilinearly to the box's size: the crop-and-paste step's way back to full-image pixels."""
+def paste_box(full: torch.Tensor, part: torch.Tensor, box: tuple[int, int, int, int], weight: float = 1.0,
+              inplace: bool = False) -> torch.Tensor:
+    """(..., H,W) `full` whose `box` (top, left, bottom, right) holds (..., h,w) `part`, resized
+    bilinearly to the box's size: the crop-and-paste step's way back to full-image pixels.
+
+    weight < 1 blends instead: (1 - weight) * full + weight * part inside the box. A copy, or
+    `full` itself with inplace (a big image pasted into several times is not copied each time).
+    """
     top, left, bottom, right = box
-    out = full.clone()
+    out = full if inplace else full.clone()
     part = part.to(full.dtype)
-    if part.shape != (bottom - top, right - left):
-        part = F.interpolate(part[None, None], size=(bottom - top, right - left), mode="bilinear",
-                             align_corners=False)[0, 0]
-    out[top:bottom, left:right] = part
+    if part.shape[-2:] != (bottom - top, right - left):
+        lead = part.shape[:-2]
+        part = F.interpolate(part.reshape(1, -1, *part.shape[-2:]), size=(bottom - top, right - left),
+                             mode="bilinear", align_corners=False).reshape(*lead, bottom - top, right - left)
+    region = out[..., top:bottom, left:right]
+    region.copy_(part if weight >= 1.0 else (1.0 - weight) * region + weight * part)
+    return out
+
+
+def connected_components(mask: torch.Tensor) -> torch.Tensor:
+    """(h,w) bool -> (h,w) long: 0 off the mask, 1..K one label per 8-connected component (numbered
+    in raster order of their last pixel). Label propagation by max-pooling, for the small grids
+    `candidate_boxes` uses (at most `CANDIDATE_GRID` a side)."""
+    h, w = mask.shape
+    on = mask.view(1, 1, h, w)
+    labels = torch.where(on, torch.arange(1, h * w + 1, dtype=torch.float64).view(1, 1, h, w), 0.0)
+    while True:  # each round spreads the largest index one pixel further; stops when nothing changes
+        spread = torch.where(on, F.max_pool2d(labels, 3, stride=1, padding=1), labels)
+        if torch.equal(spread, labels):
+            break
+        labels = spread
+    flat = labels.view(-1).long()
+    _, inverse = torch.unique(torch.cat([flat.new_zeros(1), flat]), return_inverse=True)  # 0 stays 0
+    return inverse[1:].view(h, w)
+
+
+CANDIDATE_GRID = 128  # candidate regions are found on a grid of at most this many cells a side
+
+
+def candidate_boxes(score: torch.Tensor, low: float, margin: float, max_boxes: int, max_fraction: float = 0.5,
+                    min_side: int = 32) -> list[tuple[int, int, int, int]]:
+    """The zoom step's crops: (H,W) first-pass score -> up to `max_boxes` boxes (top, left, bottom,
+    right) in (H,W) pixels, clipped to the image.
+
+    Candidate regions are the connected components of score > `low` (found on a max-pooled grid of
+    at most CANDIDATE_GRID cells a side, so a 100-megapixel image costs no more than a small one),
+    strongest first (the sum of their scores); each box is `zoom_box`'s (grown by `margin`, at least
+    `min_side` pixels). Boxes covering more than `max_fraction` of the image gain nothing from a
+    zoom and are dropped, as are boxes inside an earlier one.
+    """
+    h, w = score.shape
+    step = max(1, -(-max(h, w) // CANDIDATE_GRID))
+    pooled = F.max_pool2d(score.float()[None, None], step, stride=step, ceil_mode=True)[0, 0]
+    labels = connected_components(pooled > low)
+    count = int(labels.max())
+    if count == 0:
+        return []
+    strength = torch.zeros(count + 1, dtype=torch.float64).index_add_(0, labels.flatten(), pooled.flatten().double())
+    boxes: list[tuple[int, int, int, int]] = []
+    for k in torch.argsort(strength[1:], descending=True, stable=True).tolist():
+        cells = zoom_box(labels == k + 1, 0.0)
+        if cells is None:
+            continue
+        t, l, b, r = cells  # grid cells -> pixels, then grown and clipped as the video's zoom
+        box = _grown_box((t * step, l * step, min(h, b * step), min(w, r * step)), (h, w), margin, min_side)
+        if (box[2] - box[0]) * (box[3] - box[1]) > max_fraction * h * w:
+            continue
+        if any(box[0] >= o[0] and box[1] >= o[1] and box[2] <= o[2] and box[3] <= o[3] for o in boxes):
+            continue
+        boxes.append(box)
+        if len(boxes) == max_boxes:
+            break
+    return boxes
+
+
+def zoom_refine(scores: torch.Tensor, image, score_crop: Callable[[object], torch.Tensor], low: float,
+                margin: float, max_boxes: int, weight: float = 1.0, max_fraction: float = 0.5,
+                min_side: int = 32) -> torch.Tensor:
+    """The zoom step: (N,H,W) first-pass scores of an (H,W,3) image -> the same with each candidate
+    region (`candidate_boxes` of the ways' highest score) read again from its crop.
+
+    score_crop(crop (h,w,3) array) -> (N,h,w) scores of the crop at its own size (the caller
+    segments it at the network input size, with its cached support). Each crop is pasted back with
+    `paste_box(weight)` into one copy of `scores`. No candidate: `scores` itself is returned.
+    """
+    boxes = candidate_boxes(scores.amax(dim=0), low, margin, max_boxes, max_fraction, min_side)
+    if not boxes:
+        return scores
+    out = scores.clone()
+    for top, left, bottom, right in boxes:
+        part = score_crop(image[top:bottom, left:right])
+        paste_box(out, part, (top, left, bottom, right), weight, inplace=True)
     return out

@@ -29,6 +29,12 @@ from sgone.models.inference import prepare_for_inference  # noqa: F401  (re-expo
 from sgone.options import (BOUNDARIES, DEFAULT_FUSION, DEFAULT_PRECISION, DEFAULT_RUNTIME, DEFAULT_SIZE,
                            DEFAULT_THRESHOLD, FUSIONS, RUNTIMES)
 from sgone.runtimes import Loaded, resolve_device, runtime as runtime_module
+from sgone.self_support import second_look
+
+# the zoom step (`sgone.ops.zoom_refine`): candidate regions are where any way's first-pass score is above
+# ZOOM_LOW, boxes grown by ZOOM_MARGIN x their size (at least a quarter of the longer side), at most
+# ZOOM_CROPS crops (each one more encode), pasted back with ZOOM_WEIGHT (set by hand, not tuned: docs/results.md)
+ZOOM_LOW, ZOOM_MARGIN, ZOOM_CROPS, ZOOM_WEIGHT = 0.3, 0.5, 3, 1.0
 
 __all__ = ["BOUNDARIES", "FUSIONS", "RUNTIMES", "ImageLike", "Prediction", "Predictor", "image_tensor", "input_size",
            "mask_tensor", "prepare_for_inference", "resolve_device"]
@@ -62,13 +68,19 @@ class Predictor:
     or `model` is a folder written by `sgone export --dynamic`) or "openvino" (the same graphs run by
     OpenVINO); same outputs to float rounding, see `sgone.runtimes`. precision: "auto" (the model as
     it ships), "fp32" or "bf16" (openvino). threads: ONNX Runtime's / OpenVINO's threads (default torch's).
+    self_support: a second look at each query, matched again against its support blended with the
+    query's own prototypes from the first pass's confident cells (`sgone.self_support`; no re-encode).
+    zoom: each candidate region of the first pass (at most `ZOOM_CROPS`) is cropped from the
+    full-resolution query, segmented again at `size` and pasted back (`sgone.ops.zoom_refine`).
+    Both off by default (docs/results.md, "Small objects": measured, not a default).
     """
 
     def __init__(self, model: str | Path | nn.Module | None = None, device: str | torch.device | None = "cpu",
                  size: int | None = DEFAULT_SIZE, threshold: float = DEFAULT_THRESHOLD, fusion: str = DEFAULT_FUSION,
                  batch_size: int = 4, fuse: bool = True, allow_untrained: bool = False,
                  runtime: str = DEFAULT_RUNTIME, threads: int | None = None, boundary: str = "none",
-                 weights: str | Path | None = "auto", precision: str = DEFAULT_PRECISION) -> None:
+                 weights: str | Path | None = "auto", precision: str = DEFAULT_PRECISION,
+                 self_support: bool = False, zoom: bool = False) -> None:
         if boundary not in BOUNDARIES:
             raise SgoneError(f"{boundary}: unknown boundary step (use {', '.join(BOUNDARIES)})")
         self.boundary = boundary
@@ -85,6 +97,7 @@ class Predictor:
         self.threshold = threshold
         self.fusion = fusion
         self.batch_size = batch_size
+        self.self_support, self.zoom = bool(self_support), bool(zoom)
         self.class_names: list[str] = []
         self._shots: list[list[dict[str, torch.Tensor]]] = []  # [way][shot] prototypes
         self._last: dict[str, Any] | None = None  # the last predicted query's encoding
@@ -199,6 +212,10 @@ class Predictor:
                 probs, sims = self._score(encoded, (h, w))
                 for j, i in enumerate(chunk):
                     prob = probs[j]
+                    if self.self_support:
+                        prob = self._second_look({k: v[j:j + 1] for k, v in encoded.items()}, prob, hw)
+                    if self.zoom:
+                        prob = self._zoom(images[i], prob)
                     if self.boundary == "guided":
                         prob = refine_probability(prob, images[i], self.size or max(h, w))
                     results[i] = self._finish(prob, sims[j])
@@ -206,17 +223,38 @@ class Predictor:
                         self._last = {"encoded": {k: v[j:j + 1] for k, v in encoded.items()}, "input_hw": hw}
         return results  # type: ignore[return-value]
 
-    def _score(self, encoded: dict[str, torch.Tensor], out_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> foreground score (probability or vote share) and similarity, each (B,N,H,W) at the original size."""
+    def _score(self, encoded: dict[str, torch.Tensor], out_hw: tuple[int, int],
+               shots: list[list[dict[str, torch.Tensor]]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> foreground score (probability or vote share) and similarity, each (B,N,H,W) at the original
+        size; shots: prototypes per way and shot (default the support's)."""
         b = next(iter(encoded.values())).shape[0]
         probs, sims = [], []
-        for protos in self._shots:
+        for protos in self._shots if shots is None else shots:
             prob, sim = ops.fuse_shots(protos, lambda p: self.model.segment(encoded, _expand(p, b)),
                                        lambda logits: ops.upsample_logits(logits, out_hw).softmax(dim=1)[:, 1],
                                        self.model.fuse_prototypes, self.fusion, self.threshold)
             probs.append(prob)
             sims.append(ops.upsample_logits(sim.unsqueeze(1), out_hw)[:, 0])
         return torch.stack(probs, dim=1), torch.stack(sims, dim=1)
+
+    def _second_look(self, encoded: dict[str, torch.Tensor], prob: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        """One query's (N,H,W) first-pass scores -> the self-support step's, from its cached encoding
+        (batch 1); a way whose first pass found no confident object or background keeps its scores."""
+        return second_look(lambda shots: self._score(encoded, tuple(prob.shape[-2:]), shots)[0][0],
+                           self.model.support_prototype, encoded, self._shots, prob, hw)
+
+    def _zoom(self, image: np.ndarray, prob: torch.Tensor) -> torch.Tensor:
+        """One query's (N,H,W) scores -> the zoom step's: candidate regions read again from their crops,
+        each segmented at `size` against the cached support (with the self-support step when on)."""
+        def score_crop(crop: np.ndarray) -> torch.Tensor:
+            hw = input_size(*crop.shape[:2], self.size)
+            encoded = self.model.encode(image_tensor(np.ascontiguousarray(crop), hw).to(self.device))
+            part, _ = self._score(encoded, crop.shape[:2])
+            return self._second_look(encoded, part[0], hw) if self.self_support else part[0]
+
+        h, w = prob.shape[-2:]
+        return ops.zoom_refine(prob, image, score_crop, ZOOM_LOW, ZOOM_MARGIN, ZOOM_CROPS, ZOOM_WEIGHT,
+                               min_side=max(h, w) // 4)
 
     def _finish(self, prob: torch.Tensor, sim: torch.Tensor) -> Prediction:
         """(N,H,W) scores and similarities of one query -> Prediction (keep rule: `sgone.ops.label_map`)."""

@@ -175,3 +175,60 @@ def test_label_map_per_way_rules_and_kept_argmax():
     # the highest score among the ways that keep the pixel wins, not the overall highest
     assert ops.label_map(scores, "vote", [1, 3], threshold=0.6).tolist() == [[2, 2, 0]]
     assert ops.label_map(scores, "avg", 1).tolist() == [[1, 2, 0]]
+
+
+def test_connected_components_eight_connected_and_numbered():
+    mask = torch.zeros(8, 10, dtype=torch.bool)
+    mask[1:3, 1:3] = True
+    mask[3, 3] = True  # touches the first square at a corner: the same component
+    mask[5:7, 6:9] = True
+    labels = ops.connected_components(mask)
+    assert labels[1, 1] == labels[3, 3] != labels[5, 6]
+    assert set(labels.unique().tolist()) == {0, 1, 2} and (labels > 0).eq(mask).all()
+
+
+def test_candidate_boxes_strongest_first_grown_and_clipped():
+    score = torch.zeros(300, 400)
+    score[100:110, 200:215] = 0.9  # strong, small
+    score[290:300, 0:10] = 0.5  # weaker, in the corner: its grown box is clipped to the image
+    boxes = ops.candidate_boxes(score, low=0.3, margin=0.5, max_boxes=3, min_side=32)
+    assert len(boxes) == 2
+    (t, l, b, r), corner = boxes
+    assert t <= 100 and l <= 200 and b >= 110 and r >= 215 and b - t >= 32 and r - l >= 32
+    assert corner[0] >= 0 and corner[1] == 0 and corner[2] == 300 and corner[3] <= 400
+    assert ops.candidate_boxes(score, 0.3, 0.5, max_boxes=1) == boxes[:1]
+    assert ops.candidate_boxes(torch.zeros(50, 50), 0.3, 0.5, 3) == []
+    # a region that covers most of the image gains nothing from a zoom
+    assert ops.candidate_boxes(torch.ones(50, 50), 0.3, 0.5, 3) == []
+
+
+def test_paste_box_blends_in_place_and_keeps_leading_dims():
+    full = torch.zeros(2, 10, 10)
+    out = ops.paste_box(full, torch.ones(2, 5, 5), (2, 3, 7, 8), weight=0.25)
+    assert full.sum() == 0 and out[:, 2:7, 3:8].eq(0.25).all() and out.sum() == 2 * 25 * 0.25
+    same = ops.paste_box(full, torch.ones(2, 2, 2), (0, 0, 4, 4), inplace=True)
+    assert same is full and full[:, :4, :4].eq(1).all()
+
+
+def test_zoom_refine_maps_each_crop_back_to_its_pixels():
+    """A fake network that finds red pixels in whatever crop it is given: the pasted answer lands on
+    the full image's red square, and nothing outside the crops changes."""
+    import numpy as np
+
+    image = np.zeros((600, 800, 3), np.uint8)
+    image[410:430, 605:625] = (255, 0, 0)
+    first = torch.zeros(1, 600, 800)
+    first[0, 400:440, 600:640] = 0.4  # a blurry first pass around the square
+    crops = []
+
+    def score_crop(crop):
+        crops.append(crop.shape)
+        return torch.from_numpy((crop[..., 0] == 255).astype(np.float32))[None]
+
+    out = ops.zoom_refine(first, image, score_crop, low=0.3, margin=0.5, max_boxes=3, weight=1.0, min_side=100)
+    assert len(crops) == 1 and crops[0][0] >= 100
+    truth = torch.zeros(600, 800, dtype=torch.bool)
+    truth[410:430, 605:625] = True
+    assert torch.equal(out[0] > 0.5, truth)
+    assert torch.equal(ops.zoom_refine(torch.zeros(1, 600, 800), image, score_crop, 0.3, 0.5, 3),
+                       torch.zeros(1, 600, 800)) and len(crops) == 1  # nothing found: no crop

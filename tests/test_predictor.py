@@ -411,3 +411,30 @@ def test_a_tiny_query_is_segmented_with_a_one_line_warning(predictor, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", SgoneWarning)
         p.predict(np.zeros((16, 16, 3), np.uint8))  # 16 px a side is not tiny
+
+
+def test_zoom_finds_a_small_square_at_its_place_in_a_big_image():
+    """A 96-px network input sees a 120-px square of a 1600-px photo as about one cell; the zoom step
+    crops the region it found, reads it again at 96 px and pastes the answer back on the square."""
+    from sgone.models.prototype import PrototypeModel
+    from tests.test_self_support import Colours
+
+    support = np.zeros((96, 96, 3), np.uint8)
+    support[..., 2] = 140
+    support[32:64, 32:64] = (230, 30, 30)
+    image = np.zeros((1200, 1600, 3), np.uint8)
+    image[..., 2] = 140
+    image[700:820, 1100:1220] = (230, 30, 30)
+    truth = image[..., 0] == 230
+    model = PrototypeModel(Colours()).eval()
+    plain, zoomed = (Predictor(model, size=96, fuse=False, zoom=on) for on in (False, True))
+    for p in (plain, zoomed):
+        p.set_support(support, (support[..., 0] == 230).astype(np.uint8))
+    before, after = plain.predict(image), zoomed.predict(image)
+    assert iou(after.mask == 1, truth) > max(0.8, iou(before.mask == 1, truth) + 0.2)
+    ys, xs = np.nonzero(after.mask == 1)
+    assert abs(ys.mean() - 760) < 5 and abs(xs.mean() - 1160) < 5  # at the square's place
+    assert np.array_equal(zoomed.predict(image).probability, after.probability)  # deterministic
+    blank = np.zeros_like(image)
+    blank[..., 2] = 140  # nothing found: the first pass's answer, no crop
+    assert np.array_equal(zoomed.predict(blank).probability, plain.predict(blank).probability)

@@ -33,6 +33,10 @@ class Limits:
     max_frames: int = 600
 
 
+# the still-image steps for small objects and many instances (`Predictor(self_support=, zoom=)`): label -> step
+SMALL_OBJECT_STEPS = {"second look at the query": "self_support", "zoom on the regions found": "zoom"}
+
+
 def usable_models() -> list[str]:
     """Model names the app offers: training-free registered models and shipped checkpoints."""
     from sgone.models.registry import DEFAULT_MODEL, MODELS, shipped_checkpoints
@@ -276,9 +280,10 @@ class Session:
 
     def segment(self, model: str, supports: Sequence[tuple[np.ndarray, np.ndarray]],
                 queries: Sequence[tuple[str, np.ndarray]], threshold: float,
-                progress: Progress | None = None) -> Result:
+                progress: Progress | None = None, steps: Sequence[str] = ()) -> Result:
         """Segment each (name, image) query against the supports; write overlays, heat maps,
-        0/255 mask PNGs (query size) and `masks.zip` with all of them."""
+        0/255 mask PNGs (query size) and `masks.zip` with all of them. steps: the Predictor's
+        small-object steps to run, "self_support" and/or "zoom" (none by default)."""
         from sgone.io import save_image, write_mask_png
         from sgone.viz import heatmap, overlay
 
@@ -288,6 +293,10 @@ class Session:
         say(0.0, "encoding the support")
         result = Result(encoded_support=self.set_support(model, [s[0] for s in supports], [s[1] for s in supports]))
         self.predictor.threshold = float(threshold)
+        unknown = set(steps) - {"self_support", "zoom"}
+        if unknown:
+            raise SgoneError(f"{', '.join(sorted(unknown))}: unknown step (self_support, zoom)")
+        self.predictor.self_support, self.predictor.zoom = "self_support" in steps, "zoom" in steps
         out = self.new_run_dir()
         for i, (stem, (name, image)) in enumerate(zip(unique_stems([q[0] for q in queries]), queries)):
             say(i / len(queries), f"query {i + 1} of {len(queries)}: {name}")
@@ -333,6 +342,7 @@ class Session:
             self.model_name = model
         self.support_key = None  # track() replaces the support with the first frame
         self.predictor.threshold = float(threshold)
+        self.predictor.self_support = self.predictor.zoom = False  # still-image steps
         with video_threads():
             summary = run_video(self.predictor, frames, mask_path, out / "video", preview="none", progress=progress,
                                 report=lambda msg: None)

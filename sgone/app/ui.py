@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from sgone.app.core import (Limits, ModelCache, Session, editor_image, editor_support, export_coco, extra_supports,
-                            first_frame, load_image, load_mask, load_queries, usable_models)
+from sgone.app.core import (SMALL_OBJECT_STEPS, Limits, ModelCache, Session, editor_image, editor_support, export_coco,
+                            extra_supports, first_frame, load_image, load_mask, load_queries, usable_models)
 from sgone.samples import sample_paths
 from sgone.errors import SgoneError
 from sgone.options import DEFAULT_DEVICE, DEFAULT_SIZE, DEFAULT_THRESHOLD
@@ -121,7 +121,8 @@ def build_app(model: str | None = None, device: str = DEFAULT_DEVICE, size: int 
                 [str(q) for q in ex["queries"]], overlay(image, mask),
                 f"Loaded {ex['label'].split(': ', 1)[1]}: press **Segment**.")
 
-    def run(state, editor, mask_file, extra_images, extra_masks, queries, model_name, threshold, progress=gr.Progress()):
+    def run(state, editor, mask_file, extra_images, extra_masks, queries, model_name, threshold, steps,
+            progress=gr.Progress()):
         session = session_of(state)
         nothing = ([], [], None, None, gr.update())
         try:
@@ -130,7 +131,8 @@ def build_app(model: str | None = None, device: str = DEFAULT_DEVICE, size: int 
             supports = [editor_support(editor, uploaded_mask(editor, mask_file)),
                         *extra_supports(extra_images, extra_masks, limits)]
             result = session.segment(model_name, supports, images, threshold,
-                                     progress=lambda f, text: progress(f, desc=text))
+                                     progress=lambda f, text: progress(f, desc=text),
+                                     steps=[SMALL_OBJECT_STEPS[s] for s in steps or []])
         except Exception as exc:
             return (session, *nothing, sentence(exc))
         note = "support encoded" if result.encoded_support else "support reused (not re-encoded)"
@@ -197,6 +199,8 @@ def build_app(model: str | None = None, device: str = DEFAULT_DEVICE, size: int 
                     model_box = gr.Dropdown(models, value=default_model, label="Model", elem_id="model")
                     threshold = gr.Slider(0.0, 1.0, value=DEFAULT_THRESHOLD, step=0.01, label="Threshold",
                                           elem_id="threshold")
+                    steps = gr.CheckboxGroup(list(SMALL_OBJECT_STEPS), value=[], label="Small objects (slower)",
+                                             elem_id="small-objects")
                     run_button = gr.Button("Segment", variant="primary", elem_id="run-button")
                     example_buttons = [gr.Button(ex["label"], size="sm", elem_id=f"example-{i}")
                                        for i, ex in enumerate(examples)]
@@ -234,7 +238,8 @@ def build_app(model: str | None = None, device: str = DEFAULT_DEVICE, size: int 
         mask_file.upload(preview, [editor, mask_file], [mask_preview, message])
         for i, button in enumerate(example_buttons):
             button.click(lambda i=i: load_example(i), None, [editor, mask_file, queries, mask_preview, message])
-        run_button.click(run, [state, editor, mask_file, extra_images, extra_masks, queries, model_box, threshold],
+        run_button.click(run, [state, editor, mask_file, extra_images, extra_masks, queries, model_box, threshold,
+                               steps],
                          [state, overlays, heatmaps, mask_files, archive, mask_preview, message], concurrency_id=JOB)
         coco_button.click(coco, [state], coco_file)
         clip_files.upload(clip_uploaded, [state, clip_files], [state, clip_path, frame_editor, video_message])

@@ -39,6 +39,17 @@ def add_boundary_argument(parser: argparse.ArgumentParser) -> None:
                              "above with MobileNetV2 models, hurts at small sizes)")
 
 
+def add_small_object_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--self-support` and `--zoom`, the Predictor's steps for small objects and many instances (still images)."""
+    parser.add_argument("--self-support", action="store_true", dest="self_support",
+                        help="a second look at each query: match it again against the support blended with the "
+                             "query's own object and background from the first pass (no re-encode; off by default, "
+                             "see docs/results.md)")
+    parser.add_argument("--zoom", action="store_true",
+                        help="crop each region the first pass found (at most 3) from the full-resolution query, "
+                             "segment it again at --size and paste it back (one more encode per crop; off by default)")
+
+
 def add_runtime_argument(parser: argparse.ArgumentParser) -> None:
     """`--runtime` and `--precision`, for commands whose predictor `build_predictor` makes."""
     parser.add_argument("--runtime", choices=tuple(options.RUNTIMES), default=options.DEFAULT_RUNTIME,
@@ -123,7 +134,8 @@ def model_name(args: argparse.Namespace) -> str:
 
 
 def build_predictor(args: argparse.Namespace, fusion: str = options.DEFAULT_FUSION):
-    """The predictor for --model/--weights/--device/--size/--threshold/--runtime/--precision/--boundary: every
+    """The predictor for --model/--weights/--device/--size/--threshold/--runtime/--precision/--boundary (and
+    --self-support/--zoom where a command has them): every
     name, the default and --weights take the same road (`sgone.runtimes`, then `load_model`)."""
     from sgone import predictor as predictors
 
@@ -131,4 +143,5 @@ def build_predictor(args: argparse.Namespace, fusion: str = options.DEFAULT_FUSI
                                 fusion=fusion, runtime=getattr(args, "runtime", options.DEFAULT_RUNTIME),
                                 boundary=getattr(args, "boundary", options.DEFAULT_BOUNDARY),
                                 precision=getattr(args, "precision", options.DEFAULT_PRECISION),
-                                weights=getattr(args, "weights", None) or "auto")
+                                weights=getattr(args, "weights", None) or "auto",
+                                self_support=getattr(args, "self_support", False), zoom=getattr(args, "zoom", False))

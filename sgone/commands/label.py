@@ -41,7 +41,7 @@ class _SupportAction(argparse.Action):
 
 def register(subparsers) -> None:
     from sgone.commands.flags import (add_boundary_argument, add_fusion_argument, add_model_arguments,
-                                      add_runtime_argument)
+                                      add_runtime_argument, add_small_object_arguments)
 
     p = subparsers.add_parser(
         "label", help="label a whole collection of images from a few examples (resumable, COCO output)",
@@ -92,6 +92,7 @@ def register(subparsers) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_arguments(p)
     add_boundary_argument(p)
+    add_small_object_arguments(p)
     add_runtime_argument(p)
     p.set_defaults(func=run)
 
@@ -126,7 +127,10 @@ def fingerprint(args: argparse.Namespace, groups) -> dict:
     if Path(model).is_file():
         model_id["sha1"] = file_digest(model)
     options = {"size": args.size, "threshold": args.threshold, "fusion": args.fusion, "boundary": args.boundary,
-               "runtime": args.runtime, "precision": args.precision, "class_id": args.class_id, "resize_masks": args.resize_masks}
+               "runtime": args.runtime, "precision": args.precision, "class_id": args.class_id,
+               "resize_masks": args.resize_masks,
+               # only when on, so folders written before these steps existed keep their fingerprint
+               **{k: True for k in ("self_support", "zoom") if getattr(args, k)}}
     supports = [{"class": g.name, "shots": [{"image": file_digest(i), "mask": file_digest(m)}
                                             for i, m in zip(g.images, g.masks)]} for g in groups]
     return {"model": model_id, "options": options, "supports": supports}
@@ -182,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     spec = LabelSpec(model=model_name(args), classes=tuple(g.name for g in groups),
                      supports=tuple(tuple(pairs) for pairs in supports), size=size, threshold=args.threshold,
                      fusion=args.fusion, boundary=args.boundary, runtime=args.runtime, precision=args.precision,
-                     device=args.device,
+                     device=args.device, self_support=args.self_support, zoom=args.zoom,
                      work_side=work, max_pixels=max_pixels, overlays=args.overlays, threads=model_threads(args))
     cluster = None
     if args.engine == "ray":

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Callable
 
 from sgone.commands.flags import (SKIP_HINT, add_boundary_argument, add_fusion_argument, add_model_arguments,
-                                  add_on_bad_input_argument, add_runtime_argument, add_weights_argument,
-                                  build_predictor, check_mask_arguments, check_model_arguments, model_name,
-                                  required_with_alias)
+                                  add_on_bad_input_argument, add_runtime_argument, add_small_object_arguments,
+                                  add_weights_argument, build_predictor, check_mask_arguments, check_model_arguments,
+                                  model_name, required_with_alias)
 from sgone.commands.outputs import check_output_folder, make_output_folder, write_results
 from sgone.errors import SgoneError
 
@@ -52,6 +52,7 @@ def register(subparsers) -> None:
     add_weights_argument(p)
     add_model_arguments(p)
     add_boundary_argument(p)
+    add_small_object_arguments(p)
     add_runtime_argument(p)
     p.set_defaults(func=run)
 
@@ -264,6 +265,7 @@ def run(args: argparse.Namespace) -> int:
                "precision": getattr(predictor, "precision", args.precision),
                "size": args.size,
                "threshold": args.threshold, "fusion": args.fusion, "preview_size": args.preview_size,
+               "self_support": args.self_support, "zoom": args.zoom,
                "support": [{"image": i, "mask": m} for i, m in zip(args.support, args.support_mask)],
                "queries": done, "skipped": skipped}
     try:

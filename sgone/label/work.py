@@ -35,6 +35,8 @@ class LabelSpec:
     boundary: str = "none"
     runtime: str = "auto"
     precision: str = "auto"
+    self_support: bool = False
+    zoom: bool = False
     device: str = "auto"
     work_side: int | None = 2048
     max_pixels: int | None = None
@@ -61,7 +63,7 @@ def build_predictor(spec: LabelSpec):
         torch.set_num_threads(spec.threads)
     predictor = Predictor(spec.model, device=spec.device, size=spec.size, threshold=spec.threshold,
                           fusion=spec.fusion, runtime=spec.runtime, boundary=spec.boundary,
-                          precision=spec.precision)
+                          precision=spec.precision, self_support=spec.self_support, zoom=spec.zoom)
     nested = len(spec.classes) > 1
     images = [[pair[0] for pair in shots] for shots in spec.supports]
     masks = [[pair[1] for pair in shots] for shots in spec.supports]

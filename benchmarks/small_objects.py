@@ -1,0 +1,289 @@
+"""Small objects and many instances: the self-support step and the zoom step, off and on.
+
+On the held-out folds of the real corpora (the episodes of `real_folds.py`: HSNet-style, --seed,
+the fold's test classes), per fold and shots: mIoU of the first pass ("off"), the self-support step
+("self", `sgone.self_support.second_look`), the zoom step ("zoom", `sgone.ops.zoom_refine`) and both
+("both"), the foreground IoU by the object's share of the query (<2 %, 2-10 %, >=10 %, as
+real_folds.py), and the time each step adds per episode. The first pass and the self-support step
+read the same cached query encoding (`FeatureCache`, as real_folds.py; the second look re-encodes
+nothing); the zoom step encodes its crops from the image files. `--time-episodes N` also runs the
+first N episodes of each fold and shots through `Predictor` (encodes included) with each option, so
+the cost is stated against the default's whole time per episode. `--photos` adds the photo checks
+(`real_photo_check.py`'s voc-photo and arc2017-flip; labelme with --labelme-examples DIR) through
+`Predictor(MODEL, self_support=..., zoom=...)`.
+
+Checkpoints: --runs DIR with DIR/fold<F>/last.pt (scripts/train_real.sh), run at --head-weight
+(default 0.25, the shipped model's) with --backbone-options (e.g. '{"precision": "int8"}' for the
+shipped model's DINOv2; the default keeps each checkpoint's own). --choose scores a grid of the
+steps' settings (the self-support blend weight and thresholds, the zoom paste weight) on the folds
+given: run it on fold 0 only, then fix the constants (sgone/self_support.py, sgone/predictor.py).
+
+    R="--root ../shared/data/ccp --root ../shared/data/coco128 --root ../shared/data/camvid"
+    python benchmarks/small_objects.py $R --runs /work/runs/davis-1200 --folds 0 --shots 1 --episodes 300 --choose
+    python benchmarks/small_objects.py $R --runs /work/runs/davis-1200 --episodes 300 --time-episodes 10 --photos
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sgone import ops  # noqa: E402
+from sgone.commands.train import json_object  # noqa: E402
+from sgone.data.episode import binary_from_labels  # noqa: E402
+from sgone.data.mix import MixSource  # noqa: E402
+from sgone.data.sampler import TestEpisodes  # noqa: E402
+from sgone.engine.cached_episodes import LabelMaps  # noqa: E402
+from sgone.engine.feature_cache import FeatureCache  # noqa: E402
+from sgone.engine.metrics import IoUAccumulator, by_object_size, object_share  # noqa: E402
+from sgone.inputs import image_tensor, input_size  # noqa: E402
+from sgone.io import atomic_write, read_image  # noqa: E402
+from sgone.models.registry import load_model, read_checkpoint  # noqa: E402
+from sgone import predictor as predictors  # noqa: E402
+from sgone import self_support as ss  # noqa: E402
+
+STEPS = ("off", "self", "zoom", "both")
+
+
+def settings(choose: bool) -> dict[str, dict]:
+    """Named settings of the two steps: the module constants, or (--choose) a grid around them."""
+    base = {"high": ss.HIGH, "low": ss.LOW, "weight": ss.WEIGHT, "parts": ss.PARTS, "keep": ss.KEEP,
+            "zoom_weight": predictors.ZOOM_WEIGHT, "steps": STEPS}
+    rows = {"constants": base}
+    if choose:
+        for w in (0.3, 0.5, 0.7):
+            for high, low in ((0.7, 0.3), (0.6, 0.4)):
+                for parts in (True, False):
+                    for keep in (0.0, 0.5):
+                        rows[f"self w{w} hi{high} lo{low} parts {parts} keep {keep}"] = dict(
+                            base, weight=w, high=high, low=low, parts=parts, keep=keep, steps=("self",))
+        for zw in (0.25, 0.5, 0.75, 1.0):
+            rows[f"zoom paste {zw}"] = dict(base, zoom_weight=zw, steps=("zoom",))
+    return rows
+
+
+class Episode:
+    """One cached episode: the query's encoding, the shots' prototypes, the first pass's scores."""
+
+    def __init__(self, model, source, spec, cache, labels, size):
+        name, own = source.own_id(spec["class_ids"][0])
+        self.model, self.source, self.spec, self.size = model, source, spec, size
+        self.label = torch.from_numpy(binary_from_labels(labels.original(spec["query"]), own).astype(np.int64))
+        self.hw = tuple(self.label.shape)
+        self.grid = input_size(*self.hw, size)
+        self.encoded = model.encode_levels(cache.tensors(source.image_path(spec["query"])))
+        self.shots = [[]]
+        self._prototypes: dict[int, dict] = {}
+        for key in spec["supports"][0]:
+            mask = torch.from_numpy(binary_from_labels(labels.resized(key), own).astype(np.int64))[None]
+            encoded = model.encode_levels(cache.tensors(source.image_path(key)), need_side=False)
+            self.shots[0].append(model.support_prototype(encoded, mask))
+
+    def score(self, encoded, out_hw, shots=None) -> torch.Tensor:
+        """(1,H,W) foreground probability of `encoded` against the shots (k-shot "avg", as the Predictor)."""
+        prob, _ = ops.fuse_shots((shots or self.shots)[0], lambda p: self.model.segment(encoded, p),
+                                 lambda lg: ops.upsample_logits(lg, out_hw).softmax(dim=1)[:, 1],
+                                 self.model.fuse_prototypes, "avg")
+        return prob
+
+    def second(self, encoded, prob, grid, s) -> torch.Tensor:
+        memo = self._prototypes.setdefault(id(encoded), {})  # one query's prototypes per mask, across settings
+
+        def support_prototype(enc, mask):
+            key = mask.numpy().tobytes()
+            if key not in memo:
+                memo[key] = self.model.support_prototype(enc, mask)
+            return memo[key]
+
+        return ss.second_look(lambda shots: self.score(encoded, prob.shape[-2:], shots), support_prototype,
+                              encoded, self.shots, prob, grid, s["high"], s["low"], s["weight"], s["parts"], s["keep"])
+
+    def zoomed(self, prob, s, with_self: bool, memo: dict) -> torch.Tensor:
+        """The zoom step as `Predictor._zoom`, crops encoded from the image file (memo: crop -> scores)."""
+        if "image" not in memo:
+            memo["image"] = read_image(self.source.image_path(self.spec["query"]))
+            if memo["image"].shape[:2] != self.hw:
+                raise SystemExit(f"{self.spec['query']}: image and label sizes differ")
+
+        def score_crop(crop: np.ndarray) -> torch.Tensor:
+            key = (crop.__array_interface__["data"][0], crop.shape)  # the crop's place in the image
+            if key not in memo:  # each crop is encoded once for every setting
+                grid = input_size(*crop.shape[:2], self.size)
+                encoded = self.model.encode(image_tensor(np.ascontiguousarray(crop), grid))
+                memo[key] = (encoded, grid, self.score(encoded, crop.shape[:2]))
+            encoded, grid, part = memo[key]
+            return self.second(encoded, part, grid, s) if with_self else part
+
+        return ops.zoom_refine(prob, memo["image"], score_crop, predictors.ZOOM_LOW, predictors.ZOOM_MARGIN,
+                               predictors.ZOOM_CROPS, s["zoom_weight"], min_side=max(self.hw) // 4)
+
+
+def run_fold(model, source, specs, cache, labels, size, rows, steps, progress):
+    """-> {(setting, step): (IoUAccumulator, [(share, fg IoU)], seconds)}."""
+    from tqdm import tqdm
+
+    out = {(r, st): (IoUAccumulator(), [], 0.0) for r, s in rows.items() for st in steps if st in s["steps"]}
+    for spec in tqdm(specs, desc=progress, leave=False, dynamic_ncols=True):
+        ep = Episode(model, source, spec, cache, labels, size)
+        tick = time.perf_counter()
+        first = ep.score(ep.encoded, ep.hw)
+        first_s = time.perf_counter() - tick
+        share = object_share(ep.label)
+        memo: dict = {}
+        for r, s in rows.items():
+            done: dict[str, torch.Tensor] = {}
+            for st in [st for st in steps if st in s["steps"]]:
+                tick = time.perf_counter()
+                if st == "off":
+                    prob = first
+                elif st == "self":
+                    prob = ep.second(ep.encoded, first, ep.grid, s)
+                elif st == "zoom":
+                    prob = ep.zoomed(first, s, False, memo)
+                else:
+                    prob = ep.zoomed(done.get("self", ep.second(ep.encoded, first, ep.grid, s)), s, True, memo)
+                spent = time.perf_counter() - tick + (first_s if st == "off" else 0.0)
+                done[st] = prob
+                acc, sizes, seconds = out[(r, st)]
+                iou = acc.add((prob[0] > 0.5).long(), ep.label, spec["class_ids"])
+                sizes.append((share, iou))
+                out[(r, st)] = (acc, sizes, seconds + spent)
+    return out
+
+
+def time_predictor(model, source, specs, labels, size) -> dict[str, float]:
+    """Seconds per episode through `Predictor` (support and query encoded from the files), per step;
+    the steps take turns on each episode so a busy machine weighs on all alike."""
+    totals = {st: 0.0 for st in STEPS}
+    made = {st: predictors.Predictor(model, size=size, self_support=st in ("self", "both"),
+                                     zoom=st in ("zoom", "both"), fuse=False) for st in STEPS}
+    for spec in specs:
+        _, own = source.own_id(spec["class_ids"][0])
+        supports = [read_image(source.image_path(k)) for k in spec["supports"][0]]
+        masks = [binary_from_labels(labels.original(k), own) for k in spec["supports"][0]]
+        query = read_image(source.image_path(spec["query"]))
+        for st in STEPS:
+            tick = time.perf_counter()
+            made[st].set_support(supports, masks)
+            made[st].predict(query)
+            totals[st] += time.perf_counter() - tick
+    return {st: v / max(len(specs), 1) for st, v in totals.items()}
+
+
+def photo_checks(model: str, size: int, labelme: Path | None) -> dict[str, dict[str, float]]:
+    from training_free_ablation import arc2017_flip_episodes, labelme_episodes, miou, voc_photo_episodes
+
+    sources = {"voc-photo": voc_photo_episodes(), "arc2017-flip": arc2017_flip_episodes()}
+    if labelme:
+        sources["labelme"] = labelme_episodes(labelme)
+    out = {}
+    for st in STEPS:
+        p = predictors.Predictor(model, size=size, self_support=st in ("self", "both"), zoom=st in ("zoom", "both"))
+        out[st] = {name: 100 * miou(p, eps) for name, eps in sources.items()}
+        print(f"photo checks, {st}: " + ", ".join(f"{k} {v:.1f}" for k, v in out[st].items())
+              + f", mean {np.mean(list(out[st].values())):.1f}", flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", action="append", default=[])
+    parser.add_argument("--runs", help="folder with fold<F>/last.pt")
+    parser.add_argument("--model", help="one model for every fold instead of --runs (development only: "
+                                        "a registered name or checkpoint; not held out)")
+    parser.add_argument("--folds", default="0,1,2,3")
+    parser.add_argument("--shots", default="1,5")
+    parser.add_argument("--episodes", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", type=int, default=353)
+    parser.add_argument("--head-weight", type=float, default=0.25)
+    parser.add_argument("--backbone-options", type=json_object, default=None)
+    parser.add_argument("--feature-cache", default="auto")
+    parser.add_argument("--steps", default=",".join(STEPS))
+    parser.add_argument("--choose", action="store_true", help="score a grid of the steps' settings (fold 0 only)")
+    parser.add_argument("--time-episodes", type=int, default=0)
+    parser.add_argument("--photos", action="store_true")
+    parser.add_argument("--photo-model", default="sgone-dinov2_s14-mobilenet_v2-real")
+    parser.add_argument("--photo-size", type=int, default=473)
+    parser.add_argument("--labelme-examples", type=Path)
+    parser.add_argument("--out", default=None, help="results.json (default: none)")
+    parser.add_argument("--tables", nargs="+", type=Path, metavar="JSON",
+                        help="print the tables of earlier runs' --out files (their folds merged) and stop")
+    args = parser.parse_args()
+    if args.tables:
+        merged: dict = {"folds": {}}
+        for path in args.tables:
+            for fold, row in json.loads(path.read_text())["folds"].items():
+                merged["folds"].setdefault(fold, {}).update(row)
+        print_tables(merged)
+        return
+    torch.set_grad_enabled(False)
+    from sgone.engine.training_data import feature_cache_folder
+
+    steps = args.steps.split(",")
+    results: dict = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "folds": {}}
+    if args.runs or args.model:
+        if not args.root:
+            parser.error("--root is needed with --runs/--model")
+        source = MixSource(args.root)
+        labels = LabelMaps(source, args.size)
+        rows = settings(args.choose)
+        for fold in [int(f) for f in args.folds.split(",")]:
+            path = Path(args.runs) / f"fold{fold}" / "last.pt" if args.runs else args.model
+            if args.runs and read_checkpoint(path).get("config", {}).get("fold") != fold:
+                sys.exit(f"{path}: not trained with fold {fold} held out")
+            model = load_model(path, backbone_options=args.backbone_options).eval()
+            if args.head_weight is not None and hasattr(model, "head_weight"):
+                model.head_weight = args.head_weight
+            cache = FeatureCache(feature_cache_folder(args.feature_cache), model.backbone, args.size)
+            test = source.classes(fold, "test")
+            results["folds"].setdefault(str(fold), {})["checkpoint step"] = read_checkpoint(path).get("step") \
+                if args.runs else None
+            for shots in [int(k) for k in args.shots.split(",")]:
+                specs = TestEpisodes(source, fold, shots=shots, episodes=args.episodes, seed=args.seed).specs
+                scored = run_fold(model, source, specs, cache, labels, args.size, rows, steps, f"fold {fold} {shots}-shot")
+                row = results["folds"].setdefault(str(fold), {})
+                for (r, st), (acc, sizes, seconds) in scored.items():
+                    row[f"{r} | {st} | {shots}-shot"] = {"miou": 100 * acc.miou(test), "fb_iou": 100 * acc.fb_iou(),
+                                                        "object_sizes": sizes, "seconds": seconds / len(specs)}
+                    print(f"fold {fold} {shots}-shot {r} {st:>4}: mIoU {100 * acc.miou(test):.1f}  "
+                          f"{1000 * seconds / len(specs):.0f} ms per episode (after the cached encodes)", flush=True)
+                if args.time_episodes and shots == 1:
+                    timing = time_predictor(model, source, specs[:args.time_episodes], labels, args.size)
+                    row["predictor seconds per episode"] = timing
+                    print("  Predictor, s per episode (encodes included): "
+                          + ", ".join(f"{k} {v:.2f}" for k, v in timing.items()), flush=True)
+            if args.out:
+                atomic_write(Path(args.out), json.dumps(results, indent=1) + "\n")
+        print_tables(results)
+    if args.photos:
+        results["photos"] = photo_checks(args.photo_model, args.photo_size, args.labelme_examples)
+    if args.out:
+        atomic_write(Path(args.out), json.dumps(results, indent=1) + "\n")
+
+
+def print_tables(results: dict) -> None:
+    folds = sorted(results["folds"])
+    keys = [k for k in results["folds"][folds[0]] if "|" in k and all(k in results["folds"][f] for f in folds)]
+    print("checkpoint steps: " + ", ".join(f"fold {f} {results['folds'][f].get('checkpoint step')}" for f in folds))
+    print("\n| setting | step | shots | " + " | ".join(f"fold {f}" for f in folds) + " | mean |"
+          + (" mean folds 1-3 |" if len(folds) == 4 else "") + " <2 % | 2-10 % | >=10 % | ms/episode |")
+    print("|---" * (len(folds) + 9 - (len(folds) != 4)) + "|")
+    for key in keys:
+        r, st, shots = [x.strip() for x in key.split("|")]
+        vals = [results["folds"][f][key]["miou"] for f in folds]
+        pooled = by_object_size([tuple(p) for f in folds for p in results["folds"][f][key]["object_sizes"]])
+        ms = 1000 * np.mean([results["folds"][f][key]["seconds"] for f in folds])
+        print(f"| {r} | {st} | {shots} | " + " | ".join(f"{v:.1f}" for v in vals) + f" | {np.mean(vals):.1f} |"
+              + (f" {np.mean(vals[1:]):.1f} |" if len(folds) == 4 else "")
+              + " | ".join(f" {v['fg_iou']:.1f} ({v['episodes']})" for v in pooled.values()) + f" | {ms:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
