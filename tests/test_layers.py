@@ -11,15 +11,15 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sgone"
 # Lowest first. A module belongs to the layer of its longest listed prefix ("sgone" itself, the
 # package's __init__, matches only itself); it may import its own layer and those below, never one above.
 LAYERS: list[tuple[str, ...]] = [
-    # foundations: errors, options, files, pure maths, inputs as tensors, pictures, bundled samples
+    # foundations: errors, options, files, pure maths (self-support too), inputs as tensors, pictures, bundled samples
     ("sgone", "sgone.errors", "sgone.lazy", "sgone.options", "sgone.io", "sgone.ops", "sgone.boundary",
-     "sgone.inputs", "sgone.upsample", "sgone.viz", "sgone.samples"),
+     "sgone.inputs", "sgone.upsample", "sgone.viz", "sgone.samples", "sgone.self_support"),
     ("sgone.backbones",),
     ("sgone.models",),
     # the runtime seam: the model protocol run by PyTorch, ONNX Runtime, ...
     ("sgone.onnx", "sgone.runtimes"),
     ("sgone.predictor",),
-    ("sgone.data", "sgone.engine", "sgone.video", "sgone.label"),  # sgone.label: being added on another branch
+    ("sgone.data", "sgone.engine", "sgone.video", "sgone.label"),
     ("sgone.commands", "sgone.app", "sgone.cli", "sgone.__main__"),
 ]
 
