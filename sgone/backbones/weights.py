@@ -14,6 +14,7 @@ remembered per (path, mtime, size) in memory and in a small JSON file in the cac
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -236,7 +237,20 @@ def load_backbone_weights(backbone: torch.nn.Module, state_dict: Mapping[str, Te
     backbone.load_state_dict(sd, strict=False)
 
 
+def state_digest(module: torch.nn.Module) -> str:
+    """SHA-1 over a module's state dict (names, shapes and values, in logical order): the feature cache's
+    and the exported-graph cache's key for weights."""
+    h = hashlib.sha1()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        t = tensor.detach().cpu().contiguous()
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
 __all__ = [
+    "state_digest",
     "WEIGHT_SPECS",
     "WeightSpec",
     "candidate_paths",

@@ -28,20 +28,10 @@ import torch
 from torch import nn
 
 from sgone.errors import SgoneError
+from sgone.backbones.weights import state_digest
 from sgone.io import file_digest
 
 FORMAT = 1
-
-
-def state_digest(module: nn.Module) -> str:
-    """SHA-1 over a module's state dict (names, shapes and values)."""
-    h = hashlib.sha1()
-    for name, tensor in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        t = tensor.detach().cpu().contiguous()
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
-    return h.hexdigest()
 
 
 class FeatureCache:

@@ -202,13 +202,12 @@ def model_digest(model: nn.Module, size: int) -> str:
     import onnx
     import torch
 
+    from sgone.backbones.weights import state_digest
+
     digest = hashlib.sha256(json.dumps({"class": type(model).__qualname__, "config": getattr(model, "config", {}),
                                         "size": size, "torch": torch.__version__, "onnx": onnx.__version__,
                                         "sgone": source_digest()}, sort_keys=True, default=str).encode())
-    for name, tensor in model.state_dict().items():
-        tensor = tensor.detach().cpu().reshape(-1).clone()  # logical order, whatever the memory format
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    digest.update(state_digest(model).encode())
     return digest.hexdigest()[:24]
 
 
