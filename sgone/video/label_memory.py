@@ -36,6 +36,7 @@ from sgone.ops import paste_box, zoom_box
 from sgone.boundary import grey_image, guided_filter
 from sgone.video.memory import pca_basis, propagate_labels, read_dtype, window_mask
 from sgone.video.colour import ColourModel, location_prior
+from sgone.video.readout import EVIDENCE, load_keys, memory_evidence, readout_head
 from sgone.video.temporal import encode_frame, grid_features
 
 
@@ -89,6 +90,8 @@ class LabelMemoryConfig:
     guided_radius: float = 0.005  # guided filter window radius, fraction of the frame diagonal; 0 = bilinear
     guided_eps: float = 1e-2
     guided_scale: int = 4
+    keys: str = ""  # a learnt key projection's file (benchmarks/davis_keys.py) in place of the first frame's PCA; "" = PCA
+    readout: str = ""  # a learnt read-out head's file (sgone.video.readout), or "packaged" for the one shipped; "" = the blend above
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,6 +111,13 @@ class LabelMemoryTracker:
         self.model = predictor.model
         self.config = config or LabelMemoryConfig()
         self.stats: dict[str, int] = {"lost": 0, "zoomed": 0}
+        self.head = readout_head(self.config.readout)
+        self.keys = load_keys(self.config.keys) if self.config.keys else None  # (basis (C,D), temperature)
+        self.temperature = self.keys[1] if self.keys else self.config.temperature
+        if self.head is not None and (self.config.long_term > 0 or self.config.certainty_weight > 0):
+            raise SgoneError("memory mode: a learnt read-out reads the first and recent frames only "
+                             "(long_term and certainty_weight must be 0)")
+        self.record: list[torch.Tensor] | None = None  # set to a list to collect each frame's evidence (training)
 
     # --- the network part (what replays of settings can cache) ---------------------------------
     @torch.inference_mode()
@@ -134,7 +144,10 @@ class LabelMemoryTracker:
         first_image = check_image(first_image, "first frame")
         hw = input_size(*first_image.shape[:2], self.predictor.size)
         encoded, feats = self.encode(first_image)
-        self.basis = pca_basis(feats.flatten(1), self.config.dims)
+        if self.keys is not None and self.keys[0].shape[0] != feats.shape[0]:
+            raise SgoneError(f"{self.config.keys}: key projection for {self.keys[0].shape[0]}-channel features, "
+                             f"the model gives {feats.shape[0]}")
+        self.basis = self.keys[0] if self.keys is not None else pca_basis(feats.flatten(1), self.config.dims)
         feats = self.project(feats)
         mask = np.asarray(first_mask, dtype=np.uint8)
         self.prototype = self.model.support_prototype(encoded, mask_tensor(mask, hw).to(self.predictor.device))
@@ -202,10 +215,37 @@ class LabelMemoryTracker:
                 labels.append(lab)
                 allowed.append(self._window(h, w) if local else None)
                 bias.append(self.certainty_bias(lab))
-        p = propagate_labels(feats.flatten(1), keys, labels, c.topk, c.temperature, allowed, bias,
+        p = propagate_labels(feats.flatten(1), keys, labels, c.topk, self.temperature, allowed, bias,
                              read_dtype(c.precision)).view(h, w)
         share = c.redetect_weight if self.lost else c.proto_weight
         return (1 - share) * p + share * p_proto
+
+    def prior(self, grid: tuple[int, int]) -> torch.Tensor | float:
+        """The location prior (h,w) around the previous mask, or 1 (off, lost, or an object under one cell)."""
+        if self.config.prior_sigma <= 0 or self.lost:
+            return 1.0
+        previous = self.previous_on(grid)
+        if not bool(previous.any()):
+            return 1.0
+        return location_prior(previous, self.config.prior_sigma)
+
+    def evidence(self, feats: torch.Tensor, p_proto: torch.Tensor) -> torch.Tensor:
+        """(C,h,w) projected unit features, (h,w) prototype probability -> (len(EVIDENCE),h,w): what
+        the learnt read-out reads (sgone.video.readout); its "blend" is the training-free read."""
+        c = self.config
+        h, w = feats.shape[-2:]
+        recent = [] if self.lost else [(k, lab, self._window(h, w)) for k, lab in self.recent if k.shape[1] == h * w]
+        ev = memory_evidence(feats.flatten(1), self.first, recent, c.topk, self.temperature,
+                             float(np.log(max(c.first_weight, 1e-6))), read_dtype(c.precision))
+        share = c.redetect_weight if self.lost else c.proto_weight
+        prior = self.prior((h, w))
+        maps = {k: v.view(h, w) for k, v in ev.items()}
+        maps["prototype"] = p_proto
+        maps["prior"] = prior if torch.is_tensor(prior) else torch.ones(h, w)
+        maps["previous"] = F.adaptive_avg_pool2d(self.previous[None, None].float(), (h, w))[0, 0]
+        maps["lost"] = torch.full((h, w), float(self.lost))
+        maps["blend"] = ((1 - share) * maps["vote"] + share * p_proto) * maps["prior"]
+        return torch.stack([maps[k].float() for k in EVIDENCE])
 
     def certainty_bias(self, labels: torch.Tensor) -> torch.Tensor | float:
         """(M,) soft labels -> the log weight of each cell in the vote: certainty_weight x log |2p-1|
@@ -245,11 +285,13 @@ class LabelMemoryTracker:
         feats = self.project(feats)
         if self.lost:
             self.stats["lost"] += 1
-        prob = self.read(feats, p_proto)
-        if self.config.prior_sigma > 0 and not self.lost:
-            previous = self.previous_on(prob.shape)
-            if bool(previous.any()):  # an object under one cell gives no prior rather than a zero one
-                prob = prob * location_prior(previous, self.config.prior_sigma)
+        if self.head is not None or self.record is not None:
+            evidence = self.evidence(feats, p_proto)
+            if self.record is not None:
+                self.record.append(evidence.half())
+            prob = evidence[EVIDENCE.index("blend")] if self.head is None else self.head(evidence[None])[0]
+        else:
+            prob = self.read(feats, p_proto) * self.prior(feats.shape[-2:])
         full = F.interpolate(prob[None, None], size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0]
         box = self.zoom_region(image.shape[:2])
         if box is not None:
