@@ -17,7 +17,6 @@ PCA vs learnt), then with `--score`, in the loop (the memory mode replayed with
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import multiprocessing as mp
 import sys
@@ -28,15 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-_HERE = Path(__file__).parent
+import davis_readout  # this folder: its pool workers replay clips with given settings
+from sgone.io import atomic_write
+
 QUERY_CELLS = 512  # query cells per training step (a random subset of the frame's)
-
-
-def _module(name: str):
-    spec = importlib.util.spec_from_file_location(name, _HERE / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def load_clips(root: str, cache: Path, names: list[str], size: int | None) -> dict[str, dict]:
@@ -48,7 +42,7 @@ def load_clips(root: str, cache: Path, names: list[str], size: int | None) -> di
 
     predictor = video_predictor(None, device="cpu", size=size or DEFAULT_VIDEO_SIZE)
     tracker = LabelMemoryTracker(predictor, LabelMemoryConfig())
-    tune = _module("davis_memory_tune")
+    tune = davis_readout.tune_module()
     source = DavisSource(root)
     clips = {}
     for name in names:
@@ -146,32 +140,6 @@ def forced_j(clip: dict, basis: torch.Tensor | None, temperature: float, config)
     return float(np.mean(js))
 
 
-_STATE: dict = {}
-
-
-def _init(root: str, cache: str, size: int | None) -> None:
-    from sgone.data.davis import DavisSource
-    from sgone.video.model import DEFAULT_VIDEO_SIZE, video_predictor
-
-    torch.set_num_threads(1)
-    _STATE.update(source=DavisSource(root), cache=Path(cache), tune=_module("davis_memory_tune"),
-                  predictor=video_predictor(None, device="cpu", size=size or DEFAULT_VIDEO_SIZE))
-
-
-def score(job: tuple[str, int, str]) -> tuple[str, int, dict]:
-    """One clip at one frame step replayed by the memory mode with the key projection in job[2]."""
-    from sgone.video.label_memory import LabelMemoryConfig, LabelMemoryTracker
-
-    name, step, keys = job
-    s = _STATE
-    seq = s["source"].sequence(name)
-    tracker = LabelMemoryTracker(s["predictor"], LabelMemoryConfig(keys=keys))
-    data = s["tune"].cache_clip(tracker, seq, step, s["cache"] / f"memory-default-{s['predictor'].size}-{name}-s{step}.pt")
-    frames = {i: seq.read_frame(i) for i in data["index"]}
-    gts = {i: seq.read_mask(i) for i in data["index"]}
-    return name, step, s["tune"].replay(tracker, seq, data, frames, gts)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", required=True)
@@ -227,9 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.score:
         return 0
     learnt: dict[str, dict[int, dict]] = {}
-    jobs = [(n, s, files[fold_of[n]]) for n in names for s in (1, 2)]
-    with mp.get_context("spawn").Pool(args.workers, _init, (args.root, args.cache, args.size)) as pool:
-        for done, (name, step, scores) in enumerate(pool.imap_unordered(score, jobs), 1):
+    jobs = [(n, s, {"keys": files[fold_of[n]]}) for n in names for s in (1, 2)]
+    with mp.get_context("spawn").Pool(args.workers, davis_readout._init, (args.root, args.cache, args.size, None)) as pool:
+        for done, (name, step, scores) in enumerate(pool.imap_unordered(davis_readout.score, jobs), 1):
             learnt.setdefault(name, {})[step] = scores
             print(f"score {done}/{len(jobs)} {name} s{step}: J&F {scores['JF'] * 100:.1f} ({time.perf_counter() - t0:.0f} s)",
                   file=sys.stderr, flush=True)
@@ -239,10 +207,8 @@ def main(argv: list[str] | None = None) -> int:
               "per_clip": {"0": base, "1": learnt} if base else {"0": learnt},
               "keys": {"files": files, "forced_j": {str(k): v for k, v in forced.items()}}}
     if args.json:
-        tmp = Path(args.json + ".tmp")
-        tmp.write_text(json.dumps(result, indent=1))
-        tmp.replace(args.json)
-    tune = _module("davis_memory_tune")
+        atomic_write(args.json, json.dumps(result, indent=1))
+    tune = davis_readout.tune_module()
     tune.report(json.loads(json.dumps(result)), args.folds)
     return 0
 

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sgone.io import atomic_path, atomic_write
+
 _TUNE = Path(__file__).with_name("davis_memory_tune.py")
 
 
@@ -44,8 +46,7 @@ TRUTH_SCALE = 4  # the truth is kept at 4x the grid's resolution; the loss is ta
 
 
 def _init(root: str, cache: str, size: int | None, model: str | None) -> None:
-
-
+    """A worker's clips, cache and model (one thread each)."""
     from sgone.data.davis import DavisSource
     from sgone.video.model import DEFAULT_VIDEO_SIZE, video_predictor
 
@@ -55,19 +56,19 @@ def _init(root: str, cache: str, size: int | None, model: str | None) -> None:
                   model_tag=(model or "default").replace("/", "_"))
 
 
-def _clip(name: str, step: int):
-
-
+def _replay(name: str, step: int, tracker=None, **settings) -> tuple[dict, dict]:
+    """One clip at one frame step replayed by a memory-mode tracker (LabelMemoryConfig(**settings)
+    unless `tracker` is given) over its cached network outputs -> (scores, the frames' truth by index)."""
     from sgone.video.label_memory import LabelMemoryConfig, LabelMemoryTracker
 
     s = _STATE
+    tracker = tracker or LabelMemoryTracker(s["predictor"], LabelMemoryConfig(**settings))
     seq = s["source"].sequence(name)
-    tracker = LabelMemoryTracker(s["predictor"], LabelMemoryConfig())
     data = s["tune"].cache_clip(tracker, seq, step,
                                 s["cache"] / f"memory-{s['model_tag']}-{s['predictor'].size}-{name}-s{step}.pt")
     frames = {i: seq.read_frame(i) for i in data["index"]}
     gts = {i: seq.read_mask(i) for i in data["index"]}
-    return seq, data, frames, gts, torch
+    return s["tune"].replay(tracker, seq, data, frames, gts), gts
 
 
 def collect(job: tuple[str, int]) -> tuple[str, int, dict, "np.ndarray", "np.ndarray"]:
@@ -76,26 +77,20 @@ def collect(job: tuple[str, int]) -> tuple[str, int, dict, "np.ndarray", "np.nda
     from sgone.video.label_memory import LabelMemoryConfig, LabelMemoryTracker
 
     name, step = job
-    seq, data, frames, gts, torch = _clip(name, step)
     tracker = LabelMemoryTracker(_STATE["predictor"], LabelMemoryConfig())
     tracker.record = []
-    scores = _STATE["tune"].replay(tracker, seq, data, frames, gts)
+    scores, gts = _replay(name, step, tracker)
     evidence = torch.stack(tracker.record)  # one per replayed frame
     fine = tuple(TRUTH_SCALE * n for n in evidence.shape[-2:])  # the truth finer than the grid: boundaries count
-    truth = torch.stack([torch.nn.functional.adaptive_avg_pool2d(
-        torch.from_numpy((gts[i] == 1).astype(np.float32))[None, None], fine)[0, 0]
-        for i in data["index"][: len(evidence)]])
+    truth = torch.stack([F.adaptive_avg_pool2d(torch.from_numpy((gts[i] == 1).astype(np.float32))[None, None], fine)[0, 0]
+                         for i in sorted(gts)[: len(evidence)]])
     return name, step, scores, evidence.numpy(), truth.half().numpy()
 
 
-def score(job: tuple[str, int, str]) -> tuple[str, int, dict]:
-    """One clip at one step, replayed with the read-out head in `job[2]`."""
-    from sgone.video.label_memory import LabelMemoryConfig, LabelMemoryTracker
-
-    name, step, head = job
-    seq, data, frames, gts, _ = _clip(name, step)
-    tracker = LabelMemoryTracker(_STATE["predictor"], LabelMemoryConfig(readout=head))
-    return name, step, _STATE["tune"].replay(tracker, seq, data, frames, gts)
+def score(job: tuple[str, int, dict]) -> tuple[str, int, dict]:
+    """One clip at one step replayed with the memory mode's settings in `job[2]` (a learnt head or keys)."""
+    name, step, settings = job
+    return name, step, _replay(name, step, **settings)[0]
 
 
 def fine_loss(prob: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -221,9 +216,8 @@ def main(argv: list[str] | None = None) -> int:
                 samples[(name, step)] = (ev, truth)
                 print(f"collect {done}/{len(jobs)} {name} s{step}: J&F {scores['JF'] * 100:.1f}, {len(ev)} frames "
                       f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
-            tmp = recorded.with_name(recorded.name + ".tmp")
-            torch.save({"clips": names, "steps": steps, "truth_scale": TRUTH_SCALE, "base": base, "samples": samples}, tmp)
-            tmp.replace(recorded)
+            with atomic_path(recorded) as tmp:
+                torch.save({"clips": names, "steps": steps, "truth_scale": TRUTH_SCALE, "base": base, "samples": samples}, tmp)
         heads, held = {}, {}
         for k in list(range(args.folds)) + ([] if args.no_score else ["all"]):
             train = [v for (n, _), v in samples.items() if k == "all" or fold_of[n] != k]
@@ -243,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         learnt: dict[str, dict[int, dict]] = {}
         if args.no_score:
             return 0
-        jobs = [(n, s, heads[fold_of[n]]) for n in names for s in steps]
+        jobs = [(n, s, {"readout": heads[fold_of[n]]}) for n in names for s in steps]
         for done, (name, step, scores) in enumerate(pool.imap_unordered(score, jobs), 1):
             learnt.setdefault(name, {})[step] = scores
             print(f"score {done}/{len(jobs)} {name} s{step}: J&F {scores['JF'] * 100:.1f} "
@@ -257,9 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                           "held_out": {str(k): {"loss_blend": v[0], "loss_head": v[1], "J_blend": v[2], "J_head": v[3]}
                                        for k, v in held.items()}}}
     if args.json:
-        tmp = Path(args.json + ".tmp")
-        tmp.write_text(json.dumps(result, indent=1))
-        tmp.replace(args.json)
+        atomic_write(args.json, json.dumps(result, indent=1))
     tune = tune_module()
     tune.report(json.loads(json.dumps(result)), args.folds)
     tune.decay_table(json.loads(json.dumps(result)), 8)

@@ -36,7 +36,7 @@ from sgone.ops import paste_box, zoom_box
 from sgone.boundary import grey_image, guided_filter
 from sgone.video.memory import pca_basis, propagate_labels, read_dtype, window_mask
 from sgone.video.colour import ColourModel, location_prior
-from sgone.video.readout import EVIDENCE, load_keys, memory_evidence, readout_head
+from sgone.video.readout import EVIDENCE, load_keys, load_readout, memory_evidence
 from sgone.video.temporal import encode_frame, grid_features
 
 
@@ -91,7 +91,7 @@ class LabelMemoryConfig:
     guided_eps: float = 1e-2
     guided_scale: int = 4
     keys: str = ""  # a learnt key projection's file (benchmarks/davis_keys.py) in place of the first frame's PCA; "" = PCA
-    readout: str = ""  # a learnt read-out head's file (sgone.video.readout), or "packaged" for the one shipped; "" = the blend above
+    readout: str = ""  # a learnt read-out head's file (benchmarks/davis_readout.py) in place of the blend above; "" = the blend
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,7 +111,7 @@ class LabelMemoryTracker:
         self.model = predictor.model
         self.config = config or LabelMemoryConfig()
         self.stats: dict[str, int] = {"lost": 0, "zoomed": 0}
-        self.head = readout_head(self.config.readout)
+        self.head = load_readout(self.config.readout) if self.config.readout else None
         self.keys = load_keys(self.config.keys) if self.config.keys else None  # (basis (C,D), temperature)
         self.temperature = self.keys[1] if self.keys else self.config.temperature
         if self.head is not None and (self.config.long_term > 0 or self.config.certainty_weight > 0):
@@ -217,8 +217,13 @@ class LabelMemoryTracker:
                 bias.append(self.certainty_bias(lab))
         p = propagate_labels(feats.flatten(1), keys, labels, c.topk, self.temperature, allowed, bias,
                              read_dtype(c.precision)).view(h, w)
-        share = c.redetect_weight if self.lost else c.proto_weight
-        return (1 - share) * p + share * p_proto
+        return self.blend(p, p_proto)
+
+    def blend(self, vote: torch.Tensor, p_proto: torch.Tensor) -> torch.Tensor:
+        """The memory's vote (h,w) blended with the prototype probability (h,w); leaning on the
+        prototypes while the object is lost."""
+        share = self.config.redetect_weight if self.lost else self.config.proto_weight
+        return (1 - share) * vote + share * p_proto
 
     def prior(self, grid: tuple[int, int]) -> torch.Tensor | float:
         """The location prior (h,w) around the previous mask, or 1 (off, lost, or an object under one cell)."""
@@ -237,14 +242,13 @@ class LabelMemoryTracker:
         recent = [] if self.lost else [(k, lab, self._window(h, w)) for k, lab in self.recent if k.shape[1] == h * w]
         ev = memory_evidence(feats.flatten(1), self.first, recent, c.topk, self.temperature,
                              float(np.log(max(c.first_weight, 1e-6))), read_dtype(c.precision))
-        share = c.redetect_weight if self.lost else c.proto_weight
         prior = self.prior((h, w))
         maps = {k: v.view(h, w) for k, v in ev.items()}
         maps["prototype"] = p_proto
         maps["prior"] = prior if torch.is_tensor(prior) else torch.ones(h, w)
         maps["previous"] = F.adaptive_avg_pool2d(self.previous[None, None].float(), (h, w))[0, 0]
         maps["lost"] = torch.full((h, w), float(self.lost))
-        maps["blend"] = ((1 - share) * maps["vote"] + share * p_proto) * maps["prior"]
+        maps["blend"] = self.blend(maps["vote"], p_proto) * maps["prior"]
         return torch.stack([maps[k].float() for k in EVIDENCE])
 
     def certainty_bias(self, labels: torch.Tensor) -> torch.Tensor | float:

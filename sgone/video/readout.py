@@ -24,10 +24,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from sgone.errors import SgoneError
+from sgone.io import atomic_path
 
 EVIDENCE = ("vote", "vote_first", "vote_recent", "first_fg", "first_bg", "recent_fg", "recent_bg",
             "prototype", "prior", "previous", "lost", "blend")
@@ -122,11 +122,9 @@ class ReadoutHead(nn.Module):
 
 def save_readout(head: ReadoutHead, path: str | Path, meta: dict | None = None) -> None:
     """Write the head's weights (+ what it was trained on) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"evidence": list(EVIDENCE), "width": head.width, "bound": head.bound, "state_dict": head.state_dict(), "meta": meta or {}}, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save({"evidence": list(EVIDENCE), "width": head.width, "bound": head.bound,
+                    "state_dict": head.state_dict(), "meta": meta or {}}, tmp)
 
 
 def load_readout(path: str | Path) -> ReadoutHead:
@@ -147,25 +145,11 @@ def load_readout(path: str | Path) -> ReadoutHead:
     return head.eval()
 
 
-PACKAGED = Path(__file__).resolve().parent.parent / "checkpoints" / "video-readout.pt"
-
-
-def readout_head(spec: str) -> ReadoutHead | None:
-    """`LabelMemoryConfig.readout` -> a head: "" = none (the training-free blend), "packaged" = the
-    head shipped with sgone, anything else a file written by `save_readout`."""
-    if not spec:
-        return None
-    return load_readout(PACKAGED if spec == "packaged" else spec)
-
-
 def save_keys(basis: torch.Tensor, temperature: float, path: str | Path, meta: dict | None = None) -> None:
     """Write a learnt key projection (C,D) and its read temperature atomically (benchmarks/davis_keys.py)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"kind": "memory keys", "basis": basis.float().contiguous(), "temperature": float(temperature),
-                "meta": meta or {}}, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save({"kind": "memory keys", "basis": basis.float().contiguous(), "temperature": float(temperature),
+                    "meta": meta or {}}, tmp)
 
 
 def load_keys(path: str | Path) -> tuple[torch.Tensor, float]:
