@@ -2,25 +2,32 @@
 
 On the held-out folds of the real corpora (the episodes of `real_folds.py`: HSNet-style, --seed,
 the fold's test classes), per fold and shots: mIoU of the first pass ("off"), the self-support step
-("self", `sgone.self_support.second_look`), the zoom step ("zoom", `sgone.ops.zoom_refine`) and both
-("both"), the foreground IoU by the object's share of the query (<2 %, 2-10 %, >=10 %, as
+("self", `sgone.self_support.second_look`), the zoom step ("zoom", `sgone.ops.zoom_refine`), both
+("both"), the boundary step ("guided", `Predictor(boundary="guided")`: the guided filter at the
+model's `sgone.boundary.boundary_settings`), the flip step ("flip", `Predictor(flip=True)`: the
+mirrored query's reading averaged in) and the last two together ("flip+guided"), the foreground IoU by the object's share of the query (<2 %, 2-10 %, >=10 %, as
 real_folds.py), and the time each step adds per episode. The first pass and the self-support step
 read the same cached query encoding (`FeatureCache`, as real_folds.py; the second look re-encodes
 nothing); the zoom step encodes its crops from the image files. `--time-episodes N` also runs the
 first N episodes of each fold and shots through `Predictor` (encodes included) with each option, so
 the cost is stated against the default's whole time per episode. `--photos` adds the photo checks
 (`real_photo_check.py`'s voc-photo and arc2017-flip; labelme with --labelme-examples DIR) through
-`Predictor(MODEL, self_support=..., zoom=...)`.
+`Predictor(MODEL, self_support=..., zoom=..., boundary=..., flip=...)` (one Predictor, the steps set in
+turn); `--time-photos R` times each step on those photo episodes (R rounds, the steps taking turns on
+each episode): the rule's time, the shipped model's whole episode. The steps run are --steps' (the
+cached-path ms of "flip" include its one encode, counted once per episode for flip and flip+guided).
 
 Checkpoints: --runs DIR with DIR/fold<F>/last.pt (scripts/train_real.sh), run at --head-weight
 (default 0.25, the shipped model's) with --backbone-options (e.g. '{"precision": "int8"}' for the
 shipped model's DINOv2; the default keeps each checkpoint's own). --choose scores a grid of the
-steps' settings (the self-support blend weight and thresholds, the zoom paste weight) on the folds
-given: run it on fold 0 only, then fix the constants (sgone/self_support.py, sgone/predictor.py).
+steps' settings (the self-support blend weight and thresholds, the zoom paste weight, the guided
+filter's radius and eps) on the folds given: run it on fold 0 only, then fix the constants
+(sgone/self_support.py, sgone/predictor.py, sgone/boundary.py).
 
     R="--root ../shared/data/ccp --root ../shared/data/coco128 --root ../shared/data/camvid"
-    python benchmarks/small_objects.py $R --runs /work/runs/davis-1200 --folds 0 --shots 1 --episodes 300 --choose
-    python benchmarks/small_objects.py $R --runs /work/runs/davis-1200 --episodes 300 --time-episodes 10 --photos
+    python benchmarks/small_objects.py $R --runs runs/davis-1200 --folds 0 --shots 1 --episodes 200 --steps off,guided --choose
+    python benchmarks/small_objects.py $R --runs runs/davis-1200 --folds 0 --shots 1 --episodes 200 --steps off,flip --out f0.json
+    python benchmarks/small_objects.py --photos --steps off,guided,flip,flip+guided --time-photos 3
 """
 from __future__ import annotations
 
@@ -35,6 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sgone import ops  # noqa: E402
+from sgone.boundary import boundary_settings, refine_probability  # noqa: E402
 from sgone.commands.train import json_object  # noqa: E402
 from sgone.data.episode import binary_from_labels  # noqa: E402
 from sgone.data.mix import MixSource  # noqa: E402
@@ -48,13 +56,14 @@ from sgone.models.registry import load_model, read_checkpoint  # noqa: E402
 from sgone import predictor as predictors  # noqa: E402
 from sgone import self_support as ss  # noqa: E402
 
-STEPS = ("off", "self", "zoom", "both")
+STEPS = ("off", "self", "zoom", "both", "guided", "flip", "flip+guided")
+RADII, EPSILONS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0), (0.04, 0.01, 0.001, 0.0003)
 
 
 def settings(choose: bool) -> dict[str, dict]:
     """Named settings of the two steps: the module constants, or (--choose) a grid around them."""
     base = {"high": ss.HIGH, "low": ss.LOW, "weight": ss.WEIGHT, "parts": ss.PARTS, "keep": ss.KEEP,
-            "zoom_weight": predictors.ZOOM_WEIGHT, "steps": STEPS}
+            "zoom_weight": predictors.ZOOM_WEIGHT, "boundary": None, "steps": STEPS}  # boundary None: the model's
     rows = {"constants": base}
     if choose:
         for w in (0.3, 0.5, 0.7):
@@ -65,6 +74,9 @@ def settings(choose: bool) -> dict[str, dict]:
                             base, weight=w, high=high, low=low, parts=parts, keep=keep, steps=("self",))
         for zw in (0.25, 0.5, 0.75, 1.0):
             rows[f"zoom paste {zw}"] = dict(base, zoom_weight=zw, steps=("zoom",))
+        for radius in RADII:
+            for eps in EPSILONS:
+                rows[f"guided radius {radius} eps {eps}"] = dict(base, boundary=(radius, eps), steps=("guided",))
     return rows
 
 
@@ -104,12 +116,29 @@ class Episode:
         return ss.second_look(lambda shots: self.score(encoded, prob.shape[-2:], shots), support_prototype,
                               encoded, self.shots, prob, grid, s["high"], s["low"], s["weight"], s["parts"], s["keep"])
 
-    def zoomed(self, prob, s, with_self: bool, memo: dict) -> torch.Tensor:
-        """The zoom step as `Predictor._zoom`, crops encoded from the image file (memo: crop -> scores)."""
+    def image(self, memo: dict) -> np.ndarray:
+        """The query's pixels, read once per episode (memo)."""
         if "image" not in memo:
             memo["image"] = read_image(self.source.image_path(self.spec["query"]))
             if memo["image"].shape[:2] != self.hw:
                 raise SystemExit(f"{self.spec['query']}: image and label sizes differ")
+        return memo["image"]
+
+    def guided(self, prob, s, memo: dict) -> torch.Tensor:
+        """The boundary step as `Predictor(boundary="guided")`, at the setting's (radius, eps) or the model's."""
+        return refine_probability(prob, self.image(memo), self.size, *(s["boundary"] or boundary_settings(self.model)))
+
+    def flipped(self, first, memo: dict) -> torch.Tensor:
+        """The flip step as `Predictor(flip=True)`: the first pass averaged with the mirrored query's
+        reading (encoded from the image file once per episode, memo)."""
+        if "mirrored" not in memo:
+            mirrored = self.model.encode(image_tensor(self.image(memo), self.grid).flip(-1))
+            memo["mirrored"] = predictors.mirror_average((first,), (self.score(mirrored, self.hw),))[0]
+        return memo["mirrored"]
+
+    def zoomed(self, prob, s, with_self: bool, memo: dict) -> torch.Tensor:
+        """The zoom step as `Predictor._zoom`, crops encoded from the image file (memo: crop -> scores)."""
+        self.image(memo)
 
         def score_crop(crop: np.ndarray) -> torch.Tensor:
             key = (crop.__array_interface__["data"][0], crop.shape)  # the crop's place in the image
@@ -146,6 +175,12 @@ def run_fold(model, source, specs, cache, labels, size, rows, steps, progress):
                     prob = ep.second(ep.encoded, first, ep.grid, s)
                 elif st == "zoom":
                     prob = ep.zoomed(first, s, False, memo)
+                elif st == "guided":
+                    prob = ep.guided(first, s, memo)
+                elif st == "flip":
+                    prob = ep.flipped(first, memo)
+                elif st == "flip+guided":
+                    prob = ep.guided(ep.flipped(first, memo), s, memo)
                 else:
                     prob = ep.zoomed(done.get("self", ep.second(ep.encoded, first, ep.grid, s)), s, True, memo)
                 spent = time.perf_counter() - tick + (first_s if st == "off" else 0.0)
@@ -157,37 +192,70 @@ def run_fold(model, source, specs, cache, labels, size, rows, steps, progress):
     return out
 
 
-def time_predictor(model, source, specs, labels, size) -> dict[str, float]:
-    """Seconds per episode through `Predictor` (support and query encoded from the files), per step;
-    the steps take turns on each episode so a busy machine weighs on all alike."""
-    totals = {st: 0.0 for st in STEPS}
-    made = {st: predictors.Predictor(model, size=size, self_support=st in ("self", "both"),
-                                     zoom=st in ("zoom", "both"), fuse=False) for st in STEPS}
+def predictor_options(step: str) -> dict:
+    """`Predictor` options of one step."""
+    return {"self_support": step in ("self", "both"), "zoom": step in ("zoom", "both"),
+            "boundary": "guided" if step in ("guided", "flip+guided") else "none", "flip": step.startswith("flip")}
+
+
+def use_step(predictor, step: str) -> None:
+    """Set one Predictor's step options in place (the app's way: one loaded model for every step)."""
+    for key, value in predictor_options(step).items():
+        setattr(predictor, key, value)
+
+
+def time_steps(predictor, episodes: list[tuple[list, list, np.ndarray]], steps: list[str],
+               rounds: int = 1) -> dict[str, float]:
+    """Seconds per episode (set_support + predict, encodes included) of each step on (support images,
+    support masks, query) episodes; the steps take turns on each episode so a busy machine weighs on
+    all alike."""
+    totals = dict.fromkeys(steps, 0.0)
+    for _ in range(rounds):
+        for supports, masks, query in episodes:
+            for st in steps:
+                use_step(predictor, st)
+                tick = time.perf_counter()
+                predictor.set_support(supports, masks)
+                predictor.predict(query)
+                totals[st] += time.perf_counter() - tick
+    return {st: v / max(rounds * len(episodes), 1) for st, v in totals.items()}
+
+
+def time_predictor(model, source, specs, labels, size, steps) -> dict[str, float]:
+    """`time_steps` of a fold model on fold episodes (support and query read from the files)."""
+    episodes = []
     for spec in specs:
         _, own = source.own_id(spec["class_ids"][0])
-        supports = [read_image(source.image_path(k)) for k in spec["supports"][0]]
-        masks = [binary_from_labels(labels.original(k), own) for k in spec["supports"][0]]
-        query = read_image(source.image_path(spec["query"]))
-        for st in STEPS:
-            tick = time.perf_counter()
-            made[st].set_support(supports, masks)
-            made[st].predict(query)
-            totals[st] += time.perf_counter() - tick
-    return {st: v / max(len(specs), 1) for st, v in totals.items()}
+        episodes.append(([read_image(source.image_path(k)) for k in spec["supports"][0]],
+                         [binary_from_labels(labels.original(k), own) for k in spec["supports"][0]],
+                         read_image(source.image_path(spec["query"]))))
+    return time_steps(predictors.Predictor(model, size=size, fuse=False), episodes, steps)
 
 
-def photo_checks(model: str, size: int, labelme: Path | None) -> dict[str, dict[str, float]]:
+def photo_checks(model: str, size: int, labelme: Path | None, steps: list[str], time_rounds: int) -> dict:
+    """mIoU of each step on the photo checks through one `Predictor(model)` (as shipped); with
+    time_rounds, also its seconds per photo episode (after one warm-up episode)."""
     from training_free_ablation import arc2017_flip_episodes, labelme_episodes, miou, voc_photo_episodes
 
     sources = {"voc-photo": voc_photo_episodes(), "arc2017-flip": arc2017_flip_episodes()}
     if labelme:
         sources["labelme"] = labelme_episodes(labelme)
-    out = {}
-    for st in STEPS:
-        p = predictors.Predictor(model, size=size, self_support=st in ("self", "both"), zoom=st in ("zoom", "both"))
+    p = predictors.Predictor(model, size=size)
+    out: dict = {}
+    for st in steps:
+        use_step(p, st)
         out[st] = {name: 100 * miou(p, eps) for name, eps in sources.items()}
         print(f"photo checks, {st}: " + ", ".join(f"{k} {v:.1f}" for k, v in out[st].items())
               + f", mean {np.mean(list(out[st].values())):.1f}", flush=True)
+    if time_rounds:
+        episodes = [([s_img], [s_mask], q_img) for eps in sources.values() for _, s_img, s_mask, q_img, _ in eps]
+        time_steps(p, episodes[:1], steps)  # warm-up: the runtime's first call compiles
+        seconds = time_steps(p, episodes, steps, time_rounds)
+        base = seconds.get("off")
+        out["seconds per episode"] = seconds
+        print(f"photo episodes, s per episode ({time_rounds} rounds of {len(episodes)}, steps in turn): "
+              + ", ".join(f"{k} {v:.3f}" + (f" ({v / base:.2f}x)" if base else "") for k, v in seconds.items()),
+              flush=True)
     return out
 
 
@@ -209,6 +277,8 @@ def main() -> None:
     parser.add_argument("--choose", action="store_true", help="score a grid of the steps' settings (fold 0 only)")
     parser.add_argument("--time-episodes", type=int, default=0)
     parser.add_argument("--photos", action="store_true")
+    parser.add_argument("--time-photos", type=int, default=0, metavar="ROUNDS",
+                        help="with --photos: also time each step on the photo episodes, ROUNDS rounds")
     parser.add_argument("--photo-model", default="sgone-dinov2_s14-mobilenet_v2-real")
     parser.add_argument("--photo-size", type=int, default=473)
     parser.add_argument("--labelme-examples", type=Path)
@@ -255,7 +325,7 @@ def main() -> None:
                     print(f"fold {fold} {shots}-shot {r} {st:>4}: mIoU {100 * acc.miou(test):.1f}  "
                           f"{1000 * seconds / len(specs):.0f} ms per episode (after the cached encodes)", flush=True)
                 if args.time_episodes and shots == 1:
-                    timing = time_predictor(model, source, specs[:args.time_episodes], labels, args.size)
+                    timing = time_predictor(model, source, specs[:args.time_episodes], labels, args.size, steps)
                     row["predictor seconds per episode"] = timing
                     print("  Predictor, s per episode (encodes included): "
                           + ", ".join(f"{k} {v:.2f}" for k, v in timing.items()), flush=True)
@@ -263,7 +333,8 @@ def main() -> None:
                 atomic_write(Path(args.out), json.dumps(results, indent=1) + "\n")
         print_tables(results)
     if args.photos:
-        results["photos"] = photo_checks(args.photo_model, args.photo_size, args.labelme_examples)
+        results["photos"] = photo_checks(args.photo_model, args.photo_size, args.labelme_examples, args.steps.split(","),
+                                           args.time_photos)
     if args.out:
         atomic_write(Path(args.out), json.dumps(results, indent=1) + "\n")
 

@@ -72,6 +72,20 @@ def grey_image(image: np.ndarray) -> torch.Tensor:
 # on folds 1-3 (18.9 -> 20.3): benchmarks/boundary_check.py, docs/results.md section 3.
 BOUNDARY_RADIUS = 2.0
 BOUNDARY_EPS = 0.01
+# Models with a DINOv2 part take a finer filter: with 2.0/0.01 the default's fold models lost 1.7-2.7 mIoU
+# on every held-out fold. 1.0/0.001 chosen on fold 0 of them (200 1-shot episodes: 34.5 -> 35.7; folds 1-3
+# +0.4/+0.3/+0.0): benchmarks/small_objects.py --choose, docs/results.md "Small objects".
+SEMANTIC_BOUNDARY_RADIUS = 1.0
+SEMANTIC_BOUNDARY_EPS = 0.001
+
+
+def boundary_settings(model) -> tuple[float, float]:
+    """(radius, eps) of `refine_probability` for a model of any runtime: the finer pair when it has a
+    DINOv2 part (a torch model's `backbone.semantic`, an exported model's `semantic` session), else the
+    CNN models' pair."""
+    if hasattr(getattr(model, "backbone", None), "semantic") or getattr(model, "semantic", None) is not None:
+        return SEMANTIC_BOUNDARY_RADIUS, SEMANTIC_BOUNDARY_EPS
+    return BOUNDARY_RADIUS, BOUNDARY_EPS
 
 
 def refine_probability(prob: torch.Tensor, image: np.ndarray, input_size: int, radius: float = BOUNDARY_RADIUS,

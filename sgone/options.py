@@ -36,9 +36,10 @@ PRECISIONS = ("auto", "fp32", "bf16")
 DEFAULT_PRECISION = "auto"
 
 # the step from the stride-8 grid to the image's pixels: "none" = bilinear only (default); "guided" =
-# bilinear, then a guided filter on the image's grey levels (`sgone.boundary.refine_probability`): +1.4
-# mIoU on held-out classes at 473 px, but worse at small input sizes and with the DINOv2 models
-# (docs/results.md section 3), so it is not the default
+# bilinear, then a guided filter on the image's grey levels (`sgone.boundary.refine_probability`, its
+# window per model: `boundary_settings`): +1.4 mIoU on held-out classes for prototype-mobilenet_v2 at 473
+# px but worse at small input sizes; +0.5 on the default's held-out folds (+0.25 on folds 1-3), under the
+# +1.0 that a default needs (docs/results.md, "Small objects"), so it is not the default
 BOUNDARIES = ("none", "guided")
 DEFAULT_BOUNDARY = "none"
 

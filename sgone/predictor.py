@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from sgone import ops
-from sgone.boundary import refine_probability
+from sgone.boundary import boundary_settings, refine_probability
 from sgone.errors import SgoneError, SgoneWarning
 from sgone.inputs import (ImageLike, check_image, check_pair, image_tensor, input_size, is_path, is_single, mask_tensor,
                           small_input_note)
@@ -72,7 +72,9 @@ class Predictor:
     query's own prototypes from the first pass's confident cells (`sgone.self_support`; no re-encode).
     zoom: each candidate region of the first pass (at most `ZOOM_CROPS`) is cropped from the
     full-resolution query, segmented again at `size` and pasted back (`sgone.ops.zoom_refine`).
-    Both off by default (docs/results.md, "Small objects": measured, not a default).
+    flip: the query is also read mirrored (one more encode) and the two readings' scores and
+    similarities are averaged, before the other steps. All three off by default (docs/results.md,
+    "Small objects": measured, not a default).
     """
 
     def __init__(self, model: str | Path | nn.Module | None = None, device: str | torch.device | None = "cpu",
@@ -80,7 +82,7 @@ class Predictor:
                  batch_size: int = 4, fuse: bool = True, allow_untrained: bool = False,
                  runtime: str = DEFAULT_RUNTIME, threads: int | None = None, boundary: str = "none",
                  weights: str | Path | None = "auto", precision: str = DEFAULT_PRECISION,
-                 self_support: bool = False, zoom: bool = False) -> None:
+                 self_support: bool = False, zoom: bool = False, flip: bool = False) -> None:
         if boundary not in BOUNDARIES:
             raise SgoneError(f"{boundary}: unknown boundary step (use {', '.join(BOUNDARIES)})")
         self.boundary = boundary
@@ -97,7 +99,7 @@ class Predictor:
         self.threshold = threshold
         self.fusion = fusion
         self.batch_size = batch_size
-        self.self_support, self.zoom = bool(self_support), bool(zoom)
+        self.self_support, self.zoom, self.flip = bool(self_support), bool(zoom), bool(flip)
         self.class_names: list[str] = []
         self._shots: list[list[dict[str, torch.Tensor]]] = []  # [way][shot] prototypes
         self._last: dict[str, Any] | None = None  # the last predicted query's encoding
@@ -210,6 +212,8 @@ class Predictor:
                 batch = torch.cat([image_tensor(images[i], hw) for i in chunk]).to(self.device)
                 encoded = self.model.encode(batch)
                 probs, sims = self._score(encoded, (h, w))
+                if self.flip:
+                    probs, sims = mirror_average((probs, sims), self._score(self.model.encode(batch.flip(-1)), (h, w)))
                 for j, i in enumerate(chunk):
                     prob = probs[j]
                     if self.self_support:
@@ -217,7 +221,8 @@ class Predictor:
                     if self.zoom:
                         prob = self._zoom(images[i], prob)
                     if self.boundary == "guided":
-                        prob = refine_probability(prob, images[i], self.size or max(h, w))
+                        prob = refine_probability(prob, images[i], self.size or max(h, w),
+                                                  *boundary_settings(self.model))
                     results[i] = self._finish(prob, sims[j])
                     if i == len(images) - 1:  # update_support learns from the last image given
                         self._last = {"encoded": {k: v[j:j + 1] for k, v in encoded.items()}, "input_hw": hw}
@@ -264,6 +269,12 @@ class Predictor:
         if prob_np.shape[0] == 1:
             return Prediction(mask=mask, probability=prob_np[0], similarity=sim_np[0])
         return Prediction(mask=mask, probability=prob_np, similarity=sim_np)
+
+
+def mirror_average(first: tuple[torch.Tensor, ...], mirrored: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """Readings (each (B,N,H,W)) of the queries and of their mirror images -> their averages, the
+    mirrored ones flipped back first."""
+    return tuple((a + b.flip(-1)) / 2 for a, b in zip(first, mirrored))
 
 
 def _expand(proto: dict[str, torch.Tensor], b: int) -> dict[str, torch.Tensor]:

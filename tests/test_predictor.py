@@ -366,6 +366,36 @@ def test_boundary_step_follows_the_images_edges_and_none_is_bilinear(predictor):
         refine_probability(torch.zeros(1, 10, 10), np.zeros((12, 10, 3), np.uint8), 96)
 
 
+def test_boundary_step_takes_the_models_filter_window(predictor, monkeypatch):
+    from types import SimpleNamespace
+
+    from sgone import boundary, predictor as predictor_module
+
+    # a model with a DINOv2 part takes the finer pair: a torch model's backbone (JointBackbone.semantic,
+    # tests/backbones/test_joint.py) or an exported model's session (OnnxModel.semantic, None without one)
+    fine, coarse = (boundary.SEMANTIC_BOUNDARY_RADIUS, boundary.SEMANTIC_BOUNDARY_EPS), \
+        (boundary.BOUNDARY_RADIUS, boundary.BOUNDARY_EPS)
+    assert boundary.boundary_settings(SimpleNamespace(backbone=SimpleNamespace(semantic=object()))) == fine
+    assert boundary.boundary_settings(SimpleNamespace(semantic=object())) == fine
+    assert boundary.boundary_settings(SimpleNamespace(semantic=None)) == coarse
+    assert boundary.boundary_settings(predictor.model) == coarse
+    assert boundary.SEMANTIC_BOUNDARY_RADIUS < boundary.BOUNDARY_RADIUS
+    # the Predictor filters with what boundary_settings gives for its model
+    rng = np.random.default_rng(2)
+    s_img, q_img = rng.integers(0, 255, (2, 96, 96, 3), dtype=np.uint8)
+    s_mask = np.zeros((96, 96), np.uint8)
+    s_mask[30:70, 20:60] = 1
+    plain = Predictor(predictor.model, size=96, fuse=False)
+    plain.set_support(s_img, s_mask)
+    first = torch.from_numpy(plain.predict(q_img).probability)[None]
+    monkeypatch.setattr(predictor_module, "boundary_settings", lambda model: (0.5, 0.001))
+    guided = Predictor(predictor.model, size=96, fuse=False, boundary="guided")
+    guided.set_support(s_img, s_mask)
+    expected = boundary.refine_probability(first, q_img, 96, 0.5, 0.001)[0].numpy()
+    np.testing.assert_allclose(guided.predict(q_img).probability, expected, atol=1e-6)
+    assert not np.allclose(expected, boundary.refine_probability(first, q_img, 96)[0].numpy(), atol=1e-3)
+
+
 def test_video_predictor_keeps_bilinear_upsampling(predictor):
     from sgone.video.model import video_predictor
 
@@ -438,3 +468,25 @@ def test_zoom_finds_a_small_square_at_its_place_in_a_big_image():
     blank = np.zeros_like(image)
     blank[..., 2] = 140  # nothing found: the first pass's answer, no crop
     assert np.array_equal(zoomed.predict(blank).probability, plain.predict(blank).probability)
+
+
+def test_flip_averages_the_query_and_its_mirror_and_commutes_with_mirroring(model):
+    """flip=True: the reading of the query averaged with that of its mirror image (flipped back);
+    so a mirrored query gives the mirrored answer, and flip changes an asymmetric scene's answer."""
+    rng = np.random.default_rng(11)
+    support = rng.integers(0, 60, (96, 96, 3)).astype(np.uint8)
+    support[30:70, 20:60] = (220, 40, 40)
+    query = rng.integers(0, 60, (90, 130, 3)).astype(np.uint8)
+    query[20:60, 10:50] = (220, 40, 40)
+    query[50:80, 80:125] = (40, 200, 60)
+    plain, flipping = (Predictor(model, size=96, fuse=False, flip=on) for on in (False, True))
+    for p in (plain, flipping):
+        p.set_support(support, (support[..., 0] == 220).astype(np.uint8))
+    out = flipping.predict(query)
+    for field in ("probability", "similarity"):
+        expected = (getattr(plain.predict(query), field) + getattr(plain.predict(query[:, ::-1].copy()), field)[:, ::-1]) / 2
+        np.testing.assert_allclose(getattr(out, field), expected, atol=1e-5)
+    mirrored = flipping.predict(query[:, ::-1].copy())
+    np.testing.assert_allclose(mirrored.probability[:, ::-1], out.probability, atol=1e-5)
+    assert not np.allclose(out.probability, plain.predict(query).probability, atol=1e-3)
+    assert np.array_equal(flipping.predict(query).probability, out.probability)  # deterministic

@@ -33,8 +33,9 @@ class Limits:
     max_frames: int = 600
 
 
-# the still-image steps for small objects and many instances (`Predictor(self_support=, zoom=)`): label -> step
-SMALL_OBJECT_STEPS = {"second look at the query": "self_support", "zoom on the regions found": "zoom"}
+# the still-image steps for small objects and many instances (`Predictor(self_support=, zoom=, flip=)`): label -> step
+SMALL_OBJECT_STEPS = {"second look at the query": "self_support", "zoom on the regions found": "zoom",
+                      "mirrored reading averaged in": "flip"}
 
 
 def usable_models() -> list[str]:
@@ -283,7 +284,7 @@ class Session:
                 progress: Progress | None = None, steps: Sequence[str] = ()) -> Result:
         """Segment each (name, image) query against the supports; write overlays, heat maps,
         0/255 mask PNGs (query size) and `masks.zip` with all of them. steps: the Predictor's
-        small-object steps to run, "self_support" and/or "zoom" (none by default)."""
+        small-object steps to run, any of `SMALL_OBJECT_STEPS`' values (none by default)."""
         from sgone.io import save_image, write_mask_png
         from sgone.viz import heatmap, overlay
 
@@ -293,10 +294,12 @@ class Session:
         say(0.0, "encoding the support")
         result = Result(encoded_support=self.set_support(model, [s[0] for s in supports], [s[1] for s in supports]))
         self.predictor.threshold = float(threshold)
-        unknown = set(steps) - {"self_support", "zoom"}
+        known = tuple(SMALL_OBJECT_STEPS.values())
+        unknown = set(steps) - set(known)
         if unknown:
-            raise SgoneError(f"{', '.join(sorted(unknown))}: unknown step (self_support, zoom)")
-        self.predictor.self_support, self.predictor.zoom = "self_support" in steps, "zoom" in steps
+            raise SgoneError(f"{', '.join(sorted(unknown))}: unknown step ({', '.join(known)})")
+        for step in known:
+            setattr(self.predictor, step, step in steps)
         out = self.new_run_dir()
         for i, (stem, (name, image)) in enumerate(zip(unique_stems([q[0] for q in queries]), queries)):
             say(i / len(queries), f"query {i + 1} of {len(queries)}: {name}")
@@ -342,7 +345,7 @@ class Session:
             self.model_name = model
         self.support_key = None  # track() replaces the support with the first frame
         self.predictor.threshold = float(threshold)
-        self.predictor.self_support = self.predictor.zoom = False  # still-image steps
+        self.predictor.self_support = self.predictor.zoom = self.predictor.flip = False  # still-image steps
         with video_threads():
             summary = run_video(self.predictor, frames, mask_path, out / "video", preview="none", progress=progress,
                                 report=lambda msg: None)

@@ -34,13 +34,13 @@ def add_boundary_argument(parser: argparse.ArgumentParser) -> None:
     """`--boundary`, for the still-image commands (video modes have their own upsampling)."""
     parser.add_argument("--boundary", choices=options.BOUNDARIES, default=options.DEFAULT_BOUNDARY,
                         help="from the network's stride-8 grid to pixels: none (default: bilinear) or guided (a "
-                             "guided filter moves the mask's edges onto the image's; helps at "
-                             f"--size {options.DEFAULT_SIZE} and "
-                             "above with MobileNetV2 models, hurts at small sizes)")
+                             "guided filter moves the mask's edges onto the image's, a finer window for DINOv2 "
+                             f"models; helps at --size {options.DEFAULT_SIZE} and above, hurts at small sizes)")
 
 
 def add_small_object_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--self-support` and `--zoom`, the Predictor's steps for small objects and many instances (still images)."""
+    """`--self-support`, `--zoom` and `--flip`, the Predictor's steps for small objects and many instances
+    (still images)."""
     parser.add_argument("--self-support", action="store_true", dest="self_support",
                         help="a second look at each query: match it again against the support blended with the "
                              "query's own object and background from the first pass (no re-encode; off by default, "
@@ -48,6 +48,9 @@ def add_small_object_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--zoom", action="store_true",
                         help="crop each region the first pass found (at most 3) from the full-resolution query, "
                              "segment it again at --size and paste it back (one more encode per crop; off by default)")
+    parser.add_argument("--flip", action="store_true",
+                        help="also read each query mirrored and average the two readings (one more encode per "
+                             "query; off by default, see docs/results.md)")
 
 
 def add_runtime_argument(parser: argparse.ArgumentParser) -> None:
@@ -135,7 +138,7 @@ def model_name(args: argparse.Namespace) -> str:
 
 def build_predictor(args: argparse.Namespace, fusion: str = options.DEFAULT_FUSION):
     """The predictor for --model/--weights/--device/--size/--threshold/--runtime/--precision/--boundary (and
-    --self-support/--zoom where a command has them): every
+    --self-support/--zoom/--flip where a command has them): every
     name, the default and --weights take the same road (`sgone.runtimes`, then `load_model`)."""
     from sgone import predictor as predictors
 
@@ -144,4 +147,5 @@ def build_predictor(args: argparse.Namespace, fusion: str = options.DEFAULT_FUSI
                                 boundary=getattr(args, "boundary", options.DEFAULT_BOUNDARY),
                                 precision=getattr(args, "precision", options.DEFAULT_PRECISION),
                                 weights=getattr(args, "weights", None) or "auto",
-                                self_support=getattr(args, "self_support", False), zoom=getattr(args, "zoom", False))
+                                self_support=getattr(args, "self_support", False), zoom=getattr(args, "zoom", False),
+                                flip=getattr(args, "flip", False))

@@ -130,7 +130,7 @@ def fingerprint(args: argparse.Namespace, groups) -> dict:
                "runtime": args.runtime, "precision": args.precision, "class_id": args.class_id,
                "resize_masks": args.resize_masks,
                # only when on, so folders written before these steps existed keep their fingerprint
-               **{k: True for k in ("self_support", "zoom") if getattr(args, k)}}
+               **{k: True for k in ("self_support", "zoom", "flip") if getattr(args, k)}}
     supports = [{"class": g.name, "shots": [{"image": file_digest(i), "mask": file_digest(m)}
                                             for i, m in zip(g.images, g.masks)]} for g in groups]
     return {"model": model_id, "options": options, "supports": supports}
@@ -186,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     spec = LabelSpec(model=model_name(args), classes=tuple(g.name for g in groups),
                      supports=tuple(tuple(pairs) for pairs in supports), size=size, threshold=args.threshold,
                      fusion=args.fusion, boundary=args.boundary, runtime=args.runtime, precision=args.precision,
-                     device=args.device, self_support=args.self_support, zoom=args.zoom,
+                     device=args.device, self_support=args.self_support, zoom=args.zoom, flip=args.flip,
                      work_side=work, max_pixels=max_pixels, overlays=args.overlays, threads=model_threads(args))
     cluster = None
     if args.engine == "ray":

@@ -265,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
                "precision": getattr(predictor, "precision", args.precision),
                "size": args.size,
                "threshold": args.threshold, "fusion": args.fusion, "preview_size": args.preview_size,
-               "self_support": args.self_support, "zoom": args.zoom,
+               "self_support": args.self_support, "zoom": args.zoom, "flip": args.flip,
                "support": [{"image": i, "mask": m} for i, m in zip(args.support, args.support_mask)],
                "queries": done, "skipped": skipped}
     try:

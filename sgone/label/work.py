@@ -37,6 +37,7 @@ class LabelSpec:
     precision: str = "auto"
     self_support: bool = False
     zoom: bool = False
+    flip: bool = False
     device: str = "auto"
     work_side: int | None = 2048
     max_pixels: int | None = None
@@ -63,7 +64,8 @@ def build_predictor(spec: LabelSpec):
         torch.set_num_threads(spec.threads)
     predictor = Predictor(spec.model, device=spec.device, size=spec.size, threshold=spec.threshold,
                           fusion=spec.fusion, runtime=spec.runtime, boundary=spec.boundary,
-                          precision=spec.precision, self_support=spec.self_support, zoom=spec.zoom)
+                          precision=spec.precision, self_support=spec.self_support, zoom=spec.zoom,
+                          flip=spec.flip)
     nested = len(spec.classes) > 1
     images = [[pair[0] for pair in shots] for shots in spec.supports]
     masks = [[pair[1] for pair in shots] for shots in spec.supports]

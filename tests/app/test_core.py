@@ -287,10 +287,10 @@ def test_the_small_object_steps_are_the_predictors_and_off_unless_asked(session)
     query, _ = scene(90, 120, 50, 70, 22, seed=2)
     model = "prototype-mobilenet_v2"
     session.segment(model, [(support, disc)], [("q.jpg", query)], 0.5)
-    assert (session.predictor.self_support, session.predictor.zoom) == (False, False)
+    assert (session.predictor.self_support, session.predictor.zoom, session.predictor.flip) == (False, False, False)
     both = session.segment(model, [(support, disc)], [("q.jpg", query)], 0.5, steps=list(SMALL_OBJECT_STEPS.values()))
-    assert (session.predictor.self_support, session.predictor.zoom) == (True, True)
-    reference = Predictor(model, size=SIZE, self_support=True, zoom=True)
+    assert (session.predictor.self_support, session.predictor.zoom, session.predictor.flip) == (True, True, True)
+    reference = Predictor(model, size=SIZE, self_support=True, zoom=True, flip=True)
     reference.set_support([support], [disc])
     assert np.array_equal(np.asarray(Image.open(both.masks[0])) == 255, reference.predict(query).mask == 1)
     with pytest.raises(SgoneError, match="^sharpen: unknown step"):

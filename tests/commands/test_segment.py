@@ -682,7 +682,7 @@ def test_small_object_flags_reach_the_predictor_and_zoom_crops_only_the_working_
         def __init__(self, model=None, **kwargs):
             made.append(kwargs)
             super().__init__(PrototypeModel(Colours()).eval(), fuse=False, size=kwargs["size"],
-                             self_support=kwargs["self_support"], zoom=kwargs["zoom"])
+                             self_support=kwargs["self_support"], zoom=kwargs["zoom"], flip=kwargs["flip"])
 
     def recording(scores, image, score_crop, *args, **kwargs):
         crops = []
@@ -696,11 +696,12 @@ def test_small_object_flags_reach_the_predictor_and_zoom_crops_only_the_working_
     image, _ = scene(600, 800, 300, 420, 60, seed=5)
     path = files["dir"] / "big.png"
     Image.fromarray(image).save(path)
-    assert main(segment_argv(files, "--preview-size", "200", "--zoom", "--self-support", query=[path], size="64")) == 0
-    assert made[0]["self_support"] is True and made[0]["zoom"] is True
+    assert main(segment_argv(files, "--preview-size", "200", "--zoom", "--self-support", "--flip", query=[path],
+                             size="64")) == 0
+    assert made[0]["self_support"] is True and made[0]["zoom"] is True and made[0]["flip"] is True
     assert len(zooms) == 1 and zooms[0][0] == (150, 200, 3)
     assert 1 <= len(zooms[0][1]) <= sgone.predictor.ZOOM_CROPS
     assert all(h <= 150 and w <= 200 for h, w, _ in zooms[0][1])
     summary = json.loads((files["out"] / "summary.json").read_text())
-    assert summary["self_support"] is True and summary["zoom"] is True
+    assert summary["self_support"] is True and summary["zoom"] is True and summary["flip"] is True
     check_outputs(files["out"], "big", (600, 800), preview_hw=(150, 200))  # the mask at full size

@@ -143,6 +143,7 @@ def test_refusals(collection, capsys):
             [a if not a.endswith("support_mask.png") else str(other)
              for a in label_args(collection, out, inputs=("photos/a",))],
         "another --size (128, now 96)": label_args(collection, out, "--size", "96", inputs=("photos/a",)),
+        "another --flip (None, now True)": label_args(collection, out, "--flip", inputs=("photos/a",)),
     }
     for words, argv in cases.items():
         assert main(argv) == 2
