@@ -5,8 +5,9 @@ the fold's test classes), per fold and shots: mIoU of the first pass ("off"), th
 ("self", `sgone.self_support.second_look`), the zoom step ("zoom", `sgone.ops.zoom_refine`), both
 ("both"), the boundary step ("guided", `Predictor(boundary="guided")`: the guided filter at the
 model's `sgone.boundary.boundary_settings`), the flip step ("flip", `Predictor(flip=True)`: the
-mirrored query's reading averaged in) and the last two together ("flip+guided"), the foreground IoU by the object's share of the query (<2 %, 2-10 %, >=10 %, as
-real_folds.py), and the time each step adds per episode. The first pass and the self-support step
+mirrored query's reading averaged in) and the last two together ("flip+guided"); the foreground IoU
+by the object's share of the query (<2 %, 2-10 %, >=10 %, as real_folds.py), and the time each step
+adds per episode. The first pass and the self-support step
 read the same cached query encoding (`FeatureCache`, as real_folds.py; the second look re-encodes
 nothing); the zoom step encodes its crops from the image files. `--time-episodes N` also runs the
 first N episodes of each fold and shots through `Predictor` (encodes included) with each option, so
@@ -61,7 +62,7 @@ RADII, EPSILONS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0), (0.04, 0.01, 0.001, 0.
 
 
 def settings(choose: bool) -> dict[str, dict]:
-    """Named settings of the two steps: the module constants, or (--choose) a grid around them."""
+    """Named settings of the steps: the module constants, or (--choose) a grid around them."""
     base = {"high": ss.HIGH, "low": ss.LOW, "weight": ss.WEIGHT, "parts": ss.PARTS, "keep": ss.KEEP,
             "zoom_weight": predictors.ZOOM_WEIGHT, "boundary": None, "steps": STEPS}  # boundary None: the model's
     rows = {"constants": base}

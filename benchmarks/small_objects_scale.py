@@ -150,14 +150,16 @@ def main() -> None:
                 acc, sizes = scored.setdefault(name, (IoUAccumulator(), []))
                 sizes.append((share, acc.add((prob[0] > 0.5).long(), ep.label, spec["class_ids"])))
         row = results["folds"].setdefault(str(fold), {})
-        print(f"\nfold {fold}, 1-shot, {len(specs)} episodes\n\n| view | mIoU | <2 % | 2-10 % | >=10 % |\n|---|---:|---:|---:|---:|")
+        print(f"\nfold {fold}, 1-shot, {len(specs)} episodes\n")
+        print("| view | mIoU | <2 % | 2-10 % | >=10 % |\n|---|---:|---:|---:|---:|")
         for name, (acc, sizes) in scored.items():
             pooled = by_object_size(sizes)
             row[name] = {"miou": 100 * acc.miou(test), "object_sizes": sizes}
             print(f"| {name} | {100 * acc.miou(test):.1f} | "
                   + " | ".join(f"{v['fg_iou']:.1f} ({v['episodes']})" for v in pooled.values()) + " |")
         row["seconds per extra encode"] = {k: t / n for k, (t, n) in seconds.items()}
-        print("\nseconds per extra encode: " + ", ".join(f"{k} {t / n:.2f}" for k, (t, n) in seconds.items()), flush=True)
+        print("\nseconds per extra encode: " + ", ".join(f"{k} {t / n:.2f}" for k, (t, n) in seconds.items()),
+              flush=True)
         if args.out:
             atomic_write(args.out, json.dumps(results, indent=1) + "\n")
 
