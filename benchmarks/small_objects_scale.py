@@ -16,7 +16,8 @@ Prints mIoU (HSNet-style, the fold's test classes), foreground IoU by object sha
 small_objects.py) and the seconds each extra encode took.
 
     R="--root ../shared/data/ccp --root ../shared/data/coco128 --root ../shared/data/camvid"
-    python benchmarks/small_objects_scale.py $R --runs runs/davis-1200 --folds 0 --episodes 100
+    python benchmarks/small_objects_scale.py $R --runs runs/davis-1200 --folds F --episodes 100 --out sF.json
+    python benchmarks/small_objects_scale.py --tables s*.json   # the folds side by side, their mean
 """
 from __future__ import annotations
 
@@ -106,8 +107,8 @@ def views(ep: Episode, image: np.ndarray, prob: torch.Tensor, args, seconds: dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", action="append", default=[], required=True)
-    parser.add_argument("--runs", required=True, help="folder with fold<F>/last.pt")
+    parser.add_argument("--root", action="append", default=[])
+    parser.add_argument("--runs", help="folder with fold<F>/last.pt")
     parser.add_argument("--folds", default="0")
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
@@ -118,7 +119,14 @@ def main() -> None:
     parser.add_argument("--dinov2-resolutions", type=int, nargs="*", default=[672])
     parser.add_argument("--feature-cache", default="auto")
     parser.add_argument("--out", type=Path, help="results.json")
+    parser.add_argument("--tables", nargs="+", type=Path, metavar="JSON",
+                        help="print earlier runs' --out files as one table (their folds merged) and stop")
     args = parser.parse_args()
+    if args.tables:
+        print_table(args.tables)
+        return
+    if not args.root or not args.runs:
+        parser.error("--root and --runs are needed (or --tables)")
     for res in args.dinov2_resolutions:
         if res < TILE or res % PATCH:
             parser.error(f"--dinov2-resolutions: {res} is not a multiple of {PATCH} of at least {TILE}")
@@ -162,6 +170,23 @@ def main() -> None:
               flush=True)
         if args.out:
             atomic_write(args.out, json.dumps(results, indent=1) + "\n")
+
+
+def print_table(paths: list[Path]) -> None:
+    """The views of several runs' folds: mIoU per fold, its mean, and foreground IoU by object share
+    with the folds' episodes pooled."""
+    folds: dict[str, dict] = {}
+    for path in paths:
+        folds.update(json.loads(path.read_text())["folds"])
+    names = sorted(folds)
+    views = [v for v in folds[names[0]] if v != "seconds per extra encode" and all(v in folds[f] for f in names)]
+    print("| view | " + " | ".join(f"fold {f}" for f in names) + " | mean | <2 % | 2-10 % | >=10 % |")
+    print("|---" * (len(names) + 5) + "|")
+    for view in views:
+        mious = [folds[f][view]["miou"] for f in names]
+        pooled = by_object_size([tuple(p) for f in names for p in folds[f][view]["object_sizes"]])
+        print(f"| {view} | " + " | ".join(f"{m:.1f}" for m in mious) + f" | {np.mean(mious):.1f} | "
+              + " | ".join(f"{v['fg_iou']:.1f} ({v['episodes']})" for v in pooled.values()) + " |")
 
 
 if __name__ == "__main__":
