@@ -154,6 +154,20 @@ class Episode:
                                predictors.ZOOM_CROPS, s["zoom_weight"], min_side=max(self.hw) // 4)
 
 
+def fold_model(path, fold: int | None, head_weight: float | None, feature_cache: str, size: int,
+               backbone_options: dict | None = None):
+    """A fold's checkpoint (refused unless trained with `fold` held out; fold None: any model) ->
+    (model in eval mode at `head_weight`, its feature cache at `size`)."""
+    from sgone.engine.training_data import feature_cache_folder
+
+    if fold is not None and read_checkpoint(path).get("config", {}).get("fold") != fold:
+        sys.exit(f"{path}: not trained with fold {fold} held out")
+    model = load_model(path, backbone_options=backbone_options).eval()
+    if head_weight is not None and hasattr(model, "head_weight"):
+        model.head_weight = head_weight
+    return model, FeatureCache(feature_cache_folder(feature_cache), model.backbone, size)
+
+
 def run_fold(model, source, specs, cache, labels, size, rows, steps, progress):
     """-> {(setting, step): (IoUAccumulator, [(share, fg IoU)], seconds)}."""
     from tqdm import tqdm
@@ -295,8 +309,6 @@ def main() -> None:
         print_tables(merged)
         return
     torch.set_grad_enabled(False)
-    from sgone.engine.training_data import feature_cache_folder
-
     steps = args.steps.split(",")
     results: dict = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "folds": {}}
     if args.runs or args.model:
@@ -307,12 +319,8 @@ def main() -> None:
         rows = settings(args.choose)
         for fold in [int(f) for f in args.folds.split(",")]:
             path = Path(args.runs) / f"fold{fold}" / "last.pt" if args.runs else args.model
-            if args.runs and read_checkpoint(path).get("config", {}).get("fold") != fold:
-                sys.exit(f"{path}: not trained with fold {fold} held out")
-            model = load_model(path, backbone_options=args.backbone_options).eval()
-            if args.head_weight is not None and hasattr(model, "head_weight"):
-                model.head_weight = args.head_weight
-            cache = FeatureCache(feature_cache_folder(args.feature_cache), model.backbone, args.size)
+            model, cache = fold_model(path, fold if args.runs else None, args.head_weight, args.feature_cache,
+                                      args.size, args.backbone_options)
             test = source.classes(fold, "test")
             results["folds"].setdefault(str(fold), {})["checkpoint step"] = read_checkpoint(path).get("step") \
                 if args.runs else None

@@ -31,29 +31,29 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from small_objects import Episode  # noqa: E402
+from small_objects import Episode, fold_model  # noqa: E402
 from sgone import ops  # noqa: E402
 from sgone import predictor as predictors  # noqa: E402
 from sgone.backbones.dinov2 import PATCH, TILE  # noqa: E402
 from sgone.data.mix import MixSource  # noqa: E402
 from sgone.data.sampler import TestEpisodes  # noqa: E402
 from sgone.engine.cached_episodes import LabelMaps  # noqa: E402
-from sgone.engine.feature_cache import FeatureCache  # noqa: E402
 from sgone.engine.metrics import IoUAccumulator, by_object_size, object_share  # noqa: E402
 from sgone.inputs import image_tensor, input_size  # noqa: E402
-from sgone.io import atomic_write, read_image  # noqa: E402
-from sgone.models.registry import load_model, read_checkpoint  # noqa: E402
+from sgone.io import atomic_write  # noqa: E402
 
 RULES = ("replace", "mean", "min")
 
 
 def paste(prob: torch.Tensor, parts: list, rule: str) -> torch.Tensor:
-    """(1,H,W) first pass with each (box, (1,h,w) crop scores) pasted back by `rule`."""
+    """(1,H,W) first pass with each (box, (1,h,w) crop scores) pasted back by `rule`: replace and mean
+    are `ops.paste_box`'s weights 1 and 0.5 (the zoom step's paste), min keeps the lower score."""
     out = prob.clone()
     for (t, l, b, r), part in parts:
-        first = out[:, t:b, l:r]
-        out[:, t:b, l:r] = part if rule == "replace" else (first + part) / 2 if rule == "mean" \
-            else torch.minimum(first, part)
+        if rule == "min":
+            out[:, t:b, l:r] = torch.minimum(out[:, t:b, l:r], part)
+        else:
+            ops.paste_box(out, part, (t, l, b, r), 1.0 if rule == "replace" else 0.5, inplace=True)
     return out
 
 
@@ -132,27 +132,22 @@ def main() -> None:
             parser.error(f"--dinov2-resolutions: {res} is not a multiple of {PATCH} of at least {TILE}")
     torch.set_grad_enabled(False)
     from tqdm import tqdm
-    from sgone.engine.training_data import feature_cache_folder
 
     source = MixSource(args.root)
     labels = LabelMaps(source, args.size)
     results: dict = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "folds": {}}
     for fold in [int(f) for f in args.folds.split(",")]:
         path = Path(args.runs) / f"fold{fold}" / "last.pt"
-        if read_checkpoint(path).get("config", {}).get("fold") != fold:
-            sys.exit(f"{path}: not trained with fold {fold} held out")
-        model = load_model(path).eval()
-        model.head_weight = args.head_weight
+        model, cache = fold_model(path, fold, args.head_weight, args.feature_cache, args.size)
         if not hasattr(model.backbone, "semantic"):
             sys.exit(f"{path}: not a DINOv2 + CNN model (no semantic backbone)")
-        cache = FeatureCache(feature_cache_folder(args.feature_cache), model.backbone, args.size)
         test = source.classes(fold, "test")
         specs = TestEpisodes(source, fold, shots=1, episodes=args.episodes, seed=args.seed).specs
         scored: dict[str, tuple[IoUAccumulator, list]] = {}
         seconds: dict[str, tuple[float, int]] = {}
         for spec in tqdm(specs, desc=f"fold {fold}", leave=False, dynamic_ncols=True):
             ep = Episode(model, source, spec, cache, labels, args.size)
-            image = read_image(source.image_path(spec["query"]))
+            image = ep.image({})  # read once, checked against the label's size
             share = object_share(ep.label)
             for name, prob in views(ep, image, ep.score(ep.encoded, ep.hw), args, seconds).items():
                 acc, sizes = scored.setdefault(name, (IoUAccumulator(), []))
